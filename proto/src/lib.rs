@@ -1,0 +1,38 @@
+//! Protobuf definitions and generated tonic/prost code for every Skywire-rs gRPC service.
+//!
+//! Package naming is `skywire.<area>.v1`; each package is a module below [`skywire`]. The
+//! `.proto` sources live under `proto/skywire/`; service protos are added by the crates that
+//! implement them.
+//!
+//! # Layout
+//! - [`skywire::common::v1`]: types shared by every service (public key, dmsg address, error detail).
+//! - [`FILE_DESCRIPTOR_SET`]: one encoded descriptor set with every package, for gRPC reflection.
+//! - `testing` (feature `testing`): a scriptable `Probe` service for middleware tests.
+
+/// Generated code, one module per protobuf package.
+pub mod skywire {
+    /// `skywire.common.*`
+    pub mod common {
+        /// `skywire.common.v1`: types shared by every service.
+        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+        pub mod v1 {
+            tonic::include_proto!("skywire.common.v1");
+        }
+    }
+
+    /// `skywire.testing.*` (feature `testing`; never served by a real process).
+    #[cfg(feature = "testing")]
+    pub mod testing {
+        /// `skywire.testing.v1`: the scriptable `Probe` service.
+        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+        pub mod v1 {
+            tonic::include_proto!("skywire.testing.v1");
+        }
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every compiled package, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("skywire_descriptor");
+
+#[cfg(feature = "testing")]
+pub mod testing;

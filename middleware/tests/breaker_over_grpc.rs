@@ -1,5 +1,7 @@
 //! The client stack's circuit breaker against a real tonic server on 127.0.0.1.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

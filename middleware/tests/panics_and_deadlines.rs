@@ -1,6 +1,8 @@
 //! The server stack's panic recovery, deadlines and load shedding, against a real tonic
 //! server on 127.0.0.1.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

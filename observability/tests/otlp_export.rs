@@ -4,6 +4,8 @@
 //! goes from a tonic client through [`TraceLayer::client`] over 127.0.0.1 to a tonic server
 //! behind [`TraceLayer::server`]. One test per binary: `init` installs the global subscriber.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

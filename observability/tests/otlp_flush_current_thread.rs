@@ -3,6 +3,8 @@
 //! connection and lose them (../shared/reference/rust-stack.md, gotcha 3).
 //! One test per binary: `init` installs the global subscriber.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

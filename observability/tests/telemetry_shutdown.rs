@@ -1,6 +1,8 @@
 //! The telemetry guard never hangs a process on exit, even when the collector is unreachable.
 //! One test per binary: `init` installs the global subscriber.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use observability::TelemetryConfig;

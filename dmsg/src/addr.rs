@@ -1,0 +1,141 @@
+//! dmsg addresses: `dmsg://<pk>:<port>` (PROTOCOL.md §2).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::identity::{InvalidKey, PublicKey};
+
+/// A dmsg port: 1..=65535 (0 is invalid). Ports from [`Port::EPHEMERAL_START`] up are handed
+/// out to dialing streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Port(u16);
+
+impl Port {
+    /// First ephemeral port.
+    pub const EPHEMERAL_START: u16 = 49152;
+
+    /// A port; `None` for 0.
+    pub const fn new(port: u16) -> Option<Self> {
+        if port == 0 { None } else { Some(Self(port)) }
+    }
+
+    /// The port number.
+    pub const fn get(self) -> u16 {
+        self.0
+    }
+
+    /// True for ports in the ephemeral range.
+    pub const fn is_ephemeral(self) -> bool {
+        self.0 >= Self::EPHEMERAL_START
+    }
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A listener address: a public key and a port.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DmsgAddr {
+    /// The entity listening.
+    pub pk: PublicKey,
+    /// Its port.
+    pub port: Port,
+}
+
+/// Why text is not a dmsg address.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddrParseError {
+    /// Missing the `dmsg://` scheme.
+    #[error("a dmsg address looks like dmsg://<64-hex-char public key>:<port>")]
+    Format,
+    /// The key part is not a public key.
+    #[error("bad public key in dmsg address: {0}")]
+    Key(#[from] InvalidKey),
+    /// The port is not a number in 1..=65535.
+    #[error("bad port {0:?} in dmsg address: use 1..=65535")]
+    Port(String),
+}
+
+impl DmsgAddr {
+    /// An address.
+    pub fn new(pk: PublicKey, port: Port) -> Self {
+        Self { pk, port }
+    }
+}
+
+impl fmt::Display for DmsgAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dmsg://{}:{}", self.pk, self.port)
+    }
+}
+
+impl fmt::Debug for DmsgAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for DmsgAddr {
+    type Err = AddrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let rest = s.strip_prefix("dmsg://").ok_or(AddrParseError::Format)?;
+        let (pk, port) = rest.rsplit_once(':').ok_or(AddrParseError::Format)?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .and_then(Port::new)
+            .ok_or_else(|| AddrParseError::Port(port.to_owned()))?;
+        Ok(Self {
+            pk: pk.parse()?,
+            port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+
+    #[test]
+    fn addresses_print_and_parse() {
+        let pk = Keypair::generate().public();
+        let addr = DmsgAddr::new(pk, Port::new(80).unwrap());
+        let text = addr.to_string();
+        assert_eq!(text, format!("dmsg://{pk}:80"));
+        assert_eq!(text.parse::<DmsgAddr>().unwrap(), addr);
+    }
+
+    #[test]
+    fn bad_addresses_are_refused_with_the_reason() {
+        let pk = Keypair::generate().public();
+        assert_eq!(
+            format!("{pk}:80").parse::<DmsgAddr>(),
+            Err(AddrParseError::Format)
+        );
+        assert_eq!(
+            format!("dmsg://{pk}:0").parse::<DmsgAddr>(),
+            Err(AddrParseError::Port("0".into()))
+        );
+        assert_eq!(
+            format!("dmsg://{pk}:70000").parse::<DmsgAddr>(),
+            Err(AddrParseError::Port("70000".into()))
+        );
+        assert!(matches!(
+            "dmsg://abcd:80".parse::<DmsgAddr>(),
+            Err(AddrParseError::Key(_))
+        ));
+    }
+
+    #[test]
+    fn port_zero_is_invalid_and_ephemeral_ports_start_at_49152() {
+        assert_eq!(Port::new(0), None);
+        assert!(!Port::new(49151).unwrap().is_ephemeral());
+        assert!(Port::new(49152).unwrap().is_ephemeral());
+    }
+}

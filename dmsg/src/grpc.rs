@@ -1,0 +1,77 @@
+//! gRPC over dmsg: a tonic channel whose connections are dmsg streams, and dmsg listeners as
+//! the incoming connections of a tonic server (PROTOCOL.md §11).
+//!
+//! One dmsg stream carries one HTTP/2 connection with any number of concurrent RPCs; tonic
+//! opens a new stream only when it (re)connects.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use hyper_util::rt::TokioIo;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::addr::DmsgAddr;
+use crate::client::{Client, DialError, Listener};
+use crate::session::Session;
+use crate::stream::DmsgStream;
+
+/// A lazily connecting tonic channel to the gRPC server listening at `addr`, dialed through
+/// `session`. Layer it with `middleware::client_stack` like any channel.
+pub fn channel(client: Client, session: Session, addr: DmsgAddr) -> Channel {
+    // The URI is only a label: the connector ignores it and dials `addr`.
+    let endpoint = Endpoint::from_static("http://dmsg.invalid");
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |_uri: http::Uri| {
+        let client = client.clone();
+        let session = session.clone();
+        async move {
+            let stream = client.dial(&session, addr).await?;
+            Ok::<_, DialError>(TokioIo::new(stream))
+        }
+    }))
+}
+
+/// What a tonic handler learns about a dmsg connection (`request.extensions()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmsgConnectInfo {
+    /// The caller's address (its key and ephemeral port).
+    pub remote: DmsgAddr,
+    /// The listener's address.
+    pub local: DmsgAddr,
+}
+
+impl Connected for DmsgStream {
+    type ConnectInfo = DmsgConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        DmsgConnectInfo {
+            remote: self.remote_addr(),
+            local: self.local_addr(),
+        }
+    }
+}
+
+/// A dmsg listener as a stream of connections for `Server::serve_with_incoming`.
+#[derive(Debug)]
+pub struct Incoming {
+    listener: Listener,
+}
+
+impl Incoming {
+    /// Serves the streams arriving at `listener`.
+    pub fn new(listener: Listener) -> Self {
+        Self { listener }
+    }
+}
+
+impl Stream for Incoming {
+    type Item = std::io::Result<DmsgStream>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut()
+            .listener
+            .poll_accept(cx)
+            .map(|next| next.map(Ok))
+    }
+}

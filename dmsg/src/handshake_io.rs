@@ -1,0 +1,126 @@
+//! Running the session handshake over a socket (PROTOCOL.md §4.1): preamble, refusal or
+//! the three `XK` messages, each framed as `u16 length ‖ message`.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::identity::{Keypair, PublicKey};
+use crate::mux::goaway_frame;
+use crate::noise::{self, Aead, Established, HandshakeError, PqSettings, PqStatus, ResponderNext};
+use crate::wire::{
+    Code, HandshakeRefusal, MAX_HANDSHAKE_MESSAGE, PREAMBLE_LEN, PROTOCOL_VERSION, Pattern,
+    Preamble, PreambleError,
+};
+
+async fn write_message<T: AsyncWrite + Unpin>(io: &mut T, message: &[u8]) -> std::io::Result<()> {
+    let mut framed = Vec::with_capacity(2 + message.len());
+    // Handshake messages are at most MAX_HANDSHAKE_MESSAGE bytes.
+    framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    framed.extend_from_slice(message);
+    io.write_all(&framed).await
+}
+
+async fn read_message<T: AsyncRead + Unpin>(io: &mut T) -> Result<Vec<u8>, HandshakeError> {
+    let len = usize::from(io.read_u16().await?);
+    if len > MAX_HANDSHAKE_MESSAGE {
+        return Err(HandshakeError::MessageTooLong(len));
+    }
+    let mut message = vec![0u8; len];
+    io.read_exact(&mut message).await?;
+    Ok(message)
+}
+
+/// The initiator's side: returns the established session keys.
+///
+/// `advertised` says the server is known to support PQ (config or its signed entry), which
+/// makes a classical completion an error whatever the policy.
+pub(crate) async fn initiate_session<T: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut T,
+    local: &Keypair,
+    server: PublicKey,
+    pq: &PqSettings,
+    advertised: bool,
+) -> Result<Established, HandshakeError> {
+    let mode = pq.offer();
+    let (expect, msg1) = noise::initiate(Pattern::Xk, local, server, mode, &[])?;
+    let mut first = Preamble::session(mode).encode().to_vec();
+    first.extend_from_slice(&(msg1.len() as u16).to_be_bytes());
+    first.extend_from_slice(&msg1);
+    io.write_all(&first).await?;
+    let status = io.read_u8().await?;
+    if status != 0 {
+        let detail = io.read_u8().await.unwrap_or(0);
+        return Err(HandshakeError::Refused(
+            HandshakeRefusal::decode(status, detail).unwrap_or(HandshakeRefusal::Other(status)),
+        ));
+    }
+    let msg2 = read_message(io).await?;
+    let answered = expect.read_answer(&msg2)?;
+    let msg3 = answered.confirm.ok_or(HandshakeError::MissingRemote)?;
+    // Applied before message 3: a refused downgrade never completes on either end.
+    let established = pq.check(answered.outcome, advertised, "session")?;
+    write_message(io, &msg3).await?;
+    Ok(established)
+}
+
+/// Writes a refusal and returns it as the error.
+pub(crate) async fn refuse<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    refusal: HandshakeRefusal,
+) -> HandshakeError {
+    let _ = io.write_all(&refusal.encode()).await;
+    let _ = io.shutdown().await;
+    HandshakeError::Refused(refusal)
+}
+
+/// The responder's side: returns the established session keys.
+pub(crate) async fn respond_session<T: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut T,
+    local: &Keypair,
+    pq: &PqSettings,
+) -> Result<Established, HandshakeError> {
+    let mut raw = [0u8; PREAMBLE_LEN];
+    io.read_exact(&mut raw).await?;
+    let preamble = Preamble::decode(&raw)?;
+    if preamble.version != PROTOCOL_VERSION {
+        return Err(refuse(io, HandshakeRefusal::UnsupportedVersion(PROTOCOL_VERSION)).await);
+    }
+    if preamble.pattern != Pattern::Xk {
+        return Err(HandshakeError::Preamble(PreambleError::Pattern(
+            preamble.pattern as u8,
+        )));
+    }
+    if preamble.mode == crate::wire::Mode::Classical && pq.policy == noise::PqPolicy::Require {
+        return Err(refuse(io, HandshakeRefusal::PqRequired).await);
+    }
+    let msg1 = read_message(io).await?;
+    let responded = noise::respond(
+        Pattern::Xk,
+        local,
+        None,
+        preamble.mode,
+        &[],
+        &msg1,
+        pq.enabled,
+    )?;
+    let mut reply = vec![0u8];
+    reply.extend_from_slice(&(responded.reply.len() as u16).to_be_bytes());
+    reply.extend_from_slice(&responded.reply);
+    io.write_all(&reply).await?;
+    let ResponderNext::ExpectConfirm(expect) = responded.next else {
+        return Err(HandshakeError::MissingRemote);
+    };
+    let msg3 = read_message(io).await?;
+    let outcome = expect.read_confirm(&msg3)?;
+    if outcome.pq() == PqStatus::Classical && pq.required_for(&outcome.remote(), false).is_some() {
+        // Say why under the session keys before failing, so the client gets a typed error.
+        let mut send = Aead::new(&outcome.keys.send);
+        let frame = goaway_frame(
+            &mut send,
+            Code::PqRequired,
+            "this server requires a post-quantum hybrid session with you",
+        );
+        let _ = io.write_all(&frame).await;
+        let _ = io.shutdown().await;
+    }
+    pq.check(outcome, false, "session")
+}

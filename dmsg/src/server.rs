@@ -1,0 +1,592 @@
+//! The relay server core (PROTOCOL.md §7, §10): accepts sessions, keeps a table of them by
+//! public key, and relays streams between clients without ever seeing their plaintext.
+//!
+//! [`Server::serve`] runs the accept loop on a listener the caller already bound (bind first,
+//! everything else later). Accepts are rate-limited by a token bucket and handshakes capped,
+//! so a reconnect storm degrades instead of collapsing; every refusal is counted by reason.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::handshake_io::{refuse, respond_session};
+use crate::identity::{Keypair, PublicKey};
+use crate::mux::{Mux, MuxConfig, Role, StreamError};
+use crate::noise::{HandshakeCounts, PqSettings};
+use crate::session::{IncomingHandler, IncomingOpen, OpenAnswer, Session};
+use crate::stream::RawStream;
+use crate::wire::{Code, HANDSHAKE_TIMEOUT, HandshakeRefusal, StreamRequest};
+
+/// Relay server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Session mux settings.
+    pub mux: MuxConfig,
+    /// Post-quantum settings.
+    pub pq: PqSettings,
+    /// Sessions the server advertises it can hold. Advisory: it keeps accepting beyond it,
+    /// so clients that delegated to it can still listen.
+    pub max_sessions: usize,
+    /// Sustained accepts per second (token bucket rate).
+    pub accept_rate: f64,
+    /// Accepts allowed in a burst (token bucket size).
+    pub accept_burst: u32,
+    /// Handshakes in progress at once; more are refused with "busy".
+    pub max_handshakes: usize,
+    /// Deadline of a session handshake.
+    pub handshake_timeout: Duration,
+    /// How long the relay waits for a destination to answer a stream open.
+    pub open_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    /// 2048 advertised sessions, 10 000 accepts/s with bursts of 2 000, 512 concurrent
+    /// handshakes, 5 s handshake and open deadlines.
+    fn default() -> Self {
+        Self {
+            mux: MuxConfig::default(),
+            pq: PqSettings::default(),
+            max_sessions: 2048,
+            accept_rate: 10_000.0,
+            accept_burst: 2_000,
+            max_handshakes: 512,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            open_timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// Why the server refused a connection or a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Over the accept rate.
+    RateLimited,
+    /// Too many handshakes in progress.
+    HandshakeBusy,
+    /// The session handshake failed (bad peer, timeout, PQ policy).
+    HandshakeFailed,
+    /// A stream request did not parse.
+    MalformedRequest,
+    /// A stream request's source was not the session's peer.
+    SourceMismatch,
+    /// No session to the stream's destination.
+    NoSession,
+    /// The destination refused the stream.
+    DestinationRejected,
+    /// The destination did not answer in time.
+    DestinationTimeout,
+    /// The destination's session refused a new stream (its stream limit).
+    TooManyStreams,
+}
+
+impl RejectReason {
+    /// Every reason, in a fixed order.
+    pub const ALL: [RejectReason; 9] = [
+        Self::RateLimited,
+        Self::HandshakeBusy,
+        Self::HandshakeFailed,
+        Self::MalformedRequest,
+        Self::SourceMismatch,
+        Self::NoSession,
+        Self::DestinationRejected,
+        Self::DestinationTimeout,
+        Self::TooManyStreams,
+    ];
+
+    /// A stable snake_case label, for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::HandshakeBusy => "handshake_busy",
+            Self::HandshakeFailed => "handshake_failed",
+            Self::MalformedRequest => "malformed_request",
+            Self::SourceMismatch => "source_mismatch",
+            Self::NoSession => "no_session",
+            Self::DestinationRejected => "destination_rejected",
+            Self::DestinationTimeout => "destination_timeout",
+            Self::TooManyStreams => "too_many_streams",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Live counters of a server.
+#[derive(Debug, Default)]
+struct Counters {
+    sessions: AtomicI64,
+    sessions_total: AtomicU64,
+    streams: AtomicI64,
+    streams_total: AtomicU64,
+    bytes_relayed: AtomicU64,
+    rejects: [AtomicU64; 9],
+}
+
+/// A snapshot of a server's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Sessions open now.
+    pub sessions: u64,
+    /// Sessions established since start.
+    pub sessions_total: u64,
+    /// Relayed streams open now.
+    pub streams: u64,
+    /// Relayed streams established since start.
+    pub streams_total: u64,
+    /// Payload bytes relayed (both directions).
+    pub bytes_relayed: u64,
+    /// Session handshakes by outcome.
+    pub handshakes: HandshakeCounts,
+    /// Refusals by reason.
+    pub rejects: Vec<(RejectReason, u64)>,
+}
+
+impl ServerStats {
+    /// The refusals counted for `reason`.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.rejects
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+struct Inner {
+    keypair: Keypair,
+    config: ServerConfig,
+    sessions: Mutex<HashMap<PublicKey, Session>>,
+    counters: Counters,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    handshakes: Arc<Semaphore>,
+}
+
+/// A relay server. Clones share the server.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("pk", &self.inner.keypair.public())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token bucket for accepts; owned by the accept loop alone.
+struct TokenBucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            tokens: burst,
+            rate: rate.max(0.001),
+            burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn try_take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Server {
+    /// A server with `keypair` as its identity.
+    pub fn new(keypair: Keypair, config: ServerConfig) -> Self {
+        let handshakes = Arc::new(Semaphore::new(config.max_handshakes.max(1)));
+        Self {
+            inner: Arc::new(Inner {
+                keypair,
+                config,
+                sessions: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+                tasks: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+                handshakes,
+            }),
+        }
+    }
+
+    /// The server's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.keypair.public()
+    }
+
+    /// Sessions open now.
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// The advertised free sessions: `max_sessions − sessions` (negative when over).
+    pub fn available_sessions(&self) -> i64 {
+        let max = i64::try_from(self.inner.config.max_sessions).unwrap_or(i64::MAX);
+        max - i64::try_from(self.session_count()).unwrap_or(i64::MAX)
+    }
+
+    /// The session with `pk`, if connected.
+    pub fn session(&self, pk: &PublicKey) -> Option<Session> {
+        self.sessions().get(pk).cloned()
+    }
+
+    /// Tasks the server owns now (session drivers and relays).
+    pub fn task_count(&self) -> usize {
+        self.inner.tasks.len()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ServerStats {
+        let c = &self.inner.counters;
+        let load = |a: &AtomicI64| u64::try_from(a.load(Ordering::Relaxed)).unwrap_or(0);
+        ServerStats {
+            sessions: load(&c.sessions),
+            sessions_total: c.sessions_total.load(Ordering::Relaxed),
+            streams: load(&c.streams),
+            streams_total: c.streams_total.load(Ordering::Relaxed),
+            bytes_relayed: c.bytes_relayed.load(Ordering::Relaxed),
+            handshakes: self.inner.config.pq.stats.snapshot(),
+            rejects: RejectReason::ALL
+                .iter()
+                .map(|r| (*r, c.rejects[r.index()].load(Ordering::Relaxed)))
+                .collect(),
+        }
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<PublicKey, Session>> {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn reject(&self, reason: RejectReason) {
+        self.inner.counters.rejects[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs the accept loop on `listener` until [`Server::shutdown`].
+    ///
+    /// Returns `Err` if accepting fails persistently: the caller must treat that as the
+    /// data plane dying (health NOT_SERVING, exit non-zero).
+    pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
+        let mut bucket = TokenBucket::new(
+            self.inner.config.accept_rate,
+            self.inner.config.accept_burst,
+        );
+        let mut failures = 0u32;
+        loop {
+            let accepted = tokio::select! {
+                () = self.inner.shutdown.cancelled() => return Ok(()),
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((tcp, addr)) => {
+                    failures = 0;
+                    self.admit(tcp, addr, &mut bucket);
+                }
+                Err(error) => {
+                    // Out of file descriptors or an aborted connection: back off and retry;
+                    // give up only if it persists.
+                    failures += 1;
+                    if failures > 10 {
+                        return Err(error);
+                    }
+                    tracing::warn!(%error, failures, "accept failed; backing off");
+                    tokio::time::sleep(Duration::from_millis(10 << failures.min(6))).await;
+                }
+            }
+        }
+    }
+
+    fn admit(&self, tcp: TcpStream, addr: SocketAddr, bucket: &mut TokenBucket) {
+        if !bucket.try_take(Instant::now()) {
+            self.reject(RejectReason::RateLimited);
+            return; // dropping the socket closes it: the client backs off and retries
+        }
+        let Ok(permit) = self.inner.handshakes.clone().try_acquire_owned() else {
+            self.reject(RejectReason::HandshakeBusy);
+            // A fresh socket's send buffer is empty: this never blocks.
+            let _ = tcp.try_write(&HandshakeRefusal::Busy.encode());
+            return;
+        };
+        let server = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { server.run_connection(tcp, addr, permit).await });
+    }
+
+    async fn run_connection(
+        self,
+        mut tcp: TcpStream,
+        addr: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let _ = tcp.set_nodelay(true);
+        let inner = &self.inner;
+        let handshake = tokio::select! {
+            () = inner.shutdown.cancelled() => return,
+            result = tokio::time::timeout(
+                inner.config.handshake_timeout,
+                respond_session(&mut tcp, &inner.keypair, &inner.config.pq),
+            ) => result,
+        };
+        drop(permit);
+        let established = match handshake {
+            Ok(Ok(established)) => established,
+            Ok(Err(error)) => {
+                self.reject(RejectReason::HandshakeFailed);
+                tracing::debug!(%addr, %error, "session handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.reject(RejectReason::HandshakeFailed);
+                let _ = refuse(&mut tcp, HandshakeRefusal::Other(0xff)).await;
+                tracing::debug!(%addr, "session handshake timed out");
+                return;
+            }
+        };
+        let remote = established.remote();
+        let pq = established.pq();
+        let (send, recv) = established.into_ciphers();
+        let mux = Mux::new(
+            Role::Responder,
+            inner.config.mux,
+            send,
+            recv,
+            Instant::now(),
+        );
+        let (session, driver) =
+            Session::new(tcp, mux, remote, Some(addr), pq, self.incoming_handler());
+
+        // Newest session wins: the old one is told why and closed.
+        let replaced = self.sessions().insert(remote, session.clone());
+        if let Some(old) = replaced {
+            old.close(
+                Code::Replaced,
+                "replaced by a newer session from the same key",
+            );
+        } else {
+            inner.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        }
+        inner
+            .counters
+            .sessions_total
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%remote, %addr, ?pq, "session established");
+        if inner.shutdown.is_cancelled() {
+            session.close(Code::ShuttingDown, "server shutting down");
+        }
+
+        let code = driver.await;
+
+        // Remove only this session: a newer one for the same key must never be evicted.
+        let mut sessions = self.sessions();
+        if sessions
+            .get(&remote)
+            .is_some_and(|s| s.id() == session.id())
+        {
+            sessions.remove(&remote);
+            inner.counters.sessions.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(sessions);
+        tracing::debug!(%remote, code = code.label(), "session ended");
+    }
+
+    fn incoming_handler(&self) -> IncomingHandler {
+        let server = self.clone();
+        Arc::new(move |open: IncomingOpen| {
+            let relay = server.clone();
+            server
+                .inner
+                .tasks
+                .spawn(async move { relay.relay(open).await });
+        })
+    }
+
+    /// Handles one stream request: check, forward to the destination, relay its answer, splice.
+    async fn relay(self, open: IncomingOpen) {
+        let request = match StreamRequest::decode(open.request()) {
+            Ok(request) => request,
+            Err(error) => {
+                self.reject(RejectReason::MalformedRequest);
+                open.reject(Code::MalformedRequest, error.to_string());
+                return;
+            }
+        };
+        if request.src.pk != open.session().remote() {
+            self.reject(RejectReason::SourceMismatch);
+            open.reject(
+                Code::SourceMismatch,
+                "the source key must be the session's own key",
+            );
+            return;
+        }
+        let Some(destination) = self.session(&request.dst.pk) else {
+            self.reject(RejectReason::NoSession);
+            open.reject(
+                Code::NoSession,
+                format!("{} is not connected to this server", request.dst.pk),
+            );
+            return;
+        };
+        let pending = match destination.open(open.request()) {
+            Ok(pending) => pending,
+            Err(error) => {
+                self.reject(RejectReason::TooManyStreams);
+                open.reject(Code::TooManyStreams, error.to_string());
+                return;
+            }
+        };
+        let answer = tokio::select! {
+            () = self.inner.shutdown.cancelled() => return,
+            answer = tokio::time::timeout(self.inner.config.open_timeout, pending.answer()) => answer,
+        };
+        let (outbound, body) = match answer {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(OpenAnswer::Rejected(reason))) => {
+                self.reject(RejectReason::DestinationRejected);
+                open.reject_with(&reason);
+                return;
+            }
+            Ok(Err(OpenAnswer::Closed(_) | OpenAnswer::Accepted(_))) => {
+                self.reject(RejectReason::NoSession);
+                open.reject(Code::NoSession, "the destination's session closed");
+                return;
+            }
+            Err(_) => {
+                self.reject(RejectReason::DestinationTimeout);
+                open.reject(
+                    Code::DestinationTimeout,
+                    "the destination did not answer in time",
+                );
+                return;
+            }
+        };
+        let Ok(inbound) = open.accept(&body) else {
+            return; // the initiator's session is gone; dropping `outbound` resets the other side
+        };
+        let counters = &self.inner.counters;
+        counters.streams.fetch_add(1, Ordering::Relaxed);
+        counters.streams_total.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            () = self.inner.shutdown.cancelled() => {}
+            () = splice(inbound, outbound, &counters.bytes_relayed) => {}
+        }
+        counters.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Stops accepting, closes every session and waits for every task the server owns.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let sessions: Vec<Session> = self.sessions().values().cloned().collect();
+        for session in sessions {
+            session.close(Code::ShuttingDown, "server shutting down");
+        }
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
+
+/// One direction of a splice: a DATA body waiting for credit, and whether FIN went through.
+#[derive(Default)]
+struct Pump {
+    held: Option<(Bytes, bool)>,
+    done: bool,
+}
+
+impl Pump {
+    /// Moves what it can from `from` to `to`; `Ready(Some(error))` if either stream failed.
+    fn poll(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        from: &mut RawStream,
+        to: &mut RawStream,
+        relayed: &AtomicU64,
+    ) -> Poll<Option<StreamError>> {
+        while !self.done {
+            if self.held.is_none() {
+                match from.poll_recv(cx) {
+                    Poll::Ready(Ok(Some(chunk))) => self.held = Some(chunk),
+                    Poll::Ready(Ok(None)) => self.done = true,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Some(error)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if let Some((body, fin)) = &self.held {
+                match to.poll_capacity(cx, body.len()) {
+                    Poll::Ready(Ok(_)) => {
+                        if let Err(error) = to.send(body, *fin) {
+                            return Poll::Ready(Some(error));
+                        }
+                        relayed.fetch_add(body.len() as u64, Ordering::Relaxed);
+                        self.done = *fin;
+                        self.held = None;
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Some(error)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+        Poll::Ready(None)
+    }
+}
+
+/// Moves DATA bodies between two streams as they are (same boundaries, same FIN flags), each
+/// direction paced by the other side's credit. Ends when both directions finished or either
+/// stream fails; a reset on one side resets the other.
+async fn splice(mut a: RawStream, mut b: RawStream, relayed: &AtomicU64) {
+    let mut forward = Pump::default();
+    let mut backward = Pump::default();
+    let failure = poll_fn(|cx| {
+        let f = forward.poll(cx, &mut a, &mut b, relayed);
+        if let Poll::Ready(Some(error)) = f {
+            return Poll::Ready(Some(error));
+        }
+        let r = backward.poll(cx, &mut b, &mut a, relayed);
+        if let Poll::Ready(Some(error)) = r {
+            return Poll::Ready(Some(error));
+        }
+        if forward.done && backward.done {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    if let Some(error) = failure {
+        let code = match error {
+            StreamError::Reset(code) => code,
+            _ => Code::SessionClosed,
+        };
+        a.reset(code);
+        b.reset(code);
+    }
+}

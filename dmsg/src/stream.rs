@@ -1,0 +1,281 @@
+//! Stream handles: [`RawStream`] moves DATA bodies as they are (what a relay needs), and
+//! [`DmsgStream`] is an end-to-end encrypted byte stream over one (PROTOCOL.md §6.3).
+//!
+//! Each DATA body of a `DmsgStream` is one ChaCha20-Poly1305 record under the stream's `KK`
+//! keys, with the FIN flag as associated data: a relay can neither read the stream nor end
+//! it early (a forged FIN fails to authenticate).
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::addr::DmsgAddr;
+use crate::mux::StreamError;
+use crate::noise::{Aead, Established, PqStatus};
+use crate::port::PortGuard;
+use crate::session::Session;
+use crate::wire::{Code, MAX_RECORD_PLAINTEXT, TAG_LEN};
+
+/// Associated data of a record that does not end the stream.
+const AD_DATA: &[u8] = &[0];
+/// Associated data of the record that ends the stream.
+const AD_FIN: &[u8] = &[1];
+
+/// A stream of DATA bodies, carried as they are. Dropping it resets the stream unless both
+/// directions finished.
+#[derive(Debug)]
+pub struct RawStream {
+    session: Session,
+    id: u32,
+}
+
+impl RawStream {
+    pub(crate) fn new(session: Session, id: u32) -> Self {
+        Self { session, id }
+    }
+
+    /// The session carrying the stream.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The next DATA body and whether it carried FIN; `Ok(None)` after the FIN was taken.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<(Bytes, bool)>, StreamError>> {
+        self.session.poll_recv(cx, self.id)
+    }
+
+    /// Waits for the next DATA body (see [`RawStream::poll_recv`]).
+    pub async fn recv(&mut self) -> Result<Option<(Bytes, bool)>, StreamError> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Waits until at least `min` bytes may be sent; returns the capacity.
+    pub fn poll_capacity(
+        &mut self,
+        cx: &mut Context<'_>,
+        min: usize,
+    ) -> Poll<Result<usize, StreamError>> {
+        self.session.poll_capacity(cx, self.id, min)
+    }
+
+    /// Sends one DATA body, which must fit the capacity; `fin` finishes this direction.
+    pub fn send(&mut self, body: &[u8], fin: bool) -> Result<(), StreamError> {
+        let id = self.id;
+        self.session.with_mux(|mux| mux.send_data(id, body, fin))
+    }
+
+    /// Waits for capacity, then sends `body` (at most one frame).
+    pub async fn send_all(&mut self, body: &[u8], fin: bool) -> Result<(), StreamError> {
+        poll_fn(|cx| self.poll_capacity(cx, body.len())).await?;
+        self.send(body, fin)
+    }
+
+    /// Aborts the stream with `code`.
+    pub fn reset(self, code: Code) {
+        let id = self.id;
+        self.session.with_mux(|mux| mux.reset_stream(id, code));
+    }
+}
+
+impl Drop for RawStream {
+    fn drop(&mut self) {
+        self.session.release(self.id);
+    }
+}
+
+/// An end-to-end encrypted stream between two dmsg addresses. Reads and writes plaintext.
+pub struct DmsgStream {
+    raw: RawStream,
+    send: Aead,
+    recv: Aead,
+    local: DmsgAddr,
+    remote: DmsgAddr,
+    pq: PqStatus,
+    /// Decrypted bytes not yet returned to the reader.
+    pending: Bytes,
+    read_eof: bool,
+    write_closed: bool,
+    _port: Option<PortGuard>,
+}
+
+impl std::fmt::Debug for DmsgStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmsgStream")
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("pq", &self.pq)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_error(error: StreamError) -> io::Error {
+    let kind = match error {
+        StreamError::Reset(_) => io::ErrorKind::ConnectionReset,
+        StreamError::SessionClosed(_) => io::ErrorKind::ConnectionAborted,
+        StreamError::Finished => io::ErrorKind::BrokenPipe,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, error)
+}
+
+impl DmsgStream {
+    pub(crate) fn new(
+        raw: RawStream,
+        established: Established,
+        local: DmsgAddr,
+        remote: DmsgAddr,
+        port: Option<PortGuard>,
+    ) -> Self {
+        let pq = established.pq();
+        let (send, recv) = established.into_ciphers();
+        Self {
+            raw,
+            send,
+            recv,
+            local,
+            remote,
+            pq,
+            pending: Bytes::new(),
+            read_eof: false,
+            write_closed: false,
+            _port: port,
+        }
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> DmsgAddr {
+        self.local
+    }
+
+    /// The other end's address.
+    pub fn remote_addr(&self) -> DmsgAddr {
+        self.remote
+    }
+
+    /// Whether the stream's end-to-end handshake was hybrid.
+    pub fn pq(&self) -> PqStatus {
+        self.pq
+    }
+
+    /// The session (to a relay server) that carries the stream.
+    pub fn session(&self) -> &Session {
+        self.raw.session()
+    }
+
+    /// The raw stream underneath (tests forge records with it).
+    #[cfg(test)]
+    pub(crate) fn raw_mut(&mut self) -> &mut RawStream {
+        &mut self.raw
+    }
+
+    /// Decrypts one record; a record that fails authentication resets the stream.
+    fn open_record(&mut self, body: Bytes, fin: bool) -> io::Result<Bytes> {
+        let mut record = BytesMut::from(&body[..]);
+        let ad = if fin { AD_FIN } else { AD_DATA };
+        match self.recv.open(ad, &mut record) {
+            Ok(plain) => {
+                let len = plain.len();
+                record.truncate(len);
+                Ok(record.freeze())
+            }
+            Err(_) => {
+                let id = self.raw.id;
+                self.raw
+                    .session
+                    .with_mux(|mux| mux.reset_stream(id, Code::BadRecord));
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "end-to-end record failed to authenticate (tampered, truncated or forged)",
+                ))
+            }
+        }
+    }
+
+    /// Seals `plain` as one record and sends it.
+    fn send_record(&mut self, plain: &[u8], fin: bool) -> io::Result<()> {
+        let mut record = Vec::with_capacity(plain.len() + TAG_LEN);
+        record.extend_from_slice(plain);
+        let ad = if fin { AD_FIN } else { AD_DATA };
+        let tag = self
+            .send
+            .seal(ad, &mut record)
+            .map_err(|_| io::Error::other("stream nonces exhausted"))?;
+        record.extend_from_slice(&tag);
+        self.raw.send(&record, fin).map_err(io_error)
+    }
+}
+
+impl AsyncRead for DmsgStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.pending.is_empty() {
+                let n = this.pending.len().min(buf.remaining());
+                buf.put_slice(&this.pending.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if this.read_eof {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(this.raw.poll_recv(cx)).map_err(io_error)? {
+                None => {
+                    this.read_eof = true;
+                }
+                Some((body, fin)) => {
+                    this.pending = this.open_record(body, fin)?;
+                    this.read_eof = fin;
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for DmsgStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.write_closed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stream shut down for writing",
+            )));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let capacity = ready!(this.raw.poll_capacity(cx, TAG_LEN + 1)).map_err(io_error)?;
+        let n = buf.len().min(capacity - TAG_LEN).min(MAX_RECORD_PLAINTEXT);
+        this.send_record(&buf[..n], false)?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Records are handed to the session driver as they are written; it writes them out.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.write_closed {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.raw.poll_capacity(cx, TAG_LEN)).map_err(io_error)?;
+        this.send_record(&[], true)?;
+        this.write_closed = true;
+        Poll::Ready(Ok(()))
+    }
+}

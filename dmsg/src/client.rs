@@ -237,7 +237,7 @@ impl Client {
             let mut tcp = TcpStream::connect(addr).await.map_err(ConnectError::Tcp)?;
             let _ = tcp.set_nodelay(true);
             let peer = tcp.peer_addr().ok();
-            let established = initiate_session(
+            let (established, read_ahead) = initiate_session(
                 &mut tcp,
                 &self.inner.keypair,
                 pk,
@@ -245,11 +245,12 @@ impl Client {
                 advertises_pq,
             )
             .await?;
-            Ok::<_, ConnectError>((tcp, peer, established))
+            Ok::<_, ConnectError>((tcp, peer, established, read_ahead))
         };
-        let (tcp, peer, established) = tokio::time::timeout(deadline, connect)
-            .await
-            .map_err(|_| ConnectError::Timeout(deadline))??;
+        let (tcp, peer, established, read_ahead) =
+            tokio::time::timeout(deadline, connect)
+                .await
+                .map_err(|_| ConnectError::Timeout(deadline))??;
         let pq = established.pq();
         let (send, recv) = established.into_ciphers();
         let mux = Mux::new(
@@ -259,7 +260,8 @@ impl Client {
             recv,
             Instant::now(),
         );
-        let (session, driver) = Session::new(tcp, mux, pk, peer, pq, self.incoming_handler());
+        let (session, driver) =
+            Session::new(tcp, read_ahead, mux, pk, peer, pq, self.incoming_handler());
         let client = self.clone();
         let owned = session.clone();
         self.inner.tasks.spawn(async move {

@@ -1,7 +1,12 @@
 //! Running the session handshake over a socket (PROTOCOL.md §4.1): preamble, refusal or
 //! the three `XK` messages, each framed as `u16 length ‖ message`.
+//!
+//! Reads go through a small buffer (a message arrives in one segment; reading it in pieces
+//! would cost a system call per field). Bytes read past the handshake are returned with the
+//! keys and become the session's first input — nothing the peer sent is lost.
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::identity::{Keypair, PublicKey};
 use crate::mux::goaway_frame;
@@ -29,7 +34,11 @@ async fn read_message<T: AsyncRead + Unpin>(io: &mut T) -> Result<Vec<u8>, Hands
     Ok(message)
 }
 
-/// The initiator's side: returns the established session keys.
+/// Size of the handshake read buffer: holds the largest handshake message.
+const HANDSHAKE_BUFFER: usize = 4096;
+
+/// The initiator's side: returns the established session keys and the bytes read past the
+/// handshake.
 ///
 /// `advertised` says the server is known to support PQ (config or its signed entry), which
 /// makes a classical completion an error whatever the policy.
@@ -39,7 +48,9 @@ pub(crate) async fn initiate_session<T: AsyncRead + AsyncWrite + Unpin>(
     server: PublicKey,
     pq: &PqSettings,
     advertised: bool,
-) -> Result<Established, HandshakeError> {
+) -> Result<(Established, BytesMut), HandshakeError> {
+    let mut reader = BufReader::with_capacity(HANDSHAKE_BUFFER, io);
+    let io = &mut reader;
     let mode = pq.offer();
     let (expect, msg1) = noise::initiate(Pattern::Xk, local, server, mode, &[])?;
     let mut first = Preamble::session(mode).encode().to_vec();
@@ -59,7 +70,7 @@ pub(crate) async fn initiate_session<T: AsyncRead + AsyncWrite + Unpin>(
     // Applied before message 3: a refused downgrade never completes on either end.
     let established = pq.check(answered.outcome, advertised, "session")?;
     write_message(io, &msg3).await?;
-    Ok(established)
+    Ok((established, BytesMut::from(reader.buffer())))
 }
 
 /// Writes a refusal and returns it as the error.
@@ -72,12 +83,15 @@ pub(crate) async fn refuse<T: AsyncWrite + Unpin>(
     HandshakeError::Refused(refusal)
 }
 
-/// The responder's side: returns the established session keys.
+/// The responder's side: returns the established session keys and the bytes read past the
+/// handshake.
 pub(crate) async fn respond_session<T: AsyncRead + AsyncWrite + Unpin>(
     io: &mut T,
     local: &Keypair,
     pq: &PqSettings,
-) -> Result<Established, HandshakeError> {
+) -> Result<(Established, BytesMut), HandshakeError> {
+    let mut reader = BufReader::with_capacity(HANDSHAKE_BUFFER, io);
+    let io = &mut reader;
     let mut raw = [0u8; PREAMBLE_LEN];
     io.read_exact(&mut raw).await?;
     let preamble = Preamble::decode(&raw)?;
@@ -122,5 +136,6 @@ pub(crate) async fn respond_session<T: AsyncRead + AsyncWrite + Unpin>(
         let _ = io.write_all(&frame).await;
         let _ = io.shutdown().await;
     }
-    pq.check(outcome, false, "session")
+    let established = pq.check(outcome, false, "session")?;
+    Ok((established, BytesMut::from(reader.buffer())))
 }

@@ -107,6 +107,8 @@ impl FromStr for PublicKey {
 pub struct Keypair {
     signing: SigningKey,
     public: PublicKey,
+    /// The Noise static public key, computed once.
+    x25519_public: [u8; 32],
 }
 
 impl fmt::Debug for Keypair {
@@ -161,7 +163,12 @@ impl Keypair {
     pub fn from_seed(seed: &[u8; 32]) -> Self {
         let signing = SigningKey::from_bytes(seed);
         let public = PublicKey(signing.verifying_key().to_bytes());
-        Self { signing, public }
+        let x25519_public = signing.verifying_key().to_montgomery().to_bytes();
+        Self {
+            signing,
+            public,
+            x25519_public,
+        }
     }
 
     /// The public key.
@@ -177,6 +184,11 @@ impl Keypair {
     /// The X25519 secret used as the Noise static key (PROTOCOL.md §1).
     pub fn x25519_secret(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.signing.to_scalar_bytes())
+    }
+
+    /// The X25519 public key matching [`Keypair::x25519_secret`] (PROTOCOL.md §1).
+    pub fn x25519_public(&self) -> [u8; 32] {
+        self.x25519_public
     }
 
     /// Reads a key file written by [`Keypair::save`]. Refuses a file group or others can access.

@@ -359,8 +359,8 @@ impl Server {
             ) => result,
         };
         drop(permit);
-        let established = match handshake {
-            Ok(Ok(established)) => established,
+        let (established, read_ahead) = match handshake {
+            Ok(Ok(done)) => done,
             Ok(Err(error)) => {
                 self.reject(RejectReason::HandshakeFailed);
                 tracing::debug!(%addr, %error, "session handshake failed");
@@ -383,8 +383,15 @@ impl Server {
             recv,
             Instant::now(),
         );
-        let (session, driver) =
-            Session::new(tcp, mux, remote, Some(addr), pq, self.incoming_handler());
+        let (session, driver) = Session::new(
+            tcp,
+            read_ahead,
+            mux,
+            remote,
+            Some(addr),
+            pq,
+            self.incoming_handler(),
+        );
 
         // Newest session wins: the old one is told why and closed.
         let replaced = self.sessions().insert(remote, session.clone());
@@ -541,7 +548,7 @@ impl Pump {
                 }
             }
             if let Some((body, fin)) = &self.held {
-                match to.poll_capacity(cx, body.len()) {
+                match to.poll_reserve(cx, body.len(), body.len()) {
                     Poll::Ready(Ok(_)) => {
                         if let Err(error) = to.send(body, *fin) {
                             return Poll::Ready(Some(error));

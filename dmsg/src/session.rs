@@ -26,10 +26,17 @@ use crate::noise::PqStatus;
 use crate::stream::RawStream;
 use crate::wire::{Code, MAX_DATA_BODY, ReasonBody};
 
-/// Output buffered beyond this stops the driver reading input until the socket drains.
-const OUTPUT_HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Writers wait while this much output is buffered and not yet written to the socket.
+const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+/// Output beyond this can only come from control frames answering input (a peer that sends
+/// but never reads): the driver then stops reading until the socket drains. Legitimate
+/// traffic never gets here, because writers stop at [`OUTPUT_HIGH_WATER`] — and reading is
+/// what frees the peer, so it must not stop earlier.
+const OUTPUT_READ_LIMIT: usize = 4 * OUTPUT_HIGH_WATER;
 /// Read buffer reserved when it runs low.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
+/// An idle session keeps no read buffer larger than this.
+const IDLE_BUFFER: usize = 4 * 1024;
 /// How long a closing session may take to flush its last frames.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Iterations of the driver loop before it yields to other tasks.
@@ -109,7 +116,17 @@ struct State {
     mux: Mux,
     readers: HashMap<u32, Waker>,
     writers: HashMap<u32, Waker>,
+    /// Writers waiting for buffered output to drain.
+    output_waiters: Vec<Waker>,
+    /// Bytes the driver took from the mux and has not written yet.
+    unflushed: usize,
     opens: HashMap<u32, oneshot::Sender<OpenAnswer>>,
+}
+
+impl State {
+    fn buffered_output(&self) -> usize {
+        self.unflushed + self.mux.pending_output()
+    }
 }
 
 struct Shared {
@@ -144,8 +161,10 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// Builds a session over `io` and the driver that must be spawned to run it.
+    /// `read_ahead` holds bytes already read from `io` past the handshake.
     pub(crate) fn new<T>(
         io: T,
+        read_ahead: BytesMut,
         mux: Mux,
         remote: PublicKey,
         remote_addr: Option<SocketAddr>,
@@ -166,6 +185,8 @@ impl Session {
                 mux,
                 readers: HashMap::new(),
                 writers: HashMap::new(),
+                output_waiters: Vec::new(),
+                unflushed: 0,
                 opens: HashMap::new(),
             }),
             driver: AtomicWaker::new(),
@@ -176,7 +197,7 @@ impl Session {
         let driver = SessionDriver {
             session: session.clone(),
             io,
-            input: BytesMut::new(),
+            input: read_ahead,
             output: BytesMut::new(),
             timer: Box::pin(tokio::time::sleep_until(
                 timer_at.unwrap_or_else(far_future),
@@ -324,28 +345,36 @@ impl Session {
         result
     }
 
-    /// Polls until `id` can send at least `min` bytes (capped at one frame); returns the
-    /// capacity.
-    pub(crate) fn poll_capacity(
+    /// Polls until `id` can reserve at least `min` bytes of send credit (up to `max`, capped
+    /// at one frame); returns the reservation.
+    pub(crate) fn poll_reserve(
         &self,
         cx: &mut Context<'_>,
         id: u32,
         min: usize,
+        max: usize,
     ) -> Poll<Result<usize, StreamError>> {
+        let min = min.clamp(1, MAX_DATA_BODY);
         let mut state = self.lock();
-        match state.mux.send_capacity(id) {
-            Ok(capacity) if capacity >= min.clamp(1, MAX_DATA_BODY) => Poll::Ready(Ok(capacity)),
-            Ok(_) => {
+        if state.buffered_output() > OUTPUT_HIGH_WATER {
+            // The socket is behind: wait for the driver to write, keeping memory bounded.
+            state.output_waiters.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        match state.mux.reserve(id, min, max) {
+            Ok(0) => {
                 state.writers.insert(id, cx.waker().clone());
                 Poll::Pending
             }
+            Ok(reserved) => Poll::Ready(Ok(reserved)),
             Err(error) => Poll::Ready(Err(error)),
         }
     }
 
-    /// Forgets a stream whose handle is gone.
-    pub(crate) fn release(&self, id: u32) {
+    /// Forgets a stream whose handle is gone, giving back credit it still held.
+    pub(crate) fn release(&self, id: u32, reserved: usize) {
         let mut state = self.lock();
+        state.mux.unreserve(id, reserved);
         state.mux.release_stream(id);
         state.readers.remove(&id);
         state.writers.remove(&id);
@@ -380,7 +409,7 @@ impl PendingOpen {
 impl Drop for PendingOpen {
     fn drop(&mut self) {
         if !self.done {
-            self.session.release(self.id);
+            self.session.release(self.id, 0);
         }
     }
 }
@@ -445,6 +474,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SessionDriver<T> {
                     );
                     state.readers.drain().for_each(|(_, w)| w.wake());
                     state.writers.drain().for_each(|(_, w)| w.wake());
+                    state.output_waiters.drain(..).for_each(Waker::wake);
                     for (_, tx) in state.opens.drain() {
                         let _ = tx.send(OpenAnswer::Closed(code));
                     }
@@ -494,9 +524,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for SessionDriver<T> {
             let now = Instant::now();
             let mut incoming = Vec::new();
 
-            // Read, unless output is backed up (the peer is not reading ours).
-            let backed_up =
-                this.output.len() + this.session.lock().mux.pending_output() > OUTPUT_HIGH_WATER;
+            // Read, unless output piled up from answering a peer that does not read.
+            let backed_up = this.session.lock().buffered_output() > OUTPUT_READ_LIMIT;
             if !this.read_closed && !backed_up {
                 if this.input.capacity() - this.input.len() < READ_CHUNK / 4 {
                     this.input.reserve(READ_CHUNK);
@@ -515,7 +544,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for SessionDriver<T> {
                     Poll::Ready(Err(error)) => {
                         this.fail(Code::SessionClosed, &format!("connection failed: {error}"));
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => {
+                        // Idle: give the read buffer back so an idle session stays small.
+                        if this.input.is_empty() && this.input.capacity() > IDLE_BUFFER {
+                            this.input = BytesMut::new();
+                        }
+                    }
                 }
             }
 
@@ -535,8 +569,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for SessionDriver<T> {
                 let mut state = this.session.lock();
                 if state.mux.pending_output() > 0 {
                     this.output = state.mux.take_output();
+                    state.unflushed = this.output.len();
                 }
             }
+            let unwritten = this.output.len();
             while !this.output.is_empty() {
                 match Pin::new(&mut this.io).poll_write(cx, &this.output) {
                     Poll::Ready(Ok(0)) => {
@@ -548,6 +584,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for SessionDriver<T> {
                     }
                     Poll::Ready(Ok(n)) => {
                         let _ = this.output.split_to(n);
+                        if this.output.is_empty() {
+                            this.output = BytesMut::new(); // release the written buffer
+                        }
                         progressed = true;
                     }
                     Poll::Ready(Err(error)) => {
@@ -555,6 +594,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for SessionDriver<T> {
                         this.fail(Code::SessionClosed, &format!("connection failed: {error}"));
                     }
                     Poll::Pending => break,
+                }
+            }
+            if this.output.len() != unwritten {
+                let mut state = this.session.lock();
+                state.unflushed = this.output.len();
+                if state.buffered_output() <= OUTPUT_HIGH_WATER / 2 {
+                    state.output_waiters.drain(..).for_each(Waker::wake);
                 }
             }
 

@@ -31,11 +31,17 @@ const AD_FIN: &[u8] = &[1];
 pub struct RawStream {
     session: Session,
     id: u32,
+    /// Send credit taken and not yet spent.
+    reserved: usize,
 }
 
 impl RawStream {
     pub(crate) fn new(session: Session, id: u32) -> Self {
-        Self { session, id }
+        Self {
+            session,
+            id,
+            reserved: 0,
+        }
     }
 
     /// The session carrying the stream.
@@ -56,24 +62,54 @@ impl RawStream {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// Waits until at least `min` bytes may be sent; returns the capacity.
-    pub fn poll_capacity(
+    /// Waits until at least `min` bytes of send credit (up to `max`, within one frame) are
+    /// reserved for this stream; returns the reservation. Other streams of the session cannot
+    /// spend it; [`RawStream::send`] spends it.
+    pub fn poll_reserve(
         &mut self,
         cx: &mut Context<'_>,
         min: usize,
+        max: usize,
     ) -> Poll<Result<usize, StreamError>> {
-        self.session.poll_capacity(cx, self.id, min)
+        if self.reserved >= min.max(1) {
+            return Poll::Ready(Ok(self.reserved));
+        }
+        let held = std::mem::take(&mut self.reserved);
+        let id = self.id;
+        if held > 0 {
+            self.session.with_mux(|mux| mux.unreserve(id, held));
+        }
+        let reserved = ready!(self.session.poll_reserve(cx, id, min, max))?;
+        self.reserved = reserved;
+        Poll::Ready(Ok(reserved))
     }
 
-    /// Sends one DATA body, which must fit the capacity; `fin` finishes this direction.
+    /// Sends one DATA body against the reservation (no longer than it); `fin` finishes this
+    /// direction. The unused credit goes back to the session.
     pub fn send(&mut self, body: &[u8], fin: bool) -> Result<(), StreamError> {
         let id = self.id;
-        self.session.with_mux(|mux| mux.send_data(id, body, fin))
+        let reserved = std::mem::take(&mut self.reserved);
+        self.session
+            .with_mux(|mux| mux.send_reserved(id, reserved, body, fin))
     }
 
-    /// Waits for capacity, then sends `body` (at most one frame).
+    /// Sends one DATA body of `len` bytes that `fill` appends to the session's output in
+    /// place (against the reservation, as [`RawStream::send`]).
+    pub(crate) fn send_with(
+        &mut self,
+        len: usize,
+        fin: bool,
+        fill: impl FnOnce(&mut BytesMut) -> bool,
+    ) -> Result<(), StreamError> {
+        let id = self.id;
+        let reserved = std::mem::take(&mut self.reserved);
+        self.session
+            .with_mux(|mux| mux.send_reserved_with(id, reserved, len, fin, fill))
+    }
+
+    /// Waits for credit, then sends `body` (at most one frame).
     pub async fn send_all(&mut self, body: &[u8], fin: bool) -> Result<(), StreamError> {
-        poll_fn(|cx| self.poll_capacity(cx, body.len())).await?;
+        poll_fn(|cx| self.poll_reserve(cx, body.len(), body.len())).await?;
         self.send(body, fin)
     }
 
@@ -86,7 +122,7 @@ impl RawStream {
 
 impl Drop for RawStream {
     fn drop(&mut self) {
-        self.session.release(self.id);
+        self.session.release(self.id, self.reserved);
     }
 }
 
@@ -185,30 +221,57 @@ impl DmsgStream {
                 record.truncate(len);
                 Ok(record.freeze())
             }
-            Err(_) => {
-                let id = self.raw.id;
-                self.raw
-                    .session
-                    .with_mux(|mux| mux.reset_stream(id, Code::BadRecord));
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "end-to-end record failed to authenticate (tampered, truncated or forged)",
-                ))
-            }
+            Err(_) => Err(self.bad_record()),
         }
     }
 
-    /// Seals `plain` as one record and sends it.
+    /// Seals `plain` as one record, in place in the session's output, and sends it.
     fn send_record(&mut self, plain: &[u8], fin: bool) -> io::Result<()> {
-        let mut record = Vec::with_capacity(plain.len() + TAG_LEN);
-        record.extend_from_slice(plain);
         let ad = if fin { AD_FIN } else { AD_DATA };
-        let tag = self
-            .send
-            .seal(ad, &mut record)
-            .map_err(|_| io::Error::other("stream nonces exhausted"))?;
-        record.extend_from_slice(&tag);
-        self.raw.send(&record, fin).map_err(io_error)
+        let send = &mut self.send;
+        self.raw
+            .send_with(plain.len() + TAG_LEN, fin, |out| {
+                let start = out.len();
+                out.extend_from_slice(plain);
+                match send.seal(ad, &mut out[start..]) {
+                    Ok(tag) => {
+                        out.extend_from_slice(&tag);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            })
+            .map_err(io_error)
+    }
+
+    /// Decrypts one record straight into `buf` when it fits; returns false if it does not.
+    fn open_into(&mut self, body: &[u8], fin: bool, buf: &mut ReadBuf<'_>) -> io::Result<bool> {
+        if buf.remaining() < body.len() {
+            return Ok(false);
+        }
+        let ad = if fin { AD_FIN } else { AD_DATA };
+        let room = buf.initialize_unfilled_to(body.len());
+        room.copy_from_slice(body);
+        match self.recv.open(ad, room) {
+            Ok(plain) => {
+                let len = plain.len();
+                buf.advance(len);
+                Ok(true)
+            }
+            Err(_) => Err(self.bad_record()),
+        }
+    }
+
+    /// Resets the stream after a record failed to authenticate; returns the error to report.
+    fn bad_record(&mut self) -> io::Error {
+        let id = self.raw.id;
+        self.raw
+            .session
+            .with_mux(|mux| mux.reset_stream(id, Code::BadRecord));
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "end-to-end record failed to authenticate (tampered, truncated or forged)",
+        )
     }
 }
 
@@ -233,8 +296,11 @@ impl AsyncRead for DmsgStream {
                     this.read_eof = true;
                 }
                 Some((body, fin)) => {
-                    this.pending = this.open_record(body, fin)?;
                     this.read_eof = fin;
+                    if this.open_into(&body, fin, buf)? {
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.pending = this.open_record(body, fin)?;
                 }
             }
         }
@@ -257,8 +323,9 @@ impl AsyncWrite for DmsgStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let capacity = ready!(this.raw.poll_capacity(cx, TAG_LEN + 1)).map_err(io_error)?;
-        let n = buf.len().min(capacity - TAG_LEN).min(MAX_RECORD_PLAINTEXT);
+        let want = buf.len().min(MAX_RECORD_PLAINTEXT) + TAG_LEN;
+        let reserved = ready!(this.raw.poll_reserve(cx, TAG_LEN + 1, want)).map_err(io_error)?;
+        let n = buf.len().min(reserved - TAG_LEN).min(MAX_RECORD_PLAINTEXT);
         this.send_record(&buf[..n], false)?;
         Poll::Ready(Ok(n))
     }
@@ -273,7 +340,7 @@ impl AsyncWrite for DmsgStream {
         if this.write_closed {
             return Poll::Ready(Ok(()));
         }
-        ready!(this.raw.poll_capacity(cx, TAG_LEN)).map_err(io_error)?;
+        ready!(this.raw.poll_reserve(cx, TAG_LEN, TAG_LEN)).map_err(io_error)?;
         this.send_record(&[], true)?;
         this.write_closed = true;
         Poll::Ready(Ok(()))

@@ -311,3 +311,66 @@ async fn session_ends_carry_their_reason_and_max_sessions_is_advisory() {
     bob.close().await;
     server.serve.await.unwrap().unwrap();
 }
+
+/// PROTOCOL.md §6: hundreds of streams writing at once on one session share its credit
+/// without one spending another's reservation, and a session whose output backs up keeps
+/// reading (it is what frees the peer): every stream completes. Regression for a credit race
+/// and a read/write deadlock between client and relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_concurrent_streams_share_one_session_and_all_complete() {
+    const STREAMS: usize = 400;
+    let server = TestServer::start(ServerConfig::default()).await;
+    let (alice, session) = connected(&server, ClientConfig::default()).await;
+    let (bob, _bob_session) = connected(
+        &server,
+        ClientConfig {
+            accept_backlog: STREAMS,
+            ..ClientConfig::default()
+        },
+    )
+    .await;
+    let mut listener = bob.listen(port(7)).unwrap();
+    let echo = tokio::spawn(async move {
+        let mut echoes = tokio::task::JoinSet::new();
+        for _ in 0..STREAMS {
+            let mut stream = listener.accept().await.unwrap();
+            echoes.spawn(async move {
+                let mut data = Vec::new();
+                stream.read_to_end(&mut data).await.unwrap();
+                stream.write_all(&data).await.unwrap();
+                stream.shutdown().await.unwrap();
+            });
+        }
+        while let Some(done) = echoes.join_next().await {
+            done.unwrap();
+        }
+    });
+    let dst = addr(&bob, 7);
+    let mut streams = tokio::task::JoinSet::new();
+    for i in 0..STREAMS {
+        let alice = alice.clone();
+        let session = session.clone();
+        streams.spawn(async move {
+            let mut stream = alice.dial(&session, dst).await.unwrap();
+            let payload = vec![(i % 251) as u8; 64 * 1024];
+            stream.write_all(&payload).await.unwrap();
+            stream.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            stream.read_to_end(&mut back).await.unwrap();
+            assert_eq!(back, payload);
+        });
+    }
+    let all = async {
+        while let Some(done) = streams.join_next().await {
+            done.unwrap();
+        }
+        echo.await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("every stream completes");
+    assert_eq!(server.server.stats().streams_total, STREAMS as u64);
+    alice.close().await;
+    bob.close().await;
+    server.stop().await;
+}

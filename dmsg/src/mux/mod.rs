@@ -151,6 +151,9 @@ pub enum StreamError {
     /// The stream is not open for data yet.
     #[error("the stream is not open")]
     NotOpen,
+    /// The body could not be written (its encryption failed).
+    #[error("the frame body could not be sealed")]
+    SealFailed,
     /// More data than the available credit.
     #[error("{len} bytes exceed the available credit of {credit}")]
     NoCredit {
@@ -260,7 +263,7 @@ impl Mux {
 
     /// Takes every byte waiting to be written.
     pub fn take_output(&mut self) -> BytesMut {
-        self.out.split()
+        std::mem::take(&mut self.out)
     }
 
     /// The next event, if any.
@@ -579,6 +582,129 @@ impl Mux {
             .min(MAX_DATA_BODY))
     }
 
+    /// Takes credit for a frame of at least `min` and at most `max` bytes (within one frame),
+    /// so concurrent senders on the session cannot spend it first. Returns the bytes
+    /// reserved, or 0 if less than `min` is available. Spend it with [`Mux::send_reserved`]
+    /// or give it back with [`Mux::unreserve`].
+    pub fn reserve(&mut self, id: u32, min: usize, max: usize) -> Result<usize, StreamError> {
+        let capacity = self.send_capacity(id)?;
+        if capacity < min.max(1) {
+            return Ok(0);
+        }
+        let reserved = capacity.min(max.max(min).max(1));
+        let n = reserved as u64;
+        self.session_send_credit -= n;
+        self.stream_mut(id)?.send_credit -= n;
+        Ok(reserved)
+    }
+
+    /// Gives reserved credit back.
+    pub fn unreserve(&mut self, id: u32, reserved: usize) {
+        if reserved == 0 {
+            return;
+        }
+        let n = reserved as u64;
+        self.session_send_credit += n;
+        if let Some(stream) = self.streams.get_mut(&id) {
+            stream.send_credit += n;
+        }
+    }
+
+    /// Sends one DATA frame against a reservation (`body` no longer than it); the unused part
+    /// of the reservation is given back.
+    pub fn send_reserved(
+        &mut self,
+        id: u32,
+        reserved: usize,
+        body: &[u8],
+        fin: bool,
+    ) -> Result<(), StreamError> {
+        self.check_reserved_send(id, reserved, body.len())?;
+        self.unreserve(id, reserved - body.len());
+        if let Some(stream) = self.streams.get_mut(&id) {
+            stream.send_fin = fin;
+        }
+        self.queue(FrameType::Data, if fin { FIN } else { 0 }, id, body);
+        Ok(())
+    }
+
+    /// Like [`Mux::send_reserved`], but `fill` writes the body (exactly `len` bytes) straight
+    /// into the output buffer — an end-to-end record is sealed in place, with no extra copy.
+    /// `fill` returns false if it failed; nothing is sent then.
+    pub fn send_reserved_with(
+        &mut self,
+        id: u32,
+        reserved: usize,
+        len: usize,
+        fin: bool,
+        fill: impl FnOnce(&mut BytesMut) -> bool,
+    ) -> Result<(), StreamError> {
+        self.check_reserved_send(id, reserved, len)?;
+        self.unreserve(id, reserved - len);
+        if self.closed.is_some() {
+            return Err(StreamError::SessionClosed(
+                self.closed.unwrap_or(Code::SessionClosed),
+            ));
+        }
+        let flags = if fin { FIN } else { 0 };
+        match seal_frame_with(
+            &mut self.send,
+            &mut self.out,
+            FrameType::Data,
+            flags,
+            id,
+            len,
+            fill,
+        ) {
+            Ok(true) => {
+                if let Some(stream) = self.streams.get_mut(&id) {
+                    stream.send_fin = fin;
+                }
+                Ok(())
+            }
+            Ok(false) => {
+                self.unreserve(id, len);
+                Err(StreamError::SealFailed)
+            }
+            Err(AeadError) => {
+                self.shut(
+                    Code::ProtocolViolation,
+                    "session nonces exhausted".into(),
+                    false,
+                );
+                Err(StreamError::SessionClosed(Code::ProtocolViolation))
+            }
+        }
+    }
+
+    /// Checks that `len` bytes may be sent on `id` against `reserved`; gives the reservation
+    /// back if not.
+    fn check_reserved_send(
+        &mut self,
+        id: u32,
+        reserved: usize,
+        len: usize,
+    ) -> Result<(), StreamError> {
+        if len > reserved {
+            self.unreserve(id, reserved);
+            return Err(StreamError::NoCredit {
+                len,
+                credit: reserved,
+            });
+        }
+        match self.stream(id).map(|s| s.send_fin) {
+            Err(error) => {
+                self.unreserve(id, reserved);
+                Err(error)
+            }
+            Ok(true) => {
+                self.unreserve(id, reserved);
+                Err(StreamError::Finished)
+            }
+            Ok(false) => Ok(()),
+        }
+    }
+
     /// Sends one DATA frame (`body` within [`Mux::send_capacity`]); `fin` ends this direction.
     pub fn send_data(&mut self, id: u32, body: &[u8], fin: bool) -> Result<(), StreamError> {
         let credit = self.send_capacity(id)?;
@@ -758,6 +884,48 @@ pub(crate) fn seal_frame(
         Ok(tag) => {
             out.extend_from_slice(&tag);
             Ok(())
+        }
+        Err(error) => {
+            out.truncate(start);
+            Err(error)
+        }
+    }
+}
+
+/// Appends one sealed frame whose body (`len` bytes) `fill` appends to `out` itself.
+/// Returns `Ok(false)` (and leaves `out` as it was) if `fill` failed or wrote another length.
+pub(crate) fn seal_frame_with(
+    send: &mut Aead,
+    out: &mut BytesMut,
+    ty: FrameType,
+    flags: u8,
+    stream: u32,
+    len: usize,
+    fill: impl FnOnce(&mut BytesMut) -> bool,
+) -> Result<bool, AeadError> {
+    let header = Header {
+        ty,
+        flags,
+        stream,
+        body_len: len,
+    }
+    .encode();
+    let start = out.len();
+    out.reserve(HEADER_LEN + len + TAG_LEN);
+    out.extend_from_slice(&header);
+    if !fill(out) || out.len() != start + HEADER_LEN + len {
+        out.truncate(start);
+        return Ok(false);
+    }
+    let sealed = if ty.is_sealed() {
+        send.seal(&header, &mut out[start + HEADER_LEN..])
+    } else {
+        send.seal(&header, &mut [])
+    };
+    match sealed {
+        Ok(tag) => {
+            out.extend_from_slice(&tag);
+            Ok(true)
         }
         Err(error) => {
             out.truncate(start);

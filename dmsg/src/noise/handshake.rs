@@ -14,6 +14,7 @@ use super::HandshakeError;
 use super::cipher::{Context, TrafficKeys, rekey};
 use super::payload::{Confirm, kem_payload, parse_answer, parse_offer};
 use super::pq::{KemKeypair, encapsulate};
+use super::resolver::StaticKeyResolver;
 use crate::identity::{Keypair, PublicKey};
 use crate::wire::{MAX_HANDSHAKE_MESSAGE, Mode, PROTOCOL_VERSION, Pattern};
 
@@ -86,6 +87,12 @@ fn params(pattern: Pattern) -> NoiseParams {
     }
 }
 
+/// A Noise builder for `pattern` that knows `local`'s static key pair.
+fn builder(pattern: Pattern, local: &Keypair) -> snow::Builder<'static> {
+    let resolver = StaticKeyResolver::new(local.x25519_secret(), local.x25519_public());
+    snow::Builder::with_resolver(params(pattern), Box::new(resolver))
+}
+
 fn context(pattern: Pattern) -> Context {
     match pattern {
         Pattern::Xk => Context::Session,
@@ -153,7 +160,7 @@ pub fn initiate(
     let secret = local.x25519_secret();
     let remote_x = remote.to_x25519();
     let prologue = prologue(pattern, mode, binding);
-    let builder = snow::Builder::new(params(pattern))
+    let builder = builder(pattern, local)
         .local_private_key(secret.as_ref())?
         .remote_public_key(&remote_x)?
         .prologue(&prologue)?;
@@ -237,7 +244,7 @@ pub fn respond(
     let secret = local.x25519_secret();
     let prologue = prologue(pattern, mode, binding);
     let remote_x = remote.map(|pk| pk.to_x25519());
-    let mut builder = snow::Builder::new(params(pattern))
+    let mut builder = builder(pattern, local)
         .local_private_key(secret.as_ref())?
         .prologue(&prologue)?;
     if let Some(remote_x) = &remote_x {

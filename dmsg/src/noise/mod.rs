@@ -8,6 +8,7 @@ mod cipher;
 mod handshake;
 mod payload;
 mod pq;
+mod resolver;
 
 use std::fmt;
 use std::sync::Arc;

@@ -127,10 +127,11 @@ async fn a_request_for_someone_else_is_refused() {
         let addr = fake.addr;
         async move { client.connect(pk, addr).await.unwrap() }
     });
-    let (tcp, mux) = fake.accept().await;
+    let (tcp, read_ahead, mux) = fake.accept().await;
     let _client_session = connect.await.unwrap();
     let (fake_session, driver) = crate::session::Session::new(
         tcp,
+        read_ahead,
         mux,
         client.public_key(),
         None,
@@ -200,7 +201,7 @@ async fn against_fake(
         let addr = fake.addr;
         async move { client.connect(pk, addr).await.unwrap() }
     });
-    let (tcp, mux) = fake.accept().await;
+    let (tcp, _read_ahead, mux) = fake.accept().await;
     (client, connect.await.unwrap(), tcp, mux)
 }
 

@@ -62,7 +62,7 @@ pub(crate) async fn raw_session(
     handler: IncomingHandler,
 ) -> (Session, JoinHandle<crate::wire::Code>) {
     let mut tcp = TcpStream::connect(relay.addr).await.unwrap();
-    let established = initiate_session(
+    let (established, read_ahead) = initiate_session(
         &mut tcp,
         keypair,
         relay.server.public_key(),
@@ -81,6 +81,7 @@ pub(crate) async fn raw_session(
     );
     let (session, driver) = Session::new(
         tcp,
+        read_ahead,
         mux,
         relay.server.public_key(),
         None,
@@ -117,12 +118,14 @@ impl FakeServer {
         }
     }
 
-    /// Accepts the client's session; returns the socket (READY already written) and the mux.
-    pub(crate) async fn accept(&self) -> (TcpStream, Mux) {
+    /// Accepts the client's session; returns the socket (READY already written), the bytes
+    /// read past the handshake, and the mux.
+    pub(crate) async fn accept(&self) -> (TcpStream, bytes::BytesMut, Mux) {
         let (mut tcp, _) = self.listener.accept().await.unwrap();
-        let established = respond_session(&mut tcp, &self.keypair, &PqSettings::default())
-            .await
-            .unwrap();
+        let (established, read_ahead) =
+            respond_session(&mut tcp, &self.keypair, &PqSettings::default())
+                .await
+                .unwrap();
         let (send, recv) = established.into_ciphers();
         let mut mux = Mux::new(
             Role::Responder,
@@ -132,6 +135,6 @@ impl FakeServer {
             Instant::now(),
         );
         tcp.write_all(&mux.take_output()).await.unwrap();
-        (tcp, mux)
+        (tcp, read_ahead, mux)
     }
 }

@@ -187,6 +187,11 @@ impl Client {
         self.inner.tasks.len()
     }
 
+    /// dmsg ports reserved now (listeners and dialed streams).
+    pub fn ports_in_use(&self) -> usize {
+        self.inner.ports.in_use()
+    }
+
     /// The live sessions, by server key.
     pub fn sessions(&self) -> Vec<Session> {
         self.lock_sessions().values().cloned().collect()

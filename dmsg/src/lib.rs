@@ -1,4 +1,30 @@
-//! The dmsg protocol.
+//! The dmsg protocol: identities, PQ-hybrid Noise sessions to relay servers, end-to-end
+//! encrypted streams relayed between clients, the relay server core and the client core.
+//!
+//! The byte-level specification is `PROTOCOL.md` beside this crate; the code cites its
+//! sections.
+//!
+//! # IO contract
+//! The protocol logic has no IO and no clock of its own: [`wire`] parses bytes, [`noise`]
+//! runs handshakes as typestates over byte messages, and [`mux::Mux`] is a session state
+//! machine fed with received bytes and `now`, whose output is bytes to write, events and a
+//! next timeout. The tokio layer ([`session`], [`stream`], [`server`], [`client`]) owns sockets
+//! and tasks: one driver task per session, cheap handles that lock the mux only to issue a
+//! command (never across an await), and every task owned by a tracker that shutdown joins.
+//!
+//! # Layout
+//! - [`identity`]: Ed25519 key pairs (one key for signatures and Noise), key files.
+//! - [`addr`]: `dmsg://<pk>:<port>` addresses and ports.
+//! - [`wire`]: constants, frame headers, bodies and the numbered codes.
+//! - [`noise`]: XK/KK handshakes hybridised with ML-KEM-768, the PQ policy gate, traffic keys.
+//! - [`mux`]: the sans-IO session multiplexer: frames, flow-control windows, pings.
+//! - [`session`]: a session at runtime: its driver task and handles.
+//! - [`stream`]: raw streams (what a relay moves) and end-to-end encrypted [`stream::DmsgStream`]s.
+//! - [`server`]: the relay server core: accept loop, session table, relay, stats.
+//! - [`client`]: the client core: connect, listen, dial.
+//! - [`port`]: port reservations (fixed and ephemeral).
+//! - [`grpc`]: tonic channels and servers over dmsg.
+
 pub mod addr;
 pub mod client;
 pub mod grpc;

@@ -548,11 +548,8 @@ impl Pump {
                 }
             }
             if let Some((body, fin)) = &self.held {
-                match to.poll_reserve(cx, body.len(), body.len()) {
-                    Poll::Ready(Ok(_)) => {
-                        if let Err(error) = to.send(body, *fin) {
-                            return Poll::Ready(Some(error));
-                        }
+                match to.poll_send(cx, body, *fin) {
+                    Poll::Ready(Ok(())) => {
                         relayed.fetch_add(body.len() as u64, Ordering::Relaxed);
                         self.done = *fin;
                         self.held = None;

@@ -371,6 +371,34 @@ impl Session {
         }
     }
 
+    /// Sends `body` on `id` as soon as it has the credit: reserving and sending under one
+    /// lock (the relay's path for every chunk).
+    pub(crate) fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        id: u32,
+        body: &[u8],
+        fin: bool,
+    ) -> Poll<Result<(), StreamError>> {
+        let mut state = self.lock();
+        if state.buffered_output() > OUTPUT_HIGH_WATER {
+            state.output_waiters.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let len = body.len().max(1);
+        let sent = match state.mux.reserve(id, len, len) {
+            Ok(0) => {
+                state.writers.insert(id, cx.waker().clone());
+                return Poll::Pending;
+            }
+            Ok(reserved) => state.mux.send_reserved(id, reserved, body, fin),
+            Err(error) => Err(error),
+        };
+        drop(state);
+        self.shared.driver.wake();
+        Poll::Ready(sent)
+    }
+
     /// Forgets a stream whose handle is gone, giving back credit it still held.
     pub(crate) fn release(&self, id: u32, reserved: usize) {
         let mut state = self.lock();
@@ -562,6 +590,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for SessionDriver<T> {
                 progressed = true;
             }
 
+            // Events raised by commands (a local close, a reset) rather than by input.
+            {
+                let mut state = this.session.lock();
+                this.dispatch(&mut state, &mut incoming);
+            }
             this.hand_out(incoming);
 
             // Write.

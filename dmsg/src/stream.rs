@@ -20,6 +20,9 @@ use crate::port::PortGuard;
 use crate::session::Session;
 use crate::wire::{Code, MAX_RECORD_PLAINTEXT, TAG_LEN};
 
+/// Plaintext one `poll_write` call seals at most (several records).
+const MAX_WRITE_BATCH: usize = 512 * 1024;
+
 /// Associated data of a record that does not end the stream.
 const AD_DATA: &[u8] = &[0];
 /// Associated data of the record that ends the stream.
@@ -105,6 +108,19 @@ impl RawStream {
         let reserved = std::mem::take(&mut self.reserved);
         self.session
             .with_mux(|mux| mux.send_reserved_with(id, reserved, len, fin, fill))
+    }
+
+    /// Sends `body` (at most one frame) once the stream has credit for it, in one step.
+    pub fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        body: &[u8],
+        fin: bool,
+    ) -> Poll<Result<(), StreamError>> {
+        if self.reserved > 0 {
+            return Poll::Ready(self.send(body, fin));
+        }
+        self.session.poll_send(cx, self.id, body, fin)
     }
 
     /// Waits for credit, then sends `body` (at most one frame).
@@ -323,11 +339,26 @@ impl AsyncWrite for DmsgStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let want = buf.len().min(MAX_RECORD_PLAINTEXT) + TAG_LEN;
-        let reserved = ready!(this.raw.poll_reserve(cx, TAG_LEN + 1, want)).map_err(io_error)?;
-        let n = buf.len().min(reserved - TAG_LEN).min(MAX_RECORD_PLAINTEXT);
-        this.send_record(&buf[..n], false)?;
-        Poll::Ready(Ok(n))
+        // Seal as many records as the credit allows in one call, so the session driver
+        // writes them to the socket in one batch.
+        let mut written = 0;
+        while written < buf.len() && written < MAX_WRITE_BATCH {
+            let rest = &buf[written..];
+            let want = rest.len().min(MAX_RECORD_PLAINTEXT) + TAG_LEN;
+            let reserved = match this.raw.poll_reserve(cx, TAG_LEN + 1, want) {
+                Poll::Ready(Ok(reserved)) => reserved,
+                Poll::Ready(Err(error)) if written == 0 => {
+                    return Poll::Ready(Err(io_error(error)));
+                }
+                Poll::Pending if written == 0 => return Poll::Pending,
+                // Report what was written; the error or the wait comes with the next call.
+                Poll::Ready(Err(_)) | Poll::Pending => break,
+            };
+            let n = rest.len().min(reserved - TAG_LEN).min(MAX_RECORD_PLAINTEXT);
+            this.send_record(&rest[..n], false)?;
+            written += n;
+        }
+        Poll::Ready(Ok(written))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

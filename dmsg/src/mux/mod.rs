@@ -949,5 +949,24 @@ pub(crate) fn goaway_frame(send: &mut Aead, code: Code, reason: &str) -> BytesMu
     out
 }
 
+/// A mux with fixed keys, for fuzzing its input handling (not for real sessions).
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{Mux, MuxConfig, Role};
+    use crate::noise::Aead;
+
+    /// A mux whose keys are all-zero constants.
+    pub fn session(role: Role) -> Mux {
+        let key = [0u8; 32];
+        Mux::new(
+            role,
+            MuxConfig::default(),
+            Aead::new(&key),
+            Aead::new(&key),
+            tokio::time::Instant::now(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -864,32 +864,11 @@ pub(crate) fn seal_frame(
     stream: u32,
     body: &[u8],
 ) -> Result<(), AeadError> {
-    let header = Header {
-        ty,
-        flags,
-        stream,
-        body_len: body.len(),
-    }
-    .encode();
-    let start = out.len();
-    out.reserve(HEADER_LEN + body.len() + TAG_LEN);
-    out.extend_from_slice(&header);
-    out.extend_from_slice(body);
-    let sealed = if ty.is_sealed() {
-        send.seal(&header, &mut out[start + HEADER_LEN..])
-    } else {
-        send.seal(&header, &mut [])
-    };
-    match sealed {
-        Ok(tag) => {
-            out.extend_from_slice(&tag);
-            Ok(())
-        }
-        Err(error) => {
-            out.truncate(start);
-            Err(error)
-        }
-    }
+    seal_frame_with(send, out, ty, flags, stream, body.len(), |out| {
+        out.extend_from_slice(body);
+        true
+    })
+    .map(|_| ())
 }
 
 /// Appends one sealed frame whose body (`len` bytes) `fill` appends to `out` itself.

@@ -79,6 +79,19 @@ fn take_addr(input: &mut &[u8], total: usize) -> Result<DmsgAddr, BodyError> {
     Ok(DmsgAddr::new(pk, port))
 }
 
+/// Reads the trailing `noise len u16 ‖ message`: the length is checked against the maximum
+/// before anything is copied, and nothing may follow the message.
+fn take_noise(input: &mut &[u8], total: usize) -> Result<Bytes, BodyError> {
+    let noise_len = usize::from(take_u16(input, total)?);
+    if noise_len > MAX_HANDSHAKE_MESSAGE {
+        return Err(BodyError::HandshakeTooLong(noise_len));
+    }
+    if input.len() != noise_len {
+        return Err(BodyError::Length(total));
+    }
+    Ok(Bytes::copy_from_slice(input))
+}
+
 impl StreamRequest {
     /// Wire bytes.
     pub fn encode(&self) -> Bytes {
@@ -108,18 +121,11 @@ impl StreamRequest {
         let dst = take_addr(&mut input, total)?;
         let mode_byte = take(&mut input, 1).map_err(|_| BodyError::Length(total))?[0];
         let mode = Mode::from_u8(mode_byte).ok_or(BodyError::Mode(mode_byte))?;
-        let noise_len = usize::from(take_u16(&mut input, total)?);
-        if noise_len > MAX_HANDSHAKE_MESSAGE {
-            return Err(BodyError::HandshakeTooLong(noise_len));
-        }
-        if input.len() != noise_len {
-            return Err(BodyError::Length(total));
-        }
         Ok(Self {
             src,
             dst,
             mode,
-            noise: Bytes::copy_from_slice(input),
+            noise: take_noise(&mut input, total)?,
         })
     }
 }
@@ -142,17 +148,9 @@ impl AcceptBody {
 
     /// Parses an ACCEPT body.
     pub fn decode(body: &[u8]) -> Result<Self, BodyError> {
-        let total = body.len();
         let mut input = body;
-        let noise_len = usize::from(take_u16(&mut input, total)?);
-        if noise_len > MAX_HANDSHAKE_MESSAGE {
-            return Err(BodyError::HandshakeTooLong(noise_len));
-        }
-        if input.len() != noise_len {
-            return Err(BodyError::Length(total));
-        }
         Ok(Self {
-            noise: Bytes::copy_from_slice(input),
+            noise: take_noise(&mut input, body.len())?,
         })
     }
 }

@@ -139,3 +139,84 @@ mod tests {
         assert!(Port::new(49152).unwrap().is_ephemeral());
     }
 }
+
+/// A dmsg server to dial: its key and its `host:port`, written `PK@HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerAddr {
+    /// The server's public key.
+    pub pk: PublicKey,
+    /// `host:port` of its dmsg listener.
+    pub address: String,
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.pk, self.address)
+    }
+}
+
+/// Why text is not a `PK@HOST:PORT` server address.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerAddrError {
+    /// Not `PK@HOST:PORT`.
+    #[error("a server is written PK@HOST:PORT (64 hex characters, then @host:port), got {0:?}")]
+    Format(String),
+    /// The key part is not a public key.
+    #[error("bad server key: {0}")]
+    Key(#[from] InvalidKey),
+}
+
+impl FromStr for ServerAddr {
+    type Err = ServerAddrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (pk, address) = s
+            .trim()
+            .split_once('@')
+            .ok_or_else(|| ServerAddrError::Format(s.to_owned()))?;
+        let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+        if !port_ok {
+            return Err(ServerAddrError::Format(s.to_owned()));
+        }
+        Ok(Self {
+            pk: pk.parse()?,
+            address: address.to_owned(),
+        })
+    }
+}
+
+/// Parses a comma-separated list of `PK@HOST:PORT` (empty items are skipped).
+pub fn parse_server_list(list: &str) -> Result<Vec<ServerAddr>, ServerAddrError> {
+    list.split(',')
+        .filter(|item| !item.trim().is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+#[cfg(test)]
+mod server_addr_tests {
+    use super::*;
+    use crate::identity::Keypair;
+
+    #[test]
+    fn server_addresses_parse_and_print() {
+        let pk = Keypair::generate().public();
+        let text = format!("{pk}@127.0.0.1:8080");
+        let addr: ServerAddr = text.parse().unwrap();
+        assert_eq!(addr.to_string(), text);
+        let list = parse_server_list(&format!("{text}, {pk}@relay.example:8081,")).unwrap();
+        assert_eq!(list.len(), 2);
+        for bad in [
+            "nope",
+            &format!("{pk}@host"),
+            &format!("{pk}@:80"),
+            &format!("{pk}@h:0"),
+            "ab@h:1",
+        ] {
+            assert!(bad.parse::<ServerAddr>().is_err(), "{bad}");
+        }
+    }
+}

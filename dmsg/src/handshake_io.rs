@@ -125,17 +125,23 @@ pub(crate) async fn respond_session<T: AsyncRead + AsyncWrite + Unpin>(
     };
     let msg3 = read_message(io).await?;
     let outcome = expect.read_confirm(&msg3)?;
-    if outcome.pq() == PqStatus::Classical && pq.required_for(&outcome.remote(), false).is_some() {
-        // Say why under the session keys before failing, so the client gets a typed error.
+    // A refusal is decided (and counted) by the policy gate first; then the client is told
+    // why, under the session keys, so it gets a typed error.
+    let refusal = (outcome.pq() == PqStatus::Classical
+        && pq.required_for(&outcome.remote(), false).is_some())
+    .then(|| {
         let mut send = Aead::new(&outcome.keys.send);
-        let frame = goaway_frame(
+        goaway_frame(
             &mut send,
             Code::PqRequired,
             "this server requires a post-quantum hybrid session with you",
-        );
+        )
+    });
+    let checked = pq.check(outcome, false, "session");
+    if let Some(frame) = refusal {
         let _ = io.write_all(&frame).await;
         let _ = io.shutdown().await;
     }
-    let established = pq.check(outcome, false, "session")?;
+    let established = checked?;
     Ok((established, BytesMut::from(reader.buffer())))
 }

@@ -14,7 +14,8 @@
 //!
 //! # Layout
 //! - [`identity`]: Ed25519 key pairs (one key for signatures and Noise), key files.
-//! - [`addr`]: `dmsg://<pk>:<port>` addresses and ports.
+//! - [`addr`]: `dmsg://<pk>:<port>` addresses and ports, `PK@HOST:PORT` server addresses.
+//! - [`backoff`]: full-jitter exponential backoff.
 //! - [`wire`]: constants, frame headers, bodies and the numbered codes.
 //! - [`noise`]: XK/KK handshakes hybridised with ML-KEM-768, the PQ policy gate, traffic keys.
 //! - [`mux`]: the sans-IO session multiplexer: frames, flow-control windows, pings.
@@ -24,9 +25,14 @@
 //! - [`client`]: the client core: connect, listen, dial.
 //! - [`port`]: port reservations (fixed and ephemeral).
 //! - [`grpc`]: tonic channels and servers over dmsg.
+//! - [`entry`]: discovery and transport entries: model, signing bytes, validation.
+//! - [`discovery`]: the discovery client (gRPC over TCP or dmsg) and its publish loop.
 
 pub mod addr;
+pub mod backoff;
 pub mod client;
+pub mod discovery;
+pub mod entry;
 pub mod grpc;
 mod handshake_io;
 pub mod identity;

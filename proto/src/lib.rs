@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`skywire::common::v1`]: types shared by every service (public key, dmsg address, error detail).
+//! - [`skywire::discovery::v1`]: the Discovery and TransportRegistry services.
 //! - [`FILE_DESCRIPTOR_SET`]: one encoded descriptor set with every package, for gRPC reflection.
 //! - `testing` (feature `testing`): a scriptable `Probe` service for middleware tests.
 
@@ -17,6 +18,15 @@ pub mod skywire {
         #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
         pub mod v1 {
             tonic::include_proto!("skywire.common.v1");
+        }
+    }
+
+    /// `skywire.discovery.*`
+    pub mod discovery {
+        /// `skywire.discovery.v1`: the Discovery and TransportRegistry services.
+        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+        pub mod v1 {
+            tonic::include_proto!("skywire.discovery.v1");
         }
     }
 

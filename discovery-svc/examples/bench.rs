@@ -1,0 +1,336 @@
+//! dmsg-discovery benchmarks: `cargo run --release -p discovery-svc --example bench`.
+//!
+//! Starts its own `redis-server` on a free port. Everything runs on this machine in one
+//! process with a 2-thread runtime (the gRPC client competes for the same cores):
+//! - `get_mem_rps` vs `noop_rps`: GetEntry on the memory store against a no-op tonic handler
+//!   behind the same server stack, 64 calls in flight over 4 HTTP/2 connections;
+//! - `get_redis_rps`, `put_redis_rps`: the same against the Redis store (puts pre-signed);
+//! - `get_redis_p99_ms`: GetEntry latency on Redis with one call in flight.
+//!
+//! The last lines are the summary, one `key=value` per line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use discovery_svc::run::{Config, StoreConfig, run};
+use dmsg::entry::{Entry, ServerPart, pk_to_proto};
+use dmsg::identity::Keypair;
+use middleware::{ServerStackConfig, server_stack};
+use skywire_proto::skywire::discovery::v1 as pb;
+use skywire_proto::skywire::discovery::v1::discovery_client::DiscoveryClient;
+use skywire_proto::skywire::testing::v1::ProbeRequest;
+use skywire_proto::testing::{ProbeClient, ProbeService};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+const IN_FLIGHT: usize = 64;
+/// Connections the in-flight calls are spread over (like many clients).
+const CONNECTIONS: usize = 4;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let seconds = if quick { 1.5 } else { 4.0 };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let summary = runtime.block_on(bench(Duration::from_secs_f64(seconds)));
+    println!();
+    for (key, value) in summary {
+        println!("{key}={value}");
+    }
+}
+
+async fn bench(window: Duration) -> Vec<(&'static str, String)> {
+    let redis = RedisChild::start();
+    let mut out = Vec::new();
+
+    // No-op vs memory store, alternating rounds.
+    let noop_addr = start_noop().await;
+    let mem = start_discovery(StoreConfig::Memory).await;
+    let mem_owner = seed(&mem.1).await;
+    let (mut noops, mut gets, mut ratios) = (vec![], vec![], vec![]);
+    for _ in 0..3 {
+        let noop = rate(window, noop_call(channels(noop_addr).await)).await;
+        let get = rate(window, get_call(channels(mem.1).await, mem_owner.clone())).await;
+        noops.push(noop);
+        gets.push(get);
+        ratios.push(get / noop);
+    }
+    let (noop, get_mem, ratio) = (middle(noops), middle(gets), middle(ratios));
+    eprintln!("memory: GetEntry {get_mem:.0}/s vs no-op {noop:.0}/s");
+    out.push(("noop_rps", format!("{noop:.0}")));
+    out.push(("get_mem_rps", format!("{get_mem:.0}")));
+    out.push(("get_mem_vs_noop", format!("{ratio:.3}")));
+
+    // Redis.
+    let on_redis = start_discovery(StoreConfig::Redis {
+        url: format!("redis://127.0.0.1:{}", redis.port),
+        prefix: "bench:".into(),
+    })
+    .await;
+    let redis_owner = seed(&on_redis.1).await;
+    let get_redis = rate(
+        window,
+        get_call(channels(on_redis.1).await, redis_owner.clone()),
+    )
+    .await;
+    let put_redis = put_rate(window, channels(on_redis.1).await).await;
+    let p99 = latency_p99(window, channel(on_redis.1).await, redis_owner).await;
+    eprintln!(
+        "redis: GetEntry {get_redis:.0}/s, PutEntry {put_redis:.0}/s, GetEntry p99 {p99:.3} ms"
+    );
+    out.push(("get_redis_rps", format!("{get_redis:.0}")));
+    out.push(("put_redis_rps", format!("{put_redis:.0}")));
+    out.push(("get_redis_p99_ms", format!("{p99:.3}")));
+    mem.0.cancel();
+    on_redis.0.cancel();
+    out
+}
+
+fn middle(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[samples.len() / 2]
+}
+
+/// A `redis-server` child on a free port, killed on drop.
+struct RedisChild {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl RedisChild {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        // The guard exists before anything can fail, so the child is always reaped.
+        let redis = Self { port, child };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start");
+    }
+}
+
+impl Drop for RedisChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_discovery(store: StoreConfig) -> (CancellationToken, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let config = Config {
+        keypair: Keypair::generate(),
+        store,
+        servers: vec![],
+        ttls: Default::default(),
+        connector: Default::default(),
+        pq: Default::default(),
+        server_stack: ServerStackConfig::default(),
+    };
+    tokio::spawn(run(config, listener, stop.clone()));
+    (stop, addr)
+}
+
+/// A no-op handler (the probe's unary call) behind the same server stack.
+async fn start_noop() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = tonic::transport::Server::builder()
+        .layer(server_stack(&ServerStackConfig::default()))
+        .add_service(ProbeService::new().into_server());
+    tokio::spawn(
+        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+/// `CONNECTIONS` channels to `addr`.
+async fn channels(addr: SocketAddr) -> Vec<Channel> {
+    let mut out = Vec::new();
+    for _ in 0..CONNECTIONS {
+        out.push(channel(addr).await);
+    }
+    out
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    for _ in 0..100 {
+        if let Ok(channel) = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot connect to {addr}");
+}
+
+/// Stores one server entry to read back; returns the request that reads it.
+async fn seed(addr: &SocketAddr) -> pb::GetEntryRequest {
+    let owner = Keypair::generate();
+    let entry = Entry::server(
+        owner.public(),
+        1,
+        ServerPart {
+            address: "127.0.0.1:8080".into(),
+            available_sessions: 100,
+            server_type: "community".into(),
+        },
+    )
+    .signed(&owner);
+    let mut client = DiscoveryClient::new(channel(*addr).await);
+    client
+        .put_entry(pb::PutEntryRequest {
+            entry: Some(entry.to_proto()),
+        })
+        .await
+        .unwrap();
+    pb::GetEntryRequest {
+        pk: Some(pk_to_proto(&owner.public())),
+    }
+}
+
+type Call =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Round-robin over `channels`.
+fn pick(channels: Vec<Channel>) -> impl Fn() -> Channel + Send + Sync {
+    let next = AtomicU64::new(0);
+    move || channels[next.fetch_add(1, Ordering::Relaxed) as usize % channels.len()].clone()
+}
+
+fn noop_call(channels: Vec<Channel>) -> Call {
+    let channel = pick(channels);
+    Arc::new(move || {
+        let mut client = ProbeClient::new(channel());
+        Box::pin(async move {
+            client.unary(ProbeRequest::default()).await.unwrap();
+        })
+    })
+}
+
+fn get_call(channels: Vec<Channel>, request: pb::GetEntryRequest) -> Call {
+    let channel = pick(channels);
+    Arc::new(move || {
+        let mut client = DiscoveryClient::new(channel());
+        let request = request.clone();
+        Box::pin(async move {
+            client.get_entry(request).await.unwrap();
+        })
+    })
+}
+
+/// Calls per second with `IN_FLIGHT` calls outstanding, over `window`.
+async fn rate(window: Duration, call: Call) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..IN_FLIGHT {
+        let (call, done, stop) = (call.clone(), done.clone(), stop.clone());
+        workers.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                call().await;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // warm up
+    let before = done.load(Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let calls = done.load(Ordering::Relaxed) - before;
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    while workers.join_next().await.is_some() {}
+    calls as f64 / elapsed.as_secs_f64()
+}
+
+/// PutEntry per second on Redis: each worker owns a key and sends pre-signed updates.
+async fn put_rate(window: Duration, channels: Vec<Channel>) -> f64 {
+    let per_worker = 4000;
+    let updates: Vec<Vec<pb::PutEntryRequest>> = (0..IN_FLIGHT)
+        .map(|_| {
+            let owner = Keypair::generate();
+            (1..=per_worker)
+                .map(|sequence| pb::PutEntryRequest {
+                    entry: Some(
+                        Entry::client(owner.public(), sequence, vec![])
+                            .signed(&owner)
+                            .to_proto(),
+                    ),
+                })
+                .collect()
+        })
+        .collect();
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for (i, requests) in updates.into_iter().enumerate() {
+        let (done, stop) = (done.clone(), stop.clone());
+        let mut client = DiscoveryClient::new(channels[i % channels.len()].clone());
+        workers.spawn(async move {
+            for request in requests {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                client.put_entry(request).await.unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let calls = done.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    while workers.join_next().await.is_some() {}
+    calls as f64 / elapsed.as_secs_f64()
+}
+
+/// The 99th percentile of GetEntry latency with one call in flight, in milliseconds.
+async fn latency_p99(window: Duration, channel: Channel, request: pb::GetEntryRequest) -> f64 {
+    let mut client = DiscoveryClient::new(channel);
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < window {
+        let t = Instant::now();
+        client.get_entry(request.clone()).await.unwrap();
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[samples.len() * 99 / 100]
+}

@@ -1,0 +1,247 @@
+//! The in-memory store: one process, no dependencies (the default).
+//!
+//! Expiry is lazy — an expired entry is never returned and is dropped when touched — plus a
+//! sweep of the whole map at most every 30 s on writes, so memory stays bounded by the live
+//! entries. Clients are kept in key order, so page tokens are stable.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use dmsg::entry::{Entry, Rejected, TransportEntry};
+use dmsg::identity::PublicKey;
+use tokio::time::Instant;
+
+use super::{ClientPage, Deleted, Store, StoreError, Written};
+
+/// How often a write may trigger a full sweep of expired entries.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+struct Live<T> {
+    value: T,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    entries: BTreeMap<PublicKey, Live<Entry>>,
+    transports: HashMap<[u8; 16], Live<TransportEntry>>,
+    edges: HashMap<PublicKey, HashSet<[u8; 16]>>,
+    last_sweep: Option<Instant>,
+}
+
+impl State {
+    fn live_entry(&mut self, pk: &PublicKey, now: Instant) -> Option<&Entry> {
+        if self.entries.get(pk).is_some_and(|l| l.expires <= now) {
+            self.entries.remove(pk);
+        }
+        self.entries.get(pk).map(|l| &l.value)
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .last_sweep
+            .is_some_and(|at| now.duration_since(at) < SWEEP_EVERY)
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        self.entries.retain(|_, live| live.expires > now);
+        let expired: Vec<[u8; 16]> = self
+            .transports
+            .iter()
+            .filter(|(_, live)| live.expires <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.remove_transport(&id);
+        }
+    }
+
+    fn remove_transport(&mut self, id: &[u8; 16]) -> bool {
+        let Some(live) = self.transports.remove(id) else {
+            return false;
+        };
+        for edge in [live.value.edge_a, live.value.edge_b] {
+            if let Some(ids) = self.edges.get_mut(&edge) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.edges.remove(&edge);
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Entries and transports in this process's memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[tonic::async_trait]
+impl Store for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get(&self, pk: &PublicKey) -> Result<Option<Entry>, StoreError> {
+        Ok(self.lock().live_entry(pk, Instant::now()).cloned())
+    }
+
+    async fn put(
+        &self,
+        entry: &Entry,
+        ttl: Duration,
+    ) -> Result<Result<Written, Rejected>, StoreError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.sweep(now);
+        let stored = state
+            .live_entry(&entry.owner, now)
+            .map(|e| (e.sequence, e.timestamp));
+        if let Err(rejected) = entry.validate_update(stored) {
+            return Ok(Err(rejected));
+        }
+        state.entries.insert(
+            entry.owner,
+            Live {
+                value: entry.clone(),
+                expires: now + ttl,
+            },
+        );
+        Ok(Ok(if stored.is_some() {
+            Written::Updated
+        } else {
+            Written::Created
+        }))
+    }
+
+    async fn delete(&self, pk: &PublicKey, timestamp: i64) -> Result<Deleted, StoreError> {
+        let mut state = self.lock();
+        let Some(stored) = state.live_entry(pk, Instant::now()) else {
+            return Ok(Deleted::NotFound);
+        };
+        if stored.timestamp > timestamp {
+            return Ok(Deleted::Newer);
+        }
+        state.entries.remove(pk);
+        Ok(Deleted::Deleted)
+    }
+
+    async fn servers(&self) -> Result<Vec<Entry>, StoreError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .entries
+            .values()
+            .filter(|live| live.expires > now && live.value.server.is_some())
+            .map(|live| live.value.clone())
+            .collect())
+    }
+
+    async fn clients(&self, token: &str, count: usize) -> Result<ClientPage, StoreError> {
+        let after = if token.is_empty() {
+            None
+        } else {
+            Some(
+                token
+                    .parse::<PublicKey>()
+                    .map_err(|_| StoreError::Corrupt(format!("bad page token {token:?}")))?,
+            )
+        };
+        let now = Instant::now();
+        let state = self.lock();
+        let mut clients: Vec<PublicKey> = state
+            .entries
+            .iter()
+            .filter(|(pk, live)| {
+                after.is_none_or(|a| **pk > a) && live.expires > now && live.value.client.is_some()
+            })
+            .map(|(pk, _)| *pk)
+            .take(count + 1)
+            .collect();
+        let next = if clients.len() > count {
+            clients.truncate(count);
+            clients.last().map(ToString::to_string).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(ClientPage { clients, next })
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn put_transport(
+        &self,
+        transport: &TransportEntry,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.sweep(now);
+        let newer_stored = state
+            .transports
+            .get(&transport.id)
+            .is_some_and(|live| live.expires > now && live.value.timestamp > transport.timestamp);
+        if newer_stored {
+            return Ok(false);
+        }
+        for edge in [transport.edge_a, transport.edge_b] {
+            state.edges.entry(edge).or_default().insert(transport.id);
+        }
+        state.transports.insert(
+            transport.id,
+            Live {
+                value: transport.clone(),
+                expires: now + ttl,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn transport(&self, id: &[u8; 16]) -> Result<Option<TransportEntry>, StoreError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .transports
+            .get(id)
+            .filter(|live| live.expires > now)
+            .map(|live| live.value.clone()))
+    }
+
+    async fn transports_by_edge(
+        &self,
+        edge: &PublicKey,
+    ) -> Result<Vec<TransportEntry>, StoreError> {
+        let now = Instant::now();
+        let state = self.lock();
+        Ok(state
+            .edges
+            .get(edge)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.transports.get(id))
+            .filter(|live| live.expires > now)
+            .map(|live| live.value.clone())
+            .collect())
+    }
+
+    async fn delete_transport(&self, id: &[u8; 16]) -> Result<bool, StoreError> {
+        Ok(self.lock().remove_transport(id))
+    }
+}

@@ -1,0 +1,118 @@
+//! Where entries live: the [`Store`] trait and its two backends, [`memory`] (one process, the
+//! default) and [`redis`] (replicas sharing one Redis).
+//!
+//! Both make the sequence check and the write one atomic step, so two discovery replicas can
+//! never both accept the same sequence. Entries expire: server entries after 2 minutes, client
+//! entries after 60 (configurable); expired entries are never returned.
+
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use dmsg::entry::{Entry, Rejected, TransportEntry};
+use dmsg::identity::PublicKey;
+use skywire_proto::skywire::discovery::v1 as pb;
+
+/// How a store write ended, when it was accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// The owner had no (live) entry.
+    Created,
+    /// An older entry was replaced.
+    Updated,
+}
+
+/// How a delete ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// The entry is gone.
+    Deleted,
+    /// There was no entry.
+    NotFound,
+    /// The stored entry is newer than the delete request (it was kept).
+    Newer,
+}
+
+/// The store failed (not the request).
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend is unreachable or too slow.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend returned something that does not decode.
+    #[error("store returned corrupt data: {0}")]
+    Corrupt(String),
+}
+
+/// A page of client keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientPage {
+    /// Keys on this page.
+    pub clients: Vec<PublicKey>,
+    /// Token for the next page; empty when there is none.
+    pub next: String,
+}
+
+/// Entry and transport storage. Every write checks and writes atomically.
+#[tonic::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// "memory" or "redis".
+    fn kind(&self) -> &'static str;
+
+    /// The live entry of `pk`.
+    async fn get(&self, pk: &PublicKey) -> Result<Option<Entry>, StoreError>;
+
+    /// The live entry of `pk` in protobuf form, as validated when it was written (the read
+    /// path of `GetEntry`: no key is re-validated).
+    async fn get_proto(&self, pk: &PublicKey) -> Result<Option<pb::Entry>, StoreError> {
+        Ok(self.get(pk).await?.map(|entry| entry.to_proto()))
+    }
+
+    /// Writes `entry` (already validated) if its sequence is greater and its timestamp not
+    /// older than the stored ones; otherwise the refusal says what is stored.
+    async fn put(
+        &self,
+        entry: &Entry,
+        ttl: Duration,
+    ) -> Result<Result<Written, Rejected>, StoreError>;
+
+    /// Deletes `pk`'s entry unless the stored one is newer than `timestamp`.
+    async fn delete(&self, pk: &PublicKey, timestamp: i64) -> Result<Deleted, StoreError>;
+
+    /// Every live server entry.
+    async fn servers(&self) -> Result<Vec<Entry>, StoreError>;
+
+    /// Client keys, `count` at a time; `token` is empty for the first page.
+    async fn clients(&self, token: &str, count: usize) -> Result<ClientPage, StoreError>;
+
+    /// Answers if the backend works now.
+    async fn health(&self) -> Result<(), StoreError>;
+
+    /// Writes a transport (already validated) unless the stored one is newer.
+    async fn put_transport(
+        &self,
+        transport: &TransportEntry,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// One transport by id.
+    async fn transport(&self, id: &[u8; 16]) -> Result<Option<TransportEntry>, StoreError>;
+
+    /// Every live transport with `edge`.
+    async fn transports_by_edge(&self, edge: &PublicKey)
+    -> Result<Vec<TransportEntry>, StoreError>;
+
+    /// Removes a transport; false if there was none.
+    async fn delete_transport(&self, id: &[u8; 16]) -> Result<bool, StoreError>;
+}
+
+/// The TTL for an entry: a server part makes it short-lived.
+pub fn ttl_for(entry: &Entry, server_ttl: Duration, client_ttl: Duration) -> Duration {
+    if entry.server.is_some() {
+        server_ttl
+    } else {
+        client_ttl
+    }
+}

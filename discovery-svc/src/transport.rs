@@ -1,0 +1,130 @@
+//! The `skywire.discovery.v1.TransportRegistry` service: transports signed by both edges.
+
+use dmsg::discovery::rejected_status;
+use dmsg::entry::{
+    Rejected, TransportEntry, deregister_signing_bytes, pk_from_proto, unix_nanos_now,
+};
+use dmsg::identity::SIGNATURE_LEN;
+use skywire_proto::skywire::discovery::v1::transport_registry_server::TransportRegistry;
+use skywire_proto::skywire::discovery::v1::{self as pb};
+use tonic::{Request, Response, Status};
+
+use crate::guard::GuardedStore;
+use crate::service::Ttls;
+
+/// The TransportRegistry service.
+#[derive(Clone)]
+pub struct TransportService {
+    store: GuardedStore,
+    ttls: Ttls,
+}
+
+impl TransportService {
+    /// A service over `store`; transports live as long as client entries.
+    pub fn new(store: GuardedStore, ttls: Ttls) -> Self {
+        Self { store, ttls }
+    }
+}
+
+fn transport_id(bytes: &[u8]) -> Result<[u8; 16], Status> {
+    bytes
+        .try_into()
+        .map_err(|_| Status::invalid_argument("a transport id is 16 bytes"))
+}
+
+#[tonic::async_trait]
+impl TransportRegistry for TransportService {
+    async fn register_transport(
+        &self,
+        request: Request<pb::RegisterTransportRequest>,
+    ) -> Result<Response<pb::RegisterTransportResponse>, Status> {
+        let proto = request
+            .into_inner()
+            .entry
+            .ok_or_else(|| Status::invalid_argument("RegisterTransport needs an entry"))?;
+        let transport =
+            TransportEntry::from_proto(&proto).map_err(|error| rejected_status(&error))?;
+        transport
+            .validate(unix_nanos_now())
+            .map_err(|error| rejected_status(&error))?;
+        let ttl = self.ttls.client;
+        if self
+            .store
+            .call(|store| store.put_transport(&transport, ttl))
+            .await?
+        {
+            Ok(Response::new(pb::RegisterTransportResponse {}))
+        } else {
+            Err(Status::failed_precondition(
+                "a newer registration of this transport is stored",
+            ))
+        }
+    }
+
+    async fn get_transport(
+        &self,
+        request: Request<pb::GetTransportRequest>,
+    ) -> Result<Response<pb::TransportEntry>, Status> {
+        let id = transport_id(&request.get_ref().id)?;
+        match self.store.call(|store| store.transport(&id)).await? {
+            Some(transport) => Ok(Response::new(transport.to_proto())),
+            None => Err(Status::not_found(format!(
+                "no transport {}",
+                hex::encode(id)
+            ))),
+        }
+    }
+
+    async fn transports_by_edge(
+        &self,
+        request: Request<pb::TransportsByEdgeRequest>,
+    ) -> Result<Response<pb::TransportList>, Status> {
+        let edge = pk_from_proto(request.get_ref().edge.as_ref(), "edge")
+            .map_err(|e| rejected_status(&e))?;
+        let transports = self
+            .store
+            .call(|store| store.transports_by_edge(&edge))
+            .await?;
+        Ok(Response::new(pb::TransportList {
+            entries: transports.iter().map(TransportEntry::to_proto).collect(),
+        }))
+    }
+
+    async fn deregister_transport(
+        &self,
+        request: Request<pb::DeregisterTransportRequest>,
+    ) -> Result<Response<pb::DeregisterTransportResponse>, Status> {
+        let request = request.into_inner();
+        let id = transport_id(&request.id)?;
+        let edge = pk_from_proto(request.edge.as_ref(), "edge").map_err(|e| rejected_status(&e))?;
+        let signature: [u8; SIGNATURE_LEN] = request
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| rejected_status(&Rejected::NotOwner(edge)))?;
+        if !edge.verify(
+            &deregister_signing_bytes(&id, &edge, request.timestamp_unix_nanos),
+            &signature,
+        ) {
+            return Err(rejected_status(&Rejected::NotOwner(edge)));
+        }
+        let Some(stored) = self.store.call(|store| store.transport(&id)).await? else {
+            return Err(Status::not_found(format!(
+                "no transport {}",
+                hex::encode(id)
+            )));
+        };
+        if edge != stored.edge_a && edge != stored.edge_b {
+            return Err(rejected_status(&Rejected::NotOwner(edge)));
+        }
+        let now = unix_nanos_now();
+        if (request.timestamp_unix_nanos - now).abs() > dmsg::entry::MAX_AGE_NANOS {
+            return Err(rejected_status(&Rejected::ClockSkew {
+                timestamp: request.timestamp_unix_nanos,
+                now,
+            }));
+        }
+        self.store.call(|store| store.delete_transport(&id)).await?;
+        Ok(Response::new(pb::DeregisterTransportResponse {}))
+    }
+}

@@ -1,0 +1,81 @@
+"""An independent dmsg-discovery client: Python, grpcio, and the signing bytes of
+dmsg/PROTOCOL.md §14.1 written out here from the specification (not generated from Rust).
+
+Usage: client.py HOST:PORT STUBS_DIR
+Puts a signed client entry, reads it back, checks a forged one is refused, prints
+"OK <owner hex>".
+"""
+
+import struct
+import sys
+import time
+
+sys.path.insert(0, sys.argv[2])
+
+import grpc  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: E402
+
+from skywire.common.v1 import common_pb2  # noqa: E402
+from skywire.discovery.v1 import discovery_pb2, discovery_pb2_grpc  # noqa: E402
+
+
+def signing_bytes(entry):
+    """PROTOCOL.md §14.1, field by field."""
+    out = bytearray(b"skywire-discovery/1 entry")
+    out += entry.owner.key
+    out += struct.pack(">Q", entry.sequence)
+    out += struct.pack(">q", entry.timestamp_unix_nanos)
+    version = entry.version.encode()
+    out += struct.pack(">B", len(version)) + version
+    has_client = entry.HasField("client")
+    has_server = entry.HasField("server")
+    out += struct.pack(">B", int(has_client) | int(has_server) << 1 | int(entry.pq_capable) << 2)
+    if has_client:
+        out += struct.pack(">H", len(entry.client.delegated_servers))
+        for server in entry.client.delegated_servers:
+            out += server.key
+    if has_server:
+        address = entry.server.address.encode()
+        out += struct.pack(">H", len(address)) + address
+        out += struct.pack(">q", entry.server.available_sessions)
+        kind = entry.server.server_type.encode()
+        out += struct.pack(">B", len(kind)) + kind
+    return bytes(out)
+
+
+def main():
+    key = Ed25519PrivateKey.generate()
+    owner = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    delegated = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    entry = discovery_pb2.Entry(
+        owner=common_pb2.PublicKey(key=owner),
+        sequence=1,
+        timestamp_unix_nanos=time.time_ns(),
+        version="python-0.1",
+        client=discovery_pb2.ClientPart(delegated_servers=[common_pb2.PublicKey(key=delegated)]),
+        pq_capable=False,
+    )
+    entry.signature = key.sign(signing_bytes(entry))
+
+    with grpc.insecure_channel(sys.argv[1]) as channel:
+        stub = discovery_pb2_grpc.DiscoveryStub(channel)
+        created = stub.PutEntry(discovery_pb2.PutEntryRequest(entry=entry), timeout=10).created
+        assert created, "the entry is new"
+        back = stub.GetEntry(discovery_pb2.GetEntryRequest(pk=common_pb2.PublicKey(key=owner)), timeout=10)
+        assert back == entry, f"read back differs:\n{back}\nvs\n{entry}"
+
+        forged = discovery_pb2.Entry()
+        forged.CopyFrom(entry)
+        forged.sequence = 2
+        try:
+            stub.PutEntry(discovery_pb2.PutEntryRequest(entry=forged), timeout=10)
+            raise AssertionError("a forged update was accepted")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error.code()
+
+    print("OK", owner.hex())
+
+
+if __name__ == "__main__":
+    main()

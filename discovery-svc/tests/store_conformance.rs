@@ -1,0 +1,278 @@
+//! One conformance suite for both stores: the memory store, and the Redis store against a
+//! real `redis-server` started on a free port. Plus the race of two replicas on one Redis.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Redis;
+use discovery_svc::store::memory::MemoryStore;
+use discovery_svc::store::redis::RedisStore;
+use discovery_svc::store::{Deleted, Store, Written};
+use dmsg::entry::{Entry, Rejected, ServerPart, TransportEntry};
+use dmsg::identity::Keypair;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn server_entry(keypair: &Keypair, sequence: u64, sessions: i64) -> Entry {
+    Entry::server(
+        keypair.public(),
+        sequence,
+        ServerPart {
+            address: format!("127.0.0.1:{}", 8000 + sequence),
+            available_sessions: sessions,
+            server_type: "community".into(),
+        },
+    )
+    .signed(keypair)
+}
+
+/// The behaviour every store must have.
+async fn conformance(store: Arc<dyn Store>) {
+    let kind = store.kind();
+    store.health().await.unwrap();
+
+    // Create, read, update; stale and backwards updates refused with what is stored.
+    let alice = Keypair::generate();
+    assert_eq!(store.get(&alice.public()).await.unwrap(), None, "{kind}");
+    let first = Entry::client(alice.public(), 1, vec![]).signed(&alice);
+    assert_eq!(
+        store.put(&first, LONG).await.unwrap(),
+        Ok(Written::Created),
+        "{kind}"
+    );
+    assert_eq!(
+        store.get(&alice.public()).await.unwrap(),
+        Some(first.clone()),
+        "{kind}"
+    );
+    let replay = Entry { ..first.clone() };
+    assert_eq!(
+        store.put(&replay, LONG).await.unwrap(),
+        Err(Rejected::StaleSequence {
+            sequence: 1,
+            stored_sequence: 1,
+            stored_timestamp: first.timestamp
+        }),
+        "{kind}"
+    );
+    let backwards = Entry {
+        sequence: 2,
+        timestamp: first.timestamp - 1,
+        ..first.clone()
+    }
+    .signed(&alice);
+    assert!(matches!(
+        store.put(&backwards, LONG).await.unwrap(),
+        Err(Rejected::TimestampBackwards {
+            stored_sequence: 1,
+            ..
+        })
+    ));
+    let second = Entry {
+        sequence: 2,
+        timestamp: first.timestamp + 1,
+        ..first.clone()
+    }
+    .signed(&alice);
+    assert_eq!(
+        store.put(&second, LONG).await.unwrap(),
+        Ok(Written::Updated),
+        "{kind}"
+    );
+    assert_eq!(
+        store.get(&alice.public()).await.unwrap(),
+        Some(second.clone())
+    );
+
+    // Servers are listed; clients page without duplicates or losses.
+    let servers: Vec<Keypair> = (0..3).map(|_| Keypair::generate()).collect();
+    for (i, server) in servers.iter().enumerate() {
+        store
+            .put(&server_entry(server, 1, i as i64), LONG)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let listed = store.servers().await.unwrap();
+    assert_eq!(listed.len(), 3, "{kind}");
+    assert!(
+        listed
+            .iter()
+            .all(|e| e.server.is_some() && e.signature_valid())
+    );
+    let clients: Vec<Keypair> = (0..24).map(|_| Keypair::generate()).collect();
+    for client in &clients {
+        store
+            .put(
+                &Entry::client(client.public(), 1, vec![]).signed(client),
+                LONG,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut token = String::new();
+    for _ in 0..100 {
+        let page = store.clients(&token, 10).await.unwrap();
+        for pk in page.clients {
+            assert!(seen.insert(pk), "{kind}: duplicate {pk}");
+        }
+        if page.next.is_empty() {
+            break;
+        }
+        token = page.next;
+    }
+    assert_eq!(seen.len(), 25, "{kind}: 24 clients and alice");
+
+    // Deletes: only if not newer than the stored entry.
+    assert_eq!(
+        store
+            .delete(&alice.public(), second.timestamp - 5)
+            .await
+            .unwrap(),
+        Deleted::Newer
+    );
+    assert_eq!(
+        store
+            .delete(&alice.public(), second.timestamp)
+            .await
+            .unwrap(),
+        Deleted::Deleted
+    );
+    assert_eq!(
+        store
+            .delete(&alice.public(), second.timestamp)
+            .await
+            .unwrap(),
+        Deleted::NotFound
+    );
+    assert_eq!(store.get(&alice.public()).await.unwrap(), None);
+
+    // Expiry: an expired entry is never returned or listed.
+    let brief = Keypair::generate();
+    store
+        .put(&server_entry(&brief, 1, 5), Duration::from_millis(150))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.get(&brief.public()).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.get(&brief.public()).await.unwrap(),
+        None,
+        "{kind}: expired"
+    );
+    assert_eq!(
+        store.servers().await.unwrap().len(),
+        3,
+        "{kind}: expired servers are not listed"
+    );
+    let expired_again = server_entry(&brief, 1, 5);
+    assert_eq!(
+        store.put(&expired_again, LONG).await.unwrap(),
+        Ok(Written::Created),
+        "{kind}: expired means gone"
+    );
+
+    // Transports: by id and by edge; an older registration never replaces a newer one.
+    let (a, b, c) = (
+        Keypair::generate(),
+        Keypair::generate(),
+        Keypair::generate(),
+    );
+    let mut ab = TransportEntry::new(a.public(), b.public(), "dmsg");
+    ab.sign_as(&a);
+    ab.sign_as(&b);
+    let mut ac = TransportEntry::new(a.public(), c.public(), "stcp");
+    ac.sign_as(&a);
+    ac.sign_as(&c);
+    assert!(store.put_transport(&ab, LONG).await.unwrap());
+    assert!(store.put_transport(&ac, LONG).await.unwrap());
+    assert_eq!(store.transport(&ab.id).await.unwrap(), Some(ab.clone()));
+    assert_eq!(
+        store.transports_by_edge(&a.public()).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        store.transports_by_edge(&b.public()).await.unwrap(),
+        vec![ab.clone()]
+    );
+    let older = TransportEntry {
+        timestamp: ab.timestamp - 1,
+        ..ab.clone()
+    };
+    assert!(!store.put_transport(&older, LONG).await.unwrap(), "{kind}");
+    assert!(store.delete_transport(&ab.id).await.unwrap());
+    assert!(!store.delete_transport(&ab.id).await.unwrap());
+    assert_eq!(store.transport(&ab.id).await.unwrap(), None);
+    assert_eq!(store.transports_by_edge(&b.public()).await.unwrap(), vec![]);
+    assert_eq!(
+        store.transports_by_edge(&a.public()).await.unwrap(),
+        vec![ac]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_store_conforms() {
+    conformance(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_conforms() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    conformance(Arc::new(RedisStore::new(&redis.url(), "test:").unwrap())).await;
+}
+
+/// Two discovery replicas on one Redis, many writers racing each sequence of one owner:
+/// exactly one write wins each sequence, and the stored entry is the winner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_redis_accept_each_sequence_once() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let replicas: Vec<Arc<RedisStore>> = (0..2)
+        .map(|_| Arc::new(RedisStore::new(&redis.url(), "race:").unwrap()))
+        .collect();
+    let owner = Keypair::generate();
+    const WRITERS: usize = 16;
+    for sequence in 1..=30u64 {
+        let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
+        let mut writers = tokio::task::JoinSet::new();
+        for writer in 0..WRITERS {
+            let store = replicas[writer % 2].clone();
+            let owner = owner.clone();
+            let barrier = barrier.clone();
+            writers.spawn(async move {
+                let entry = server_entry(&owner, sequence, writer as i64);
+                barrier.wait().await;
+                (writer, store.put(&entry, LONG).await.unwrap())
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(joined) = writers.join_next().await {
+            let (writer, result) = joined.unwrap();
+            match result {
+                Ok(_) => winners.push(writer),
+                Err(Rejected::StaleSequence {
+                    stored_sequence, ..
+                }) => assert_eq!(stored_sequence, sequence),
+                Err(other) => panic!("unexpected refusal {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "sequence {sequence}: winners {winners:?}");
+        let stored = replicas[1].get(&owner.public()).await.unwrap().unwrap();
+        assert_eq!(stored.sequence, sequence);
+        assert_eq!(
+            stored.server.unwrap().available_sessions,
+            winners[0] as i64,
+            "the winner's entry is stored"
+        );
+    }
+}

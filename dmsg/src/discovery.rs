@@ -1,0 +1,354 @@
+//! Talking to dmsg-discovery: [`Discovery`], what a dmsg node needs from it, and
+//! [`DiscoveryClient`], its gRPC implementation over TCP or over a dmsg stream, always
+//! through the standard client stack (timeout, circuit breaker).
+//!
+//! [`DiscoveryClient::publish`] is the update loop: on a stale sequence it resyncs to the
+//! stored sequence + 1 and retries; if the stored entry is newer by timestamp it adopts the
+//! stored sequence and stops (PROTOCOL.md §14.3).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use middleware::{
+    Breaker, BreakerConfig, ClientStackConfig, GrpcChannel, TimeoutConfig, client_stack,
+};
+use prost::Message;
+use skywire_proto::skywire::common::v1::ErrorDetail;
+use skywire_proto::skywire::discovery::v1 as pb;
+use skywire_proto::skywire::discovery::v1::discovery_client::DiscoveryClient as GeneratedClient;
+use tonic::Code;
+
+use crate::addr::{DmsgAddr, Port};
+use crate::client::Client;
+use crate::entry::{Entry, Rejected, delete_request, pk_to_proto};
+use crate::identity::{Keypair, PublicKey};
+use crate::session::Session;
+
+/// The dmsg port discovery serves gRPC on.
+pub const DISCOVERY_PORT: Port = match Port::new(80) {
+    Some(port) => port,
+    None => panic!("80 is a valid port"),
+};
+/// Error-detail domain of discovery's errors.
+pub const ERROR_DOMAIN: &str = "dmsg-discovery";
+/// Error-detail reason of a stale sequence.
+pub const REASON_STALE_SEQUENCE: &str = "stale_sequence";
+/// Error-detail reason of a timestamp older than the stored one.
+pub const REASON_TIMESTAMP_BACKWARDS: &str = "timestamp_backwards";
+/// Error-detail metadata key: the stored entry's sequence.
+pub const STORED_SEQUENCE: &str = "stored_sequence";
+/// Error-detail metadata key: the stored entry's timestamp.
+pub const STORED_TIMESTAMP: &str = "stored_timestamp";
+/// Attempts of [`DiscoveryClient::publish`] before it gives up on resyncing.
+const PUBLISH_ATTEMPTS: usize = 3;
+
+/// Why a discovery call failed.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// Discovery could not be reached or did not answer in time; retry later.
+    #[error("discovery unavailable: {0}")]
+    Unavailable(String),
+    /// The stored entry is ahead of this one.
+    #[error("stale entry: discovery holds sequence {stored_sequence}")]
+    Stale {
+        /// The stored sequence.
+        stored_sequence: u64,
+        /// The stored timestamp.
+        stored_timestamp: i64,
+    },
+    /// The request was refused for what it is (malformed, bad signature, not the owner…).
+    #[error("discovery refused the request ({code:?}): {message}")]
+    Refused {
+        /// The gRPC code.
+        code: Code,
+        /// Discovery's explanation.
+        message: String,
+    },
+}
+
+/// Builds the status for a refused entry, with the stored sequence in its details when that
+/// is what the client needs to resync (PROTOCOL.md §14.3). Used by dmsg-discovery.
+pub fn rejected_status(rejected: &Rejected) -> tonic::Status {
+    let message = rejected.to_string();
+    match rejected {
+        Rejected::Malformed(_) | Rejected::TooLarge { .. } => {
+            tonic::Status::invalid_argument(message)
+        }
+        Rejected::BadSignature { .. } => tonic::Status::unauthenticated(message),
+        Rejected::NotOwner(_) => tonic::Status::permission_denied(message),
+        Rejected::ClockSkew { .. } => tonic::Status::failed_precondition(message),
+        Rejected::StaleSequence {
+            stored_sequence,
+            stored_timestamp,
+            ..
+        }
+        | Rejected::TimestampBackwards {
+            stored_sequence,
+            stored_timestamp,
+            ..
+        } => {
+            let reason = if matches!(rejected, Rejected::StaleSequence { .. }) {
+                REASON_STALE_SEQUENCE
+            } else {
+                REASON_TIMESTAMP_BACKWARDS
+            };
+            let detail = ErrorDetail {
+                reason: reason.into(),
+                domain: ERROR_DOMAIN.into(),
+                metadata: HashMap::from([
+                    (STORED_SEQUENCE.to_owned(), stored_sequence.to_string()),
+                    (STORED_TIMESTAMP.to_owned(), stored_timestamp.to_string()),
+                ]),
+            };
+            tonic::Status::with_details(
+                Code::FailedPrecondition,
+                message,
+                detail.encode_to_vec().into(),
+            )
+        }
+    }
+}
+
+impl From<tonic::Status> for DiscoveryError {
+    fn from(status: tonic::Status) -> Self {
+        match status.code() {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Cancelled
+            | Code::Unknown => Self::Unavailable(status.message().to_owned()),
+            Code::FailedPrecondition => match stale_detail(&status) {
+                Some((stored_sequence, stored_timestamp)) => Self::Stale {
+                    stored_sequence,
+                    stored_timestamp,
+                },
+                None => Self::Refused {
+                    code: status.code(),
+                    message: status.message().to_owned(),
+                },
+            },
+            code => Self::Refused {
+                code,
+                message: status.message().to_owned(),
+            },
+        }
+    }
+}
+
+/// The stored (sequence, timestamp) in a stale-entry status's details.
+fn stale_detail(status: &tonic::Status) -> Option<(u64, i64)> {
+    let detail = ErrorDetail::decode(status.details()).ok()?;
+    if detail.domain != ERROR_DOMAIN {
+        return None;
+    }
+    Some((
+        detail.metadata.get(STORED_SEQUENCE)?.parse().ok()?,
+        detail.metadata.get(STORED_TIMESTAMP)?.parse().ok()?,
+    ))
+}
+
+/// What a dmsg node needs from discovery.
+#[tonic::async_trait]
+pub trait Discovery: Send + Sync + 'static {
+    /// The entry of `pk`, if any.
+    async fn entry(&self, pk: &PublicKey) -> Result<Option<Entry>, DiscoveryError>;
+    /// Stores a signed entry; true if it was created.
+    async fn put_entry(&self, entry: &Entry) -> Result<bool, DiscoveryError>;
+    /// Deletes `keypair`'s entry (signed by it).
+    async fn delete_entry(&self, keypair: &Keypair) -> Result<(), DiscoveryError>;
+    /// Servers with free sessions, capacity-weighted random order.
+    async fn available_servers(&self, limit: u32) -> Result<Vec<Entry>, DiscoveryError>;
+    /// Every registered server.
+    async fn all_servers(&self) -> Result<Vec<Entry>, DiscoveryError>;
+}
+
+/// How [`DiscoveryClient::publish`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// The entry is stored (with the returned sequence).
+    Stored {
+        /// The entry as stored (its final sequence).
+        entry: Box<Entry>,
+        /// True if discovery had no entry for the owner before.
+        created: bool,
+    },
+    /// Discovery holds a newer entry (by timestamp): adopt its sequence; nothing was stored.
+    Superseded {
+        /// The stored sequence to continue from.
+        stored_sequence: u64,
+    },
+}
+
+/// The gRPC discovery client, behind the client middleware stack.
+#[derive(Clone, Debug)]
+pub struct DiscoveryClient {
+    grpc: GeneratedClient<GrpcChannel>,
+    breaker: Breaker,
+}
+
+/// Timeouts and breaker of discovery clients.
+fn stack_config() -> (ClientStackConfig, BreakerConfig) {
+    (
+        ClientStackConfig {
+            timeouts: TimeoutConfig::uniform(Duration::from_secs(10)),
+            ..ClientStackConfig::default()
+        },
+        BreakerConfig {
+            failure_threshold: 3,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_secs(5),
+            max_open: None,
+        },
+    )
+}
+
+impl DiscoveryClient {
+    /// A client over `transport` (a tonic channel, TCP or dmsg), with the standard stack.
+    pub fn new<T>(transport: T) -> Self
+    where
+        T: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        T::Error: Into<tower::BoxError>,
+        T::Future: Send + 'static,
+    {
+        let (config, breaker_config) = stack_config();
+        let breaker = Breaker::new("dmsg-discovery", breaker_config);
+        Self {
+            grpc: GeneratedClient::new(client_stack(transport, &config, breaker.clone())),
+            breaker,
+        }
+    }
+
+    /// A client of discovery's TCP gRPC endpoint (`http://host:port`), connecting lazily.
+    pub fn over_tcp(url: &str) -> Result<Self, DiscoveryError> {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|error| DiscoveryError::Refused {
+                code: Code::InvalidArgument,
+                message: format!("bad discovery URL {url:?}: {error}"),
+            })?
+            .connect_timeout(Duration::from_secs(5));
+        Ok(Self::new(endpoint.connect_lazy()))
+    }
+
+    /// A client of discovery's dmsg endpoint (`dmsg://<pk>:80`), through `session`.
+    pub fn over_dmsg(client: Client, session: Session, discovery: PublicKey) -> Self {
+        Self::new(crate::grpc::channel(
+            client,
+            session,
+            DmsgAddr::new(discovery, DISCOVERY_PORT),
+        ))
+    }
+
+    /// The breaker guarding calls (observe it for metrics).
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// Publishes `entry` (signing it with `keypair`), resyncing its sequence on a stale error.
+    pub async fn publish(
+        &self,
+        keypair: &Keypair,
+        mut entry: Entry,
+    ) -> Result<Published, DiscoveryError> {
+        let mut last = None;
+        for _ in 0..PUBLISH_ATTEMPTS {
+            entry.sign(keypair);
+            match self.put_entry(&entry).await {
+                Ok(created) => {
+                    return Ok(Published::Stored {
+                        entry: Box::new(entry),
+                        created,
+                    });
+                }
+                Err(DiscoveryError::Stale {
+                    stored_sequence,
+                    stored_timestamp,
+                }) => {
+                    if stored_timestamp > entry.timestamp {
+                        return Ok(Published::Superseded { stored_sequence });
+                    }
+                    entry.sequence = stored_sequence + 1;
+                    last = Some(DiscoveryError::Stale {
+                        stored_sequence,
+                        stored_timestamp,
+                    });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(last.unwrap_or_else(|| DiscoveryError::Unavailable("publish gave up".into())))
+    }
+}
+
+#[tonic::async_trait]
+impl Discovery for DiscoveryClient {
+    async fn entry(&self, pk: &PublicKey) -> Result<Option<Entry>, DiscoveryError> {
+        let request = pb::GetEntryRequest {
+            pk: Some(pk_to_proto(pk)),
+        };
+        match self.grpc.clone().get_entry(request).await {
+            Ok(response) => Entry::from_proto(&response.into_inner())
+                .map(Some)
+                .map_err(|error| DiscoveryError::Refused {
+                    code: Code::DataLoss,
+                    message: format!("discovery returned a malformed entry: {error}"),
+                }),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(status.into()),
+        }
+    }
+
+    async fn put_entry(&self, entry: &Entry) -> Result<bool, DiscoveryError> {
+        let request = pb::PutEntryRequest {
+            entry: Some(entry.to_proto()),
+        };
+        Ok(self
+            .grpc
+            .clone()
+            .put_entry(request)
+            .await?
+            .into_inner()
+            .created)
+    }
+
+    async fn delete_entry(&self, keypair: &Keypair) -> Result<(), DiscoveryError> {
+        self.grpc
+            .clone()
+            .delete_entry(delete_request(keypair))
+            .await?;
+        Ok(())
+    }
+
+    async fn available_servers(&self, limit: u32) -> Result<Vec<Entry>, DiscoveryError> {
+        let list = self
+            .grpc
+            .clone()
+            .available_servers(pb::AvailableServersRequest { limit })
+            .await?;
+        Ok(servers(list.into_inner()))
+    }
+
+    async fn all_servers(&self) -> Result<Vec<Entry>, DiscoveryError> {
+        let list = self
+            .grpc
+            .clone()
+            .all_servers(pb::AllServersRequest {})
+            .await?;
+        Ok(servers(list.into_inner()))
+    }
+}
+
+/// The valid entries of a server list (a malformed one is skipped, never trusted).
+fn servers(list: pb::ServerList) -> Vec<Entry> {
+    list.entries
+        .iter()
+        .filter_map(|entry| Entry::from_proto(entry).ok())
+        .filter(Entry::signature_valid)
+        .collect()
+}

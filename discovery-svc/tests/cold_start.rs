@@ -1,6 +1,7 @@
 //! Cold start (ARCHITECTURE §5.3): discovery starts before any dmsg server, with an empty
 //! store; the three configured servers come up afterwards; discovery's dmsg side connects to
-//! all three without any registration having happened.
+//! all three without any registration having happened — and a client reaches discovery's
+//! gRPC over dmsg through one of them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

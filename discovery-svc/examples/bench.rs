@@ -12,7 +12,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,7 +48,9 @@ fn main() {
 }
 
 async fn bench(window: Duration) -> Vec<(&'static str, String)> {
-    let redis = RedisChild::start();
+    let redis = testkit::Redis::start()
+        .await
+        .expect("the benchmark needs redis-server (apt-get install redis-server)");
     let mut out = Vec::new();
 
     // No-op vs memory store, alternating rounds.
@@ -98,52 +99,6 @@ async fn bench(window: Duration) -> Vec<(&'static str, String)> {
 fn middle(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(|a, b| a.total_cmp(b));
     samples[samples.len() / 2]
-}
-
-/// A `redis-server` child on a free port, killed on drop.
-struct RedisChild {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl RedisChild {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        // The guard exists before anything can fail, so the child is always reaped.
-        let redis = Self { port, child };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start");
-    }
-}
-
-impl Drop for RedisChild {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn start_discovery(store: StoreConfig) -> (CancellationToken, SocketAddr) {

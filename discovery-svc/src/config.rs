@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use dmsg::addr::{ServerAddr, parse_server_list};
+use dmsg::addr::{ServerAddr, server_list_setting};
+use observability::process::{ConfigError, read_toml, seconds_setting};
 use serde::Deserialize;
 
 use crate::run::StoreConfig;
@@ -88,57 +89,12 @@ pub struct Settings {
     pub client_ttl: Duration,
 }
 
-/// Why the configuration is not usable.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for these settings.
-    #[error("config file {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        source: toml::de::Error,
-    },
-    /// A setting has a bad value.
-    #[error("{0}")]
-    Invalid(String),
-}
-
 impl Args {
     /// Merges the file, the environment and the flags.
     pub fn resolve(self) -> Result<Settings, ConfigError> {
-        let file = match &self.config {
-            None => FileConfig::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.clone(),
-                    source,
-                })?
-            }
-        };
-        let servers = match self.servers {
-            Some(list) => parse_server_list(&list),
-            None => file
-                .servers
-                .unwrap_or_default()
-                .iter()
-                .map(|s| s.parse())
-                .collect(),
-        }
-        .map_err(|error| ConfigError::Invalid(format!("--servers: {error}")))?;
+        let file: FileConfig = read_toml(self.config.as_deref())?;
+        let servers = server_list_setting(self.servers.as_deref(), file.servers.as_deref())
+            .map_err(|error| ConfigError::Invalid(format!("--servers: {error}")))?;
         let mut store: StoreConfig = self
             .store
             .or(file.store)
@@ -151,16 +107,6 @@ impl Args {
                 .or(file.redis_prefix)
                 .unwrap_or_else(|| DEFAULT_PREFIX.into());
         }
-        let secs = |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| {
-            let secs = flag.or(file).unwrap_or(default);
-            if secs == 0 {
-                Err(ConfigError::Invalid(format!(
-                    "--{name} must be at least 1 second"
-                )))
-            } else {
-                Ok(Duration::from_secs(secs))
-            }
-        };
         Ok(Settings {
             listen: self
                 .listen
@@ -169,13 +115,13 @@ impl Args {
             store,
             key_file: self.key_file.or(file.key_file),
             servers,
-            server_ttl: secs(
+            server_ttl: seconds_setting(
                 self.server_entry_ttl_secs,
                 file.server_entry_ttl_secs,
                 120,
                 "server-entry-ttl-secs",
             )?,
-            client_ttl: secs(
+            client_ttl: seconds_setting(
                 self.client_entry_ttl_secs,
                 file.client_entry_ttl_secs,
                 3600,

@@ -22,17 +22,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: discovery_svc::config::Settings) -> anyhow::Result<()> {
-    let keypair = match &settings.key_file {
-        Some(path) => Keypair::load(path)?,
-        None => {
-            let keypair = Keypair::generate();
-            tracing::warn!(
-                pk = %keypair.public(),
-                "no --key-file: using an ephemeral key (development only; it changes at every start)"
-            );
-            keypair
-        }
-    };
+    let keypair = Keypair::load_or_ephemeral(settings.key_file.as_deref())?;
     // Bind first: nothing below may delay accepting.
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -51,33 +41,7 @@ async fn serve(settings: discovery_svc::config::Settings) -> anyhow::Result<()> 
         server_stack: Default::default(),
     };
     let shutdown = CancellationToken::new();
-    let running = run(config, listener, shutdown.clone());
-    tokio::pin!(running);
-    tokio::select! {
-        result = &mut running => return result.context("dmsg-discovery stopped"),
-        () = shutdown_signal() => tracing::info!("shutting down"),
-    }
-    shutdown.cancel();
-    running.await.context("dmsg-discovery stopped")
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    observability::process::run_until_signal(shutdown.clone(), run(config, listener, shutdown))
+        .await
+        .context("dmsg-discovery stopped")
 }

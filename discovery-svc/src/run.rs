@@ -11,6 +11,7 @@ use dmsg::grpc::Incoming;
 use dmsg::identity::{Keypair, PublicKey};
 use dmsg::noise::PqSettings;
 use middleware::{ServerStackConfig, server_stack};
+use observability::reflection::reflection_services;
 use observability::{HealthStates, drive_health};
 use skywire_proto::skywire::discovery::v1::discovery_server::DiscoveryServer;
 use skywire_proto::skywire::discovery::v1::transport_registry_server::TransportRegistryServer;
@@ -31,6 +32,8 @@ use crate::transport::TransportService;
 
 /// Largest request the services decode (an entry is at most 4 KiB).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// How long open calls may finish after shutdown before they are cut.
+const DRAIN: Duration = Duration::from_secs(2);
 /// How often the store's health is checked for `grpc.health.v1`.
 const STORE_HEALTH_EVERY: Duration = Duration::from_secs(5);
 
@@ -103,14 +106,6 @@ pub enum RunError {
     Listen(#[from] dmsg::client::ListenError),
 }
 
-/// A reflection builder knowing every Skywire-rs service and `grpc.health.v1` (served as v1
-/// and as v1alpha: grpcurl 1.8 speaks only v1alpha).
-pub fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(skywire_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-}
-
 /// Builds the store `config` names. Never contacts Redis: it may come up later.
 pub fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, crate::store::StoreError> {
     Ok(match config {
@@ -126,7 +121,19 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let store = GuardedStore::new(open_store(&config.store)?);
+    let store = open_store(&config.store)?;
+    run_with_store(config, store, listener, shutdown).await
+}
+
+/// [`run`] with a store built by the caller (`config.store` is ignored): a store wrapped to
+/// inject faults in tests, or one shared with something else in the process.
+pub async fn run_with_store(
+    config: Config,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let store = GuardedStore::new(store);
     let pk = config.keypair.public();
     let client = Client::new(
         config.keypair.clone(),
@@ -149,12 +156,14 @@ pub async fn run(
     let discovery = DiscoveryService::new(store.clone(), config.ttls, pk, connected);
     let transports = TransportService::new(store.clone(), config.ttls);
 
+    let (reflection_v1, reflection_v1alpha) =
+        reflection_services(&[skywire_proto::FILE_DESCRIPTOR_SET])?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = HealthStates::new();
     // The same services on TCP and on dmsg port 80.
     let routes = Routes::new(health_service)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(DiscoveryServer::new(discovery).max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(
             TransportRegistryServer::new(transports).max_decoding_message_size(MAX_REQUEST_BYTES),
@@ -229,20 +238,47 @@ pub async fn run(
 
     // Run until shutdown, or until a task fails (the TCP server dying ends the process).
     let mut result = Ok(());
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Err(error)) => {
-                tracing::error!(%error, "dmsg-discovery task failed; shutting down");
-                result = Err(error);
-                shutdown.cancel();
-            }
-            Err(panic) if panic.is_panic() => {
-                tracing::error!("a dmsg-discovery task panicked; shutting down");
-                shutdown.cancel();
-            }
-            _ => {}
+    loop {
+        let joined = tokio::select! {
+            joined = tasks.join_next() => joined,
+            () = shutdown.cancelled() => None,
+        };
+        let Some(joined) = joined else { break };
+        note_task_end(joined, &mut result, &shutdown);
+    }
+    // Open calls (a health Watch, say) may finish for a moment; then they are cut.
+    let drained = tokio::time::timeout(DRAIN, async {
+        while let Some(joined) = tasks.join_next().await {
+            note_task_end(joined, &mut result, &shutdown);
         }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!("calls still open after {DRAIN:?}; closing them");
+        tasks.shutdown().await;
     }
     client.close().await;
     result
+}
+
+/// Records how a task ended: a failure becomes the result and shuts everything down.
+fn note_task_end(
+    joined: Result<Result<(), RunError>, tokio::task::JoinError>,
+    result: &mut Result<(), RunError>,
+    shutdown: &CancellationToken,
+) {
+    match joined {
+        Ok(Err(error)) => {
+            tracing::error!(%error, "dmsg-discovery task failed; shutting down");
+            if result.is_ok() {
+                *result = Err(error);
+            }
+            shutdown.cancel();
+        }
+        Err(panic) if panic.is_panic() => {
+            tracing::error!("a dmsg-discovery task panicked; shutting down");
+            shutdown.cancel();
+        }
+        _ => {}
+    }
 }

@@ -14,16 +14,6 @@ use std::time::Duration;
 use dmsg::discovery::{Discovery as _, DiscoveryClient};
 use dmsg::identity::PublicKey;
 
-/// Kills the child on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -97,13 +87,12 @@ async fn a_python_grpcio_client_puts_and_reads_a_signed_entry() {
     );
 
     let port = common::free_port();
-    let _discovery = Child(
+    let _discovery = testkit::ChildProcess::spawn(
+        "dmsg-discovery",
         Command::new(env!("CARGO_BIN_EXE_dmsg-discovery"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
     wait_for_port(port).await;
 

@@ -198,7 +198,7 @@ async fn relay_gbps(total: usize) -> f64 {
     bob.connect(server.public_key(), addr).await.unwrap();
     let mut listener = bob.listen(Port::new(80).unwrap()).unwrap();
     let dst = DmsgAddr::new(bob.public_key(), Port::new(80).unwrap());
-    let (stream, accepted) = tokio::join!(alice.dial(&session, dst), listener.accept());
+    let (stream, accepted) = tokio::join!(alice.dial_via(&session, dst), listener.accept());
     let rate = transfer(stream.unwrap(), accepted.unwrap(), total).await;
     alice.close().await;
     bob.close().await;
@@ -464,7 +464,7 @@ async fn thousand_streams() -> bool {
         let alice = alice.clone();
         let session = session.clone();
         streams.spawn(async move {
-            let mut stream = alice.dial(&session, dst).await.unwrap();
+            let mut stream = alice.dial_via(&session, dst).await.unwrap();
             let payload = vec![(i % 251) as u8; 64 * 1024];
             stream.write_all(&payload).await.unwrap();
             stream.shutdown().await.unwrap();

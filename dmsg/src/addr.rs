@@ -196,6 +196,19 @@ pub fn parse_server_list(list: &str) -> Result<Vec<ServerAddr>, ServerAddrError>
         .collect()
 }
 
+/// A server list setting: the flag's comma-separated list if given, else the config file's
+/// items.
+pub fn server_list_setting(
+    flag: Option<&str>,
+    file: Option<&[String]>,
+) -> Result<Vec<ServerAddr>, ServerAddrError> {
+    match (flag, file) {
+        (Some(list), _) => parse_server_list(list),
+        (None, Some(items)) => items.iter().map(|item| item.parse()).collect(),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
 #[cfg(test)]
 mod server_addr_tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! [`DiscoveryClient`], its gRPC implementation over TCP or over a dmsg stream, always
 //! through the standard client stack (timeout, circuit breaker).
 //!
-//! [`DiscoveryClient::publish`] is the update loop: on a stale sequence it resyncs to the
+//! [`publish`] is the update loop: on a stale sequence it resyncs to the
 //! stored sequence + 1 and retries; if the stored entry is newer by timestamp it adopts the
 //! stored sequence and stops (PROTOCOL.md §14.3).
 
@@ -250,40 +250,52 @@ impl DiscoveryClient {
         &self.breaker
     }
 
-    /// Publishes `entry` (signing it with `keypair`), resyncing its sequence on a stale error.
+    /// Publishes `entry` (signing it with `keypair`), resyncing its sequence on a stale error
+    /// ([`publish`]).
     pub async fn publish(
         &self,
         keypair: &Keypair,
-        mut entry: Entry,
+        entry: Entry,
     ) -> Result<Published, DiscoveryError> {
-        let mut last = None;
-        for _ in 0..PUBLISH_ATTEMPTS {
-            entry.sign(keypair);
-            match self.put_entry(&entry).await {
-                Ok(created) => {
-                    return Ok(Published::Stored {
-                        entry: Box::new(entry),
-                        created,
-                    });
+        publish(self, keypair, entry).await
+    }
+}
+
+/// Publishes `entry` through any [`Discovery`], signing it with `keypair`: on a stale sequence
+/// it resyncs to the stored sequence + 1 and retries; if the stored entry is newer by
+/// timestamp it reports [`Published::Superseded`] (PROTOCOL.md §14.3).
+pub async fn publish(
+    discovery: &(impl Discovery + ?Sized),
+    keypair: &Keypair,
+    mut entry: Entry,
+) -> Result<Published, DiscoveryError> {
+    let mut last = None;
+    for _ in 0..PUBLISH_ATTEMPTS {
+        entry.sign(keypair);
+        match discovery.put_entry(&entry).await {
+            Ok(created) => {
+                return Ok(Published::Stored {
+                    entry: Box::new(entry),
+                    created,
+                });
+            }
+            Err(DiscoveryError::Stale {
+                stored_sequence,
+                stored_timestamp,
+            }) => {
+                if stored_timestamp > entry.timestamp {
+                    return Ok(Published::Superseded { stored_sequence });
                 }
-                Err(DiscoveryError::Stale {
+                entry.sequence = stored_sequence + 1;
+                last = Some(DiscoveryError::Stale {
                     stored_sequence,
                     stored_timestamp,
-                }) => {
-                    if stored_timestamp > entry.timestamp {
-                        return Ok(Published::Superseded { stored_sequence });
-                    }
-                    entry.sequence = stored_sequence + 1;
-                    last = Some(DiscoveryError::Stale {
-                        stored_sequence,
-                        stored_timestamp,
-                    });
-                }
-                Err(other) => return Err(other),
+                });
             }
+            Err(other) => return Err(other),
         }
-        Err(last.unwrap_or_else(|| DiscoveryError::Unavailable("publish gave up".into())))
     }
+    Err(last.unwrap_or_else(|| DiscoveryError::Unavailable("publish gave up".into())))
 }
 
 #[tonic::async_trait]
@@ -351,4 +363,145 @@ fn servers(list: pb::ServerList) -> Vec<Entry> {
         .filter_map(|entry| Entry::from_proto(entry).ok())
         .filter(Entry::signature_valid)
         .collect()
+}
+
+/// Several ways to one discovery (its TCP endpoint, its dmsg address), tried in order: a call
+/// moves to the next only when the previous one is unavailable.
+pub struct FirstAvailable(Vec<std::sync::Arc<dyn Discovery>>);
+
+impl FirstAvailable {
+    /// Tries `ways` in order.
+    pub fn new(ways: Vec<std::sync::Arc<dyn Discovery>>) -> Self {
+        Self(ways)
+    }
+
+    async fn first<'a, T, F>(
+        &'a self,
+        call: impl Fn(&'a dyn Discovery) -> F,
+    ) -> Result<T, DiscoveryError>
+    where
+        F: std::future::Future<Output = Result<T, DiscoveryError>> + 'a,
+    {
+        let mut last = DiscoveryError::Unavailable("no way to discovery is configured".into());
+        for way in &self.0 {
+            match call(way.as_ref()).await {
+                Err(DiscoveryError::Unavailable(why)) => last = DiscoveryError::Unavailable(why),
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+}
+
+impl std::fmt::Debug for FirstAvailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FirstAvailable({} ways)", self.0.len())
+    }
+}
+
+#[tonic::async_trait]
+impl Discovery for FirstAvailable {
+    async fn entry(&self, pk: &PublicKey) -> Result<Option<Entry>, DiscoveryError> {
+        self.first(|way| way.entry(pk)).await
+    }
+
+    async fn put_entry(&self, entry: &Entry) -> Result<bool, DiscoveryError> {
+        self.first(|way| way.put_entry(entry)).await
+    }
+
+    async fn delete_entry(&self, keypair: &Keypair) -> Result<(), DiscoveryError> {
+        self.first(|way| way.delete_entry(keypair)).await
+    }
+
+    async fn available_servers(&self, limit: u32) -> Result<Vec<Entry>, DiscoveryError> {
+        self.first(|way| way.available_servers(limit)).await
+    }
+
+    async fn all_servers(&self) -> Result<Vec<Entry>, DiscoveryError> {
+        self.first(|way| way.all_servers()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A scripted discovery that answers every call with one error (or an empty list).
+    struct Scripted {
+        error: Option<DiscoveryError>,
+        calls: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn answer<T: Default>(&self) -> Result<T, DiscoveryError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            self.error.clone().map_or_else(|| Ok(T::default()), Err)
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Discovery for Scripted {
+        async fn entry(&self, _: &PublicKey) -> Result<Option<Entry>, DiscoveryError> {
+            self.answer()
+        }
+        async fn put_entry(&self, _: &Entry) -> Result<bool, DiscoveryError> {
+            self.answer()
+        }
+        async fn delete_entry(&self, _: &Keypair) -> Result<(), DiscoveryError> {
+            self.answer()
+        }
+        async fn available_servers(&self, _: u32) -> Result<Vec<Entry>, DiscoveryError> {
+            self.answer()
+        }
+        async fn all_servers(&self) -> Result<Vec<Entry>, DiscoveryError> {
+            self.answer()
+        }
+    }
+
+    fn scripted(error: Option<DiscoveryError>) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            error,
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    #[tokio::test]
+    async fn first_available_moves_on_only_when_a_way_is_unavailable() {
+        let down = scripted(Some(DiscoveryError::Unavailable("down".into())));
+        let up = scripted(None);
+        let both = FirstAvailable::new(vec![down.clone(), up.clone()]);
+        assert_eq!(both.all_servers().await.unwrap(), Vec::new());
+        assert_eq!(
+            (
+                down.calls.load(Ordering::Relaxed),
+                up.calls.load(Ordering::Relaxed)
+            ),
+            (1, 1)
+        );
+
+        let refusing = scripted(Some(DiscoveryError::Refused {
+            code: Code::InvalidArgument,
+            message: "bad".into(),
+        }));
+        let never = scripted(None);
+        let ways = FirstAvailable::new(vec![refusing.clone(), never.clone()]);
+        assert!(matches!(
+            ways.entry(&Keypair::generate().public()).await,
+            Err(DiscoveryError::Refused { .. })
+        ));
+        assert_eq!(
+            never.calls.load(Ordering::Relaxed),
+            0,
+            "a refusal is an answer"
+        );
+
+        let none = FirstAvailable::new(vec![down.clone()]);
+        assert!(matches!(
+            none.all_servers().await,
+            Err(DiscoveryError::Unavailable(_))
+        ));
+    }
 }

@@ -13,7 +13,8 @@ use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::addr::DmsgAddr;
-use crate::client::{Client, DialError, Listener};
+use crate::client::dial::DialByAddrError;
+use crate::client::{Client, DialError, Listener, WeakClient};
 use crate::session::Session;
 use crate::stream::DmsgStream;
 
@@ -26,8 +27,23 @@ pub fn channel(client: Client, session: Session, addr: DmsgAddr) -> Channel {
         let client = client.clone();
         let session = session.clone();
         async move {
-            let stream = client.dial(&session, addr).await?;
+            let stream = client.dial_via(&session, addr).await?;
             Ok::<_, DialError>(TokioIo::new(stream))
+        }
+    }))
+}
+
+/// A lazily connecting tonic channel to the gRPC server at `addr`, dialed through whichever
+/// live session of the client reaches it (lowest RTT first) each time tonic (re)connects.
+/// Holds the client weakly, so the client can own the channel (its discovery over dmsg).
+pub fn channel_any(client: WeakClient, addr: DmsgAddr) -> Channel {
+    let endpoint = Endpoint::from_static("http://dmsg.invalid");
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |_uri: http::Uri| {
+        let client = client.clone();
+        async move {
+            let client = client.upgrade().ok_or(DialByAddrError::Closed)?;
+            let stream = client.dial_any_session(addr).await?;
+            Ok::<_, DialByAddrError>(TokioIo::new(stream))
         }
     }))
 }

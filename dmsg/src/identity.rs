@@ -213,6 +213,22 @@ impl Keypair {
         Ok(Self::from_seed(&seed))
     }
 
+    /// The key in `path`, or without one a fresh ephemeral key — logged as such, since a
+    /// process's identity then changes at every start (development only).
+    pub fn load_or_ephemeral(path: Option<&Path>) -> Result<Self, KeyFileError> {
+        match path {
+            Some(path) => Self::load(path),
+            None => {
+                let keypair = Self::generate();
+                tracing::warn!(
+                    pk = %keypair.public(),
+                    "no --key-file: using an ephemeral key (development only; it changes at every start)"
+                );
+                Ok(keypair)
+            }
+        }
+    }
+
     /// Writes the secret to a new file with mode 0600. Never overwrites an existing file.
     pub fn save(&self, path: &Path) -> Result<(), KeyFileError> {
         let io = |source| KeyFileError::Io {

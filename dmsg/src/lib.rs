@@ -22,7 +22,9 @@
 //! - [`session`]: a session at runtime: its driver task and handles.
 //! - [`stream`]: raw streams (what a relay moves) and end-to-end encrypted [`stream::DmsgStream`]s.
 //! - [`server`]: the relay server core: accept loop, session table, relay, stats.
-//! - [`client`]: the client core: connect, listen, dial.
+//! - [`client`]: the client core (connect, listen, dial through a session) and its lifecycle
+//!   (server choice, reconnects, entry publishing, dial by address, pings).
+//! - [`deployment`]: the embedded default servers.
 //! - [`port`]: port reservations (fixed and ephemeral).
 //! - [`grpc`]: tonic channels and servers over dmsg.
 //! - [`entry`]: discovery and transport entries: model, signing bytes, validation.
@@ -30,7 +32,9 @@
 
 pub mod addr;
 pub mod backoff;
+mod changes;
 pub mod client;
+pub mod deployment;
 pub mod discovery;
 pub mod entry;
 pub mod grpc;

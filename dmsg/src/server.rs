@@ -172,6 +172,8 @@ struct Inner {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     handshakes: Arc<Semaphore>,
+    /// Bumped whenever the session count changes.
+    session_changes: crate::changes::Changes,
 }
 
 /// A relay server. Clones share the server.
@@ -233,6 +235,7 @@ impl Server {
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 handshakes,
+                session_changes: crate::changes::Changes::new(),
             }),
         }
     }
@@ -251,6 +254,20 @@ impl Server {
     pub fn available_sessions(&self) -> i64 {
         let max = i64::try_from(self.inner.config.max_sessions).unwrap_or(i64::MAX);
         max - i64::try_from(self.session_count()).unwrap_or(i64::MAX)
+    }
+
+    /// A watch bumped whenever the session count changes (registration refreshes on it).
+    pub fn session_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.session_changes.subscribe()
+    }
+
+    fn note_session_change(&self) {
+        self.inner.session_changes.bump();
+    }
+
+    /// The advertised session capacity (`max_sessions`).
+    pub fn max_sessions(&self) -> usize {
+        self.inner.config.max_sessions
     }
 
     /// The session with `pk`, if connected.
@@ -402,6 +419,7 @@ impl Server {
             );
         } else {
             inner.counters.sessions.fetch_add(1, Ordering::Relaxed);
+            self.note_session_change();
         }
         inner
             .counters
@@ -422,8 +440,11 @@ impl Server {
         {
             sessions.remove(&remote);
             inner.counters.sessions.fetch_sub(1, Ordering::Relaxed);
+            drop(sessions);
+            self.note_session_change();
+        } else {
+            drop(sessions);
         }
-        drop(sessions);
         tracing::debug!(%remote, code = code.label(), "session ended");
     }
 

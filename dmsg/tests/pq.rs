@@ -44,7 +44,7 @@ async fn a_classical_only_peer_completes_under_prefer_and_is_counted() {
     let mut listener = legacy.listen(port(7)).unwrap();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().pq() });
     let stream = modern
-        .dial(&modern_session, addr(&legacy, 7))
+        .dial_via(&modern_session, addr(&legacy, 7))
         .await
         .unwrap();
     assert_eq!(stream.pq(), PqStatus::Classical);
@@ -117,7 +117,7 @@ async fn a_peer_advertising_pq_cannot_complete_classical() {
     let (legacy, _legacy_session) = connected(&server, client_config(classical_only())).await;
     let _listener = legacy.listen(port(7)).unwrap();
     let refused = modern
-        .dial_with(&modern_session, addr(&legacy, 7), true)
+        .dial_via_with(&modern_session, addr(&legacy, 7), true)
         .await
         .unwrap_err();
     assert!(
@@ -142,7 +142,7 @@ async fn a_peer_advertising_pq_cannot_complete_classical() {
     let _strict_listener = strict.listen(port(9)).unwrap();
     let legacy_session = legacy.session(&server.server.public_key()).unwrap();
     let refused = legacy
-        .dial(&legacy_session, addr(&strict, 9))
+        .dial_via(&legacy_session, addr(&strict, 9))
         .await
         .unwrap_err();
     assert!(
@@ -341,7 +341,7 @@ async fn the_destination_key_never_appears_on_the_wire() {
         .unwrap();
     let mut listener = bob.listen(port(80)).unwrap();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap() });
-    let stream = alice.dial(&session, addr(&bob, 80)).await.unwrap();
+    let stream = alice.dial_via(&session, addr(&bob, 80)).await.unwrap();
     let _accepted = accept.await.unwrap();
 
     let key = bob.public_key();

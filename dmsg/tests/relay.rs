@@ -31,7 +31,10 @@ async fn a_stream_relays_bytes_both_ways_end_to_end_hybrid() {
         (received.len(), stream.remote_addr())
     });
 
-    let mut stream = alice.dial(&alice_session, addr(&bob, 80)).await.unwrap();
+    let mut stream = alice
+        .dial_via(&alice_session, addr(&bob, 80))
+        .await
+        .unwrap();
     assert_eq!(stream.pq(), PqStatus::Hybrid);
     let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     stream.write_all(&payload).await.unwrap();

@@ -121,7 +121,10 @@ async fn closing_a_session_fails_its_streams_promptly() {
     let (bob, _bob_session) = connected(&server, ClientConfig::default()).await;
     let mut listener = bob.listen(common::port(80)).unwrap();
     let baseline_ports = alice.ports_in_use();
-    let mut stream = alice.dial(&session, common::addr(&bob, 80)).await.unwrap();
+    let mut stream = alice
+        .dial_via(&session, common::addr(&bob, 80))
+        .await
+        .unwrap();
     let _peer = listener.accept().await.unwrap();
     assert_eq!(
         alice.ports_in_use(),

@@ -23,7 +23,7 @@ async fn a_stalled_stream_does_not_stop_a_sibling_moving_100_mb() {
     let (bob, _bob_session) = connected(&server, ClientConfig::default()).await;
     let mut listener = bob.listen(port(80)).unwrap();
 
-    let mut stalled = alice.dial(&session, addr(&bob, 80)).await.unwrap();
+    let mut stalled = alice.dial_via(&session, addr(&bob, 80)).await.unwrap();
     let stalled_peer = listener.accept().await.unwrap(); // never read
     let stuck = tokio::spawn(async move {
         let block = vec![1u8; 1 << 20];
@@ -35,7 +35,7 @@ async fn a_stalled_stream_does_not_stop_a_sibling_moving_100_mb() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await; // the stalled stream fills its windows
 
-    let mut moving = alice.dial(&session, addr(&bob, 80)).await.unwrap();
+    let mut moving = alice.dial_via(&session, addr(&bob, 80)).await.unwrap();
     let mut sink = listener.accept().await.unwrap();
     const TOTAL: usize = 100 * 1024 * 1024;
     let reader = tokio::spawn(async move {
@@ -82,7 +82,7 @@ async fn a_never_reading_peer_bounds_what_the_sender_buffers() {
     let (alice, session) = connected(&server, ClientConfig::default()).await;
     let (bob, _bob_session) = connected(&server, ClientConfig::default()).await;
     let mut listener = bob.listen(port(80)).unwrap();
-    let mut stream = alice.dial(&session, addr(&bob, 80)).await.unwrap();
+    let mut stream = alice.dial_via(&session, addr(&bob, 80)).await.unwrap();
     let _never_read = listener.accept().await.unwrap();
 
     let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -124,7 +124,7 @@ async fn refusals_reach_the_dialer_with_their_codes() {
     let (bob, _bob_session) = connected(&server, ClientConfig::default()).await;
 
     let nobody = dmsg::addr::DmsgAddr::new(Keypair::generate().public(), port(80));
-    let refused = alice.dial(&session, nobody).await.unwrap_err();
+    let refused = alice.dial_via(&session, nobody).await.unwrap_err();
     assert!(
         matches!(
             refused,
@@ -136,7 +136,7 @@ async fn refusals_reach_the_dialer_with_their_codes() {
         "{refused}"
     );
 
-    let refused = alice.dial(&session, addr(&bob, 81)).await.unwrap_err();
+    let refused = alice.dial_via(&session, addr(&bob, 81)).await.unwrap_err();
     assert!(
         matches!(
             refused,
@@ -151,9 +151,9 @@ async fn refusals_reach_the_dialer_with_their_codes() {
     let _listener = bob.listen(port(80)).unwrap(); // never accepts
     let mut held = Vec::new();
     for _ in 0..dmsg::wire::ACCEPT_BACKLOG {
-        held.push(alice.dial(&session, addr(&bob, 80)).await.unwrap());
+        held.push(alice.dial_via(&session, addr(&bob, 80)).await.unwrap());
     }
-    let refused = alice.dial(&session, addr(&bob, 80)).await.unwrap_err();
+    let refused = alice.dial_via(&session, addr(&bob, 80)).await.unwrap_err();
     assert!(
         matches!(
             refused,
@@ -189,10 +189,10 @@ async fn a_full_session_refuses_with_too_many_streams() {
     let mut listener = bob.listen(port(80)).unwrap();
     let mut held = Vec::new();
     for _ in 0..2 {
-        held.push(alice.dial(&session, addr(&bob, 80)).await.unwrap());
+        held.push(alice.dial_via(&session, addr(&bob, 80)).await.unwrap());
         held.push(listener.accept().await.unwrap());
     }
-    let refused = alice.dial(&session, addr(&bob, 80)).await.unwrap_err();
+    let refused = alice.dial_via(&session, addr(&bob, 80)).await.unwrap_err();
     assert!(
         matches!(
             refused,
@@ -217,7 +217,7 @@ async fn an_abandoned_stream_is_reset_as_cancelled() {
     let (alice, session) = connected(&server, ClientConfig::default()).await;
     let (bob, _bob_session) = connected(&server, ClientConfig::default()).await;
     let mut listener = bob.listen(port(80)).unwrap();
-    let mut stream = alice.dial(&session, addr(&bob, 80)).await.unwrap();
+    let mut stream = alice.dial_via(&session, addr(&bob, 80)).await.unwrap();
     let mut peer = listener.accept().await.unwrap();
     stream.write_all(b"half a message").await.unwrap();
     drop(stream);
@@ -351,7 +351,7 @@ async fn hundreds_of_concurrent_streams_share_one_session_and_all_complete() {
         let alice = alice.clone();
         let session = session.clone();
         streams.spawn(async move {
-            let mut stream = alice.dial(&session, dst).await.unwrap();
+            let mut stream = alice.dial_via(&session, dst).await.unwrap();
             let payload = vec![(i % 251) as u8; 64 * 1024];
             stream.write_all(&payload).await.unwrap();
             stream.shutdown().await.unwrap();

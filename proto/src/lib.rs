@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`skywire::common::v1`]: types shared by every service (public key, dmsg address, error detail).
 //! - [`skywire::discovery::v1`]: the Discovery and TransportRegistry services.
+//! - [`skywire::server::v1`]: the dmsg-server admin API (`Stats`).
 //! - [`FILE_DESCRIPTOR_SET`]: one encoded descriptor set with every package, for gRPC reflection.
 //! - `testing` (feature `testing`): a scriptable `Probe` service for middleware tests.
 
@@ -27,6 +28,15 @@ pub mod skywire {
         #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
         pub mod v1 {
             tonic::include_proto!("skywire.discovery.v1");
+        }
+    }
+
+    /// `skywire.server.*`
+    pub mod server {
+        /// `skywire.server.v1`: the dmsg-server admin API.
+        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+        pub mod v1 {
+            tonic::include_proto!("skywire.server.v1");
         }
     }
 

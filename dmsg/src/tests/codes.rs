@@ -87,7 +87,7 @@ async fn a_silent_destination_times_out() {
     let (_silent_session, _driver) = raw_session(&relay, &silent, handler).await;
     let (alice, session) = relay.client().await;
     let refused = alice
-        .dial(&session, DmsgAddr::new(silent.public(), port(80)))
+        .dial_via(&session, DmsgAddr::new(silent.public(), port(80)))
         .await
         .unwrap_err();
     assert!(
@@ -161,7 +161,7 @@ async fn a_forged_record_resets_the_stream_as_bad_record() {
     let (bob, _bob_session) = relay.client().await;
     let mut listener = bob.listen(port(80)).unwrap();
     let mut stream = alice
-        .dial(&session, DmsgAddr::new(bob.public_key(), port(80)))
+        .dial_via(&session, DmsgAddr::new(bob.public_key(), port(80)))
         .await
         .unwrap();
     let mut peer = listener.accept().await.unwrap();
@@ -281,7 +281,7 @@ async fn a_dropped_connection_closes_the_session() {
         .unwrap();
     assert_eq!(code, Code::SessionClosed);
     let refused = client
-        .dial(
+        .dial_via(
             &session,
             DmsgAddr::new(Keypair::generate().public(), port(1)),
         )

@@ -1,9 +1,26 @@
-//! The client core (PROTOCOL.md §7, §10): sessions to relay servers, listeners on dmsg ports,
-//! and end-to-end encrypted streams dialed through a session.
+//! The dmsg client: sessions to relay servers, listeners on dmsg ports, and end-to-end
+//! encrypted streams (PROTOCOL.md §7, §10).
 //!
-//! Every task the client starts (session drivers, incoming-stream handshakes) is tracked and
-//! stopped by [`Client::close`]. Choosing servers and reconnecting is the caller's business
-//! (the client lifecycle is built on top of this core).
+//! The core is explicit: [`Client::connect`] opens a session, [`Client::listen`] takes a port,
+//! [`Client::dial_via`] opens a stream through a given session. On top of it runs the
+//! **lifecycle** ([`LifecycleConfig`]), started by [`Client::new`] when the client knows any
+//! server (configured seeds, embedded defaults) or a discovery:
+//! - it keeps `min_sessions` sessions up, choosing servers from discovery's available list
+//!   (capacity-weighted) and falling back to the seeded servers when discovery fails or knows
+//!   none; it reconnects with full-jitter backoff and delays its first attempt by a random
+//!   fraction of a second so a mass restart does not dial in lockstep ([`lifecycle`]);
+//! - it publishes the client entry (its delegated servers) after session changes, debounced,
+//!   re-checking shutdown right before each publish;
+//! - [`Client::dial`] finds a destination through its entry (a TTL cache, then discovery) and
+//!   its delegated servers ([`dial`]);
+//! - it answers pings on [`control::PING_PORT`].
+//!
+//! Every task is owned: [`Client::close`] stops and joins the lifecycle tasks, *then* deletes
+//! the entry (no publish can land after it), then closes sessions and joins the rest.
+
+pub mod control;
+pub mod dial;
+pub mod lifecycle;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,7 +32,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::addr::{DmsgAddr, Port};
+use crate::addr::{DmsgAddr, Port, ServerAddr};
+use crate::discovery::Discovery;
 use crate::handshake_io::initiate_session;
 use crate::identity::{Keypair, PublicKey};
 use crate::mux::{Mux, MuxConfig, Role, StreamError};
@@ -40,10 +58,12 @@ pub struct ClientConfig {
     pub handshake_timeout: Duration,
     /// Deadline for a stream open to be answered.
     pub open_timeout: Duration,
+    /// Server choice, reconnects, entry publishing and dialing by address.
+    pub lifecycle: LifecycleConfig,
 }
 
 impl Default for ClientConfig {
-    /// Backlog 20, 5 s deadlines.
+    /// Backlog 20, 5 s deadlines, default lifecycle.
     fn default() -> Self {
         Self {
             mux: MuxConfig::default(),
@@ -51,6 +71,88 @@ impl Default for ClientConfig {
             accept_backlog: ACCEPT_BACKLOG,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             open_timeout: HANDSHAKE_TIMEOUT,
+            lifecycle: LifecycleConfig::default(),
+        }
+    }
+}
+
+/// Where the client finds discovery.
+#[derive(Clone)]
+pub enum DiscoveryTarget {
+    /// None: the client relies on its seeded servers.
+    None,
+    /// Discovery's TCP gRPC endpoint, `http://host:port`.
+    Tcp(String),
+    /// Discovery's dmsg key: reached at `dmsg://<pk>:80` through any live session.
+    Dmsg(PublicKey),
+    /// Any implementation (an in-memory one in unit tests).
+    Custom(Arc<dyn Discovery>),
+}
+
+impl std::fmt::Debug for DiscoveryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Tcp(url) => write!(f, "Tcp({url})"),
+            Self::Dmsg(pk) => write!(f, "Dmsg({pk})"),
+            Self::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+/// The client lifecycle (see the module docs).
+#[derive(Clone, Debug)]
+pub struct LifecycleConfig {
+    /// Servers known without discovery; permanent entries, tried when discovery fails.
+    pub seeds: Vec<ServerAddr>,
+    /// Add the embedded default deployment ([`crate::deployment`]) to the seeds.
+    pub include_default_seeds: bool,
+    /// Try the seeds before discovery's list (to home the client on chosen servers), rather
+    /// than only when discovery fails or lists none.
+    pub prefer_seeds: bool,
+    /// Where discovery is.
+    pub discovery: DiscoveryTarget,
+    /// Sessions to keep up; 0 means every known server.
+    pub min_sessions: usize,
+    /// First reconnect backoff ceiling.
+    pub reconnect_base: Duration,
+    /// Largest reconnect backoff ceiling.
+    pub reconnect_cap: Duration,
+    /// The first attempt after start waits a random time up to this.
+    pub start_jitter: Duration,
+    /// Publish the client entry (delegated servers) to discovery.
+    pub publish_entry: bool,
+    /// Session changes within this window make one publish.
+    pub publish_debounce: Duration,
+    /// Republish this often even without changes.
+    pub entry_refresh: Duration,
+    /// How long a looked-up destination entry is reused.
+    pub entry_cache_ttl: Duration,
+    /// Overall deadline of [`Client::dial`].
+    pub dial_timeout: Duration,
+    /// Answer pings on [`control::PING_PORT`].
+    pub serve_ping: bool,
+}
+
+impl Default for LifecycleConfig {
+    /// One session, 1 s → 60 s reconnects, ≤ 1 s start jitter, entries published within
+    /// 500 ms of a change and every 5 minutes, 5-minute entry cache, 15 s dials.
+    fn default() -> Self {
+        Self {
+            seeds: Vec::new(),
+            include_default_seeds: true,
+            prefer_seeds: false,
+            discovery: DiscoveryTarget::None,
+            min_sessions: 1,
+            reconnect_base: Duration::from_secs(1),
+            reconnect_cap: Duration::from_secs(60),
+            start_jitter: Duration::from_secs(1),
+            publish_entry: true,
+            publish_debounce: Duration::from_millis(500),
+            entry_refresh: Duration::from_secs(300),
+            entry_cache_ttl: Duration::from_secs(300),
+            dial_timeout: Duration::from_secs(15),
+            serve_ping: true,
         }
     }
 }
@@ -128,8 +230,42 @@ struct Inner {
     sessions: Mutex<HashMap<PublicKey, Session>>,
     listeners: Mutex<HashMap<u16, mpsc::Sender<DmsgStream>>>,
     ports: PortAllocator,
+    /// Session drivers and incoming-stream handshakes.
     tasks: TaskTracker,
+    /// Ends the core (sessions, listeners) on close.
     shutdown: CancellationToken,
+    /// The lifecycle's tasks (maintenance, publisher, ping responder), joined first on close.
+    lifecycle: TaskTracker,
+    /// Stops the lifecycle.
+    stop: CancellationToken,
+    /// Discovery (an "unavailable" stand-in when none is configured; never absent).
+    discovery: Arc<dyn Discovery>,
+    /// Servers known by key: the seeds (permanent) and what discovery listed.
+    servers: Mutex<lifecycle::KnownServers>,
+    /// Destination entries looked up by [`Client::dial`].
+    entries: Mutex<dial::EntryCache>,
+    /// Bumped whenever a session is added or removed.
+    session_changes: crate::changes::Changes,
+    /// The sequence of the client entry discovery holds, once published.
+    published: Mutex<Option<u64>>,
+}
+
+/// A handle to a client that does not keep it alive (for things the client itself owns, such
+/// as its discovery channel over dmsg).
+#[derive(Clone)]
+pub struct WeakClient(std::sync::Weak<Inner>);
+
+impl WeakClient {
+    /// The client, if it still exists.
+    pub fn upgrade(&self) -> Option<Client> {
+        self.0.upgrade().map(|inner| Client { inner })
+    }
+}
+
+impl std::fmt::Debug for WeakClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakClient")
+    }
 }
 
 /// A dmsg client. Clones share the client.
@@ -158,18 +294,74 @@ fn stream_binding(src: &DmsgAddr, dst: &DmsgAddr) -> Vec<u8> {
 
 impl Client {
     /// A client with `keypair` as its identity. No session is opened yet.
+    ///
+    /// Always yields a working client, even with discovery unreachable: the lifecycle (if it
+    /// has seeds or a discovery) starts in the background at once — call this inside a tokio
+    /// runtime. A client without either only does what it is told (`connect`, `dial_via`).
     pub fn new(keypair: Keypair, config: ClientConfig) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                keypair,
-                config,
-                sessions: Mutex::new(HashMap::new()),
-                listeners: Mutex::new(HashMap::new()),
-                ports: PortAllocator::default(),
-                tasks: TaskTracker::new(),
-                shutdown: CancellationToken::new(),
-            }),
+        let mut seeds = config.lifecycle.seeds.clone();
+        if config.lifecycle.include_default_seeds {
+            seeds.extend(crate::deployment::default_servers());
         }
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
+            discovery: lifecycle::discovery_for(
+                &config.lifecycle.discovery,
+                WeakClient(weak.clone()),
+            ),
+            keypair,
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(HashMap::new()),
+            ports: PortAllocator::default(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            lifecycle: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            servers: Mutex::new(lifecycle::KnownServers::new(seeds)),
+            entries: Mutex::new(dial::EntryCache::default()),
+            session_changes: crate::changes::Changes::new(),
+            published: Mutex::new(None),
+        });
+        let client = Self { inner };
+        lifecycle::start(&client);
+        client
+    }
+
+    /// A handle that does not keep the client alive.
+    pub fn downgrade(&self) -> WeakClient {
+        WeakClient(Arc::downgrade(&self.inner))
+    }
+
+    /// Discovery as the client sees it.
+    pub fn discovery(&self) -> &Arc<dyn Discovery> {
+        &self.inner.discovery
+    }
+
+    /// The servers this client has a live session with (the live set: for the uptime probe).
+    pub fn connected_servers(&self) -> Vec<PublicKey> {
+        self.lock_sessions()
+            .iter()
+            .filter(|(_, session)| !session.is_closed())
+            .map(|(pk, _)| *pk)
+            .collect()
+    }
+
+    /// The sequence of the client entry discovery holds, once the lifecycle published it.
+    pub fn published_sequence(&self) -> Option<u64> {
+        *self
+            .inner
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A watch bumped whenever a session is added or removed.
+    pub fn session_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.session_changes.subscribe()
+    }
+
+    fn note_session_change(&self) {
+        self.inner.session_changes.bump();
     }
 
     /// The client's public key.
@@ -182,9 +374,9 @@ impl Client {
         self.inner.config.pq.stats.snapshot()
     }
 
-    /// Tasks the client owns now.
+    /// Tasks the client owns now (its core and its lifecycle).
     pub fn task_count(&self) -> usize {
-        self.inner.tasks.len()
+        self.inner.tasks.len() + self.inner.lifecycle.len()
     }
 
     /// dmsg ports reserved now (listeners and dialed streams).
@@ -269,16 +461,33 @@ impl Client {
             Session::new(tcp, read_ahead, mux, pk, peer, pq, self.incoming_handler());
         let client = self.clone();
         let owned = session.clone();
+        let shutdown = self.inner.shutdown.clone();
         self.inner.tasks.spawn(async move {
-            let code = driver.await;
+            tokio::pin!(driver);
+            // Every session ends when the client closes, even one whose connect was
+            // abandoned before it reached the session table.
+            let code = tokio::select! {
+                code = &mut driver => code,
+                () = shutdown.cancelled() => {
+                    owned.close(Code::Normal, "client closing");
+                    driver.await
+                }
+            };
             let mut sessions = client.lock_sessions();
-            if sessions.get(&pk).is_some_and(|s| s.id() == owned.id()) {
+            let removed = sessions.get(&pk).is_some_and(|s| s.id() == owned.id());
+            if removed {
                 sessions.remove(&pk);
             }
             drop(sessions);
+            if removed {
+                client.note_session_change();
+            }
             tracing::debug!(server = %pk, code = code.label(), "session ended");
         });
 
+        // Closes the session if this future is dropped (a caller's timeout) before it is
+        // handed out: nothing else would ever close it.
+        let abandoned = CloseOnDrop(Some(session.clone()));
         let remaining = deadline.saturating_sub(started.elapsed());
         match tokio::time::timeout(remaining, session.ready()).await {
             Ok(Ok(())) => {}
@@ -291,9 +500,11 @@ impl Client {
                 return Err(ConnectError::Timeout(deadline));
             }
         }
+        abandoned.defuse();
         if let Some(old) = self.lock_sessions().insert(pk, session.clone()) {
             old.close(Code::Replaced, "replaced by a newer session");
         }
+        self.note_session_change();
         if self.inner.shutdown.is_cancelled() {
             session.close(Code::ShuttingDown, "client closing");
             return Err(ConnectError::Closed);
@@ -318,12 +529,16 @@ impl Client {
     }
 
     /// Dials `dst` through `session` (a session to a server the destination is connected to).
-    pub async fn dial(&self, session: &Session, dst: DmsgAddr) -> Result<DmsgStream, DialError> {
-        self.dial_with(session, dst, false).await
+    pub async fn dial_via(
+        &self,
+        session: &Session,
+        dst: DmsgAddr,
+    ) -> Result<DmsgStream, DialError> {
+        self.dial_via_with(session, dst, false).await
     }
 
-    /// [`Client::dial`] to a destination known to advertise PQ.
-    pub async fn dial_with(
+    /// [`Client::dial_via`] to a destination known to advertise PQ.
+    pub async fn dial_via_with(
         &self,
         session: &Session,
         dst: DmsgAddr,
@@ -443,8 +658,14 @@ impl Client {
         ))
     }
 
-    /// Closes every session and listener, stops every task and waits for them.
+    /// Stops the lifecycle and joins its tasks; then deletes the client entry (no publish can
+    /// land after the delete: the publisher is already joined); then closes every session and
+    /// listener and joins the remaining tasks.
     pub async fn close(&self) {
+        self.inner.stop.cancel();
+        self.inner.lifecycle.close();
+        self.inner.lifecycle.wait().await;
+        lifecycle::delete_entry(self).await;
         self.inner.shutdown.cancel();
         self.lock_listeners().clear();
         let sessions: Vec<Session> = self.lock_sessions().drain().map(|(_, s)| s).collect();
@@ -454,6 +675,24 @@ impl Client {
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
         self.inner.tasks.reopen();
+        self.inner.lifecycle.reopen();
+    }
+}
+
+/// Closes a session when dropped, unless defused.
+struct CloseOnDrop(Option<Session>);
+
+impl CloseOnDrop {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take() {
+            session.close(Code::Normal, "connect abandoned");
+        }
     }
 }
 

@@ -1,0 +1,61 @@
+//! `dmsg-server`: see `--help`.
+
+use anyhow::Context;
+use clap::Parser;
+use dmsg::identity::Keypair;
+use dmsg::noise::PqSettings;
+use dmsg::server::ServerConfig;
+use server_svc::config::{Args, Settings};
+use server_svc::registration::RegistrationConfig;
+use server_svc::run::{Config, run};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Args::parse().resolve()?;
+    let telemetry = observability::init("dmsg-server")?;
+    let result = serve(settings).await;
+    if let Err(error) = &result {
+        tracing::error!("{error:#}");
+    }
+    telemetry.shutdown().await;
+    result
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let keypair = Keypair::load_or_ephemeral(settings.key_file.as_deref())?;
+    // Bind first: nothing below may delay accepting.
+    let relay = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let admin = tokio::net::TcpListener::bind(settings.admin)
+        .await
+        .with_context(|| format!("cannot listen on the admin address {}", settings.admin))?;
+    tracing::info!(
+        relay = %relay.local_addr()?,
+        admin = %admin.local_addr()?,
+        pk = %keypair.public(),
+        "listening"
+    );
+    let pq = PqSettings::from_env();
+    let mut registration = RegistrationConfig::new(settings.public_address, pq.enabled);
+    registration.backoff_cap = settings.registration_backoff_cap;
+    registration.refresh = settings.registration_refresh;
+    let config = Config {
+        keypair,
+        relay: ServerConfig {
+            pq,
+            max_sessions: settings.max_sessions,
+            ..ServerConfig::default()
+        },
+        discovery: settings.discovery,
+        discovery_pk: settings.discovery_pk,
+        servers: settings.servers,
+        registration,
+        server_stack: Default::default(),
+    };
+    let shutdown = CancellationToken::new();
+    observability::process::run_until_signal(shutdown.clone(), run(config, relay, admin, shutdown))
+        .await
+        .context("dmsg-server stopped")
+}

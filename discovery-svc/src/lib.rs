@@ -10,9 +10,11 @@
 //! - [`connector`]: discovery's own dmsg sessions (configured servers dialed at once).
 //! - [`run`]: the whole process as a function over a bound listener.
 //! - [`config`]: command line, environment and TOML configuration.
+//! - [`binary`]: the `dmsg-discovery` binary's `main` (also run by `skywire-localnet`).
 //!
 //! Entries, their signing bytes and validation live in `dmsg::entry`, shared with clients.
 
+pub mod binary;
 pub mod config;
 pub mod connector;
 pub mod guard;

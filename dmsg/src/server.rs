@@ -174,7 +174,12 @@ struct Inner {
     handshakes: Arc<Semaphore>,
     /// Bumped whenever the session count changes.
     session_changes: crate::changes::Changes,
+    /// When the latest sessions were established (Unix ms), oldest first, bounded.
+    recent_sessions: Mutex<std::collections::VecDeque<i64>>,
 }
+
+/// Session start times kept for [`Server::recent_session_starts`].
+pub const RECENT_SESSIONS: usize = 4096;
 
 /// A relay server. Clones share the server.
 #[derive(Clone)]
@@ -236,6 +241,7 @@ impl Server {
                 shutdown: CancellationToken::new(),
                 handshakes,
                 session_changes: crate::changes::Changes::new(),
+                recent_sessions: Mutex::new(std::collections::VecDeque::new()),
             }),
         }
     }
@@ -263,6 +269,31 @@ impl Server {
 
     fn note_session_change(&self) {
         self.inner.session_changes.bump();
+    }
+
+    /// When the latest sessions (at most [`RECENT_SESSIONS`]) were established, in Unix
+    /// milliseconds, oldest first: shows whether reconnects arrive spread or in a burst.
+    pub fn recent_session_starts(&self) -> Vec<i64> {
+        self.inner
+            .recent_sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    fn note_session_start(&self) {
+        let now = crate::entry::unix_nanos_now() / 1_000_000;
+        let mut recent = self
+            .inner
+            .recent_sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if recent.len() >= RECENT_SESSIONS {
+            recent.pop_front();
+        }
+        recent.push_back(now);
     }
 
     /// The advertised session capacity (`max_sessions`).
@@ -425,6 +456,7 @@ impl Server {
             .counters
             .sessions_total
             .fetch_add(1, Ordering::Relaxed);
+        self.note_session_start();
         tracing::debug!(%remote, %addr, ?pq, "session established");
         if inner.shutdown.is_cancelled() {
             session.close(Code::ShuttingDown, "server shutting down");

@@ -77,23 +77,62 @@ pub async fn run_until_signal<F: Future>(shutdown: CancellationToken, running: F
     running.await
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// A binary's `main`: runs `body` on a new multi-threaded tokio runtime; an error is printed
+/// to stderr as `<program>: <error:#>` and makes the exit code 1.
+pub fn block_on_main<E: std::fmt::Display>(
+    program: &str,
+    body: impl Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{program}: cannot start the tokio runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(body) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{program}: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called (not when
+/// first polled), so a signal that arrives before the caller awaits it is not lost — and
+/// from then on SIGINT no longer kills the process outright.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
+                (Ok(mut only), Err(error)) | (Err(error), Ok(mut only)) => {
+                    tracing::warn!(%error, "cannot handle one of SIGINT/SIGTERM");
+                    only.recv().await;
+                }
+                (Err(error), Err(_)) => {
+                    // Signals keep their default action (the process ends at once).
+                    tracing::warn!(%error, "cannot handle SIGINT/SIGTERM");
+                    std::future::pending::<()>().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

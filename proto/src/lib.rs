@@ -7,12 +7,22 @@
 //! # Layout
 //! - [`skywire::common::v1`]: types shared by every service (public key, dmsg address, error detail).
 //! - [`skywire::discovery::v1`]: the Discovery and TransportRegistry services.
+//! - [`skywire::client::v1`]: the admin API of `dmsg-cli agent` (Status, Probe, Traffic).
 //! - [`skywire::server::v1`]: the dmsg-server admin API (`Stats`).
 //! - [`FILE_DESCRIPTOR_SET`]: one encoded descriptor set with every package, for gRPC reflection.
 //! - `testing` (feature `testing`): a scriptable `Probe` service for middleware tests.
 
 /// Generated code, one module per protobuf package.
 pub mod skywire {
+    /// `skywire.client.*`
+    pub mod client {
+        /// `skywire.client.v1`: the admin API of a long-running dmsg client.
+        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+        pub mod v1 {
+            tonic::include_proto!("skywire.client.v1");
+        }
+    }
+
     /// `skywire.common.*`
     pub mod common {
         /// `skywire.common.v1`: types shared by every service.

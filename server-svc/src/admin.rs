@@ -82,6 +82,7 @@ fn stats_response(view: &AdminView, stats: &ServerStats) -> pb::StatsResponse {
             via: registration.via,
         }),
         uptime_secs: view.started.elapsed().as_secs(),
+        recent_session_starts_unix_ms: view.server.recent_session_starts(),
     }
 }
 

@@ -79,6 +79,11 @@ pub struct Args {
     )]
     pub registration_backoff_cap_secs: Option<u64>,
 
+    /// Ping every session this often, in milliseconds (a silent peer is dropped after two
+    /// missed pings) [default: 60000].
+    #[arg(long, env = "SKYWIRE_SERVER_PING_INTERVAL_MS", value_name = "MS")]
+    pub ping_interval_ms: Option<u64>,
+
     /// Seconds between refreshes of the registered entry [default: 60].
     #[arg(long, env = "SKYWIRE_SERVER_REGISTRATION_REFRESH", value_name = "SECS")]
     pub registration_refresh_secs: Option<u64>,
@@ -98,6 +103,7 @@ struct FileConfig {
     max_sessions: Option<usize>,
     registration_backoff_cap_secs: Option<u64>,
     registration_refresh_secs: Option<u64>,
+    ping_interval_ms: Option<u64>,
 }
 
 /// The resolved settings.
@@ -123,6 +129,8 @@ pub struct Settings {
     pub registration_backoff_cap: Duration,
     /// Registration refresh period.
     pub registration_refresh: Duration,
+    /// Session ping period, if not the default.
+    pub ping_interval: Option<Duration>,
 }
 
 impl Args {
@@ -168,7 +176,16 @@ impl Args {
             }
             None => listen.to_string(),
         };
+        let ping_interval = match self.ping_interval_ms.or(file.ping_interval_ms) {
+            Some(ms) if ms < 100 => {
+                return Err(ConfigError::Invalid(
+                    "--ping-interval-ms must be at least 100".into(),
+                ));
+            }
+            other => other.map(Duration::from_millis),
+        };
         Ok(Settings {
+            ping_interval,
             listen,
             public_address,
             admin: self

@@ -11,10 +11,16 @@
 //! # Layout
 //! - [`config`]: flags, `SKYWIRE_SERVER_*` environment and TOML, resolved into settings.
 //! - [`registration`]: the background publisher of the server entry and its observable state.
+//! - [`agent`]: the client agent (`dmsg-cli agent`): echo port and the Agent admin API.
 //! - [`admin`]: the admin gRPC `Stats` service and the Prometheus collector.
+//! - [`binary`], [`cli`]: the `dmsg-server` and `dmsg-cli` binaries' `main` (also run by
+//!   `skywire-localnet`).
 //! - [`run`]: the process: relay, registration, admin endpoint, ordered shutdown.
 
 pub mod admin;
+pub mod agent;
+pub mod binary;
+pub mod cli;
 pub mod config;
 pub mod registration;
 pub mod run;

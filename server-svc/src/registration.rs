@@ -118,13 +118,15 @@ impl Registration {
     }
 
     /// Starts publishing `server`'s entry through `discovery` (reached `via`), in the
-    /// background.
+    /// background. A failed attempt is retried after its backoff, or at once when `paths`
+    /// changes (the transit client's sessions: a new way to discovery may have opened).
     pub fn start(
         server: Server,
         keypair: Keypair,
         discovery: Arc<dyn Discovery>,
         via: &str,
         config: RegistrationConfig,
+        paths: Option<watch::Receiver<u64>>,
     ) -> Self {
         let state = watch::Sender::new(RegistrationState {
             phase: Phase::Pending,
@@ -139,6 +141,7 @@ impl Registration {
             config,
             state: state.clone(),
             stop: stop.clone(),
+            paths,
         };
         Self {
             state,
@@ -206,10 +209,21 @@ struct Publisher {
     config: RegistrationConfig,
     state: watch::Sender<RegistrationState>,
     stop: CancellationToken,
+    paths: Option<watch::Receiver<u64>>,
+}
+
+/// Completes when `paths` changes; never if there is none (or its sender is gone).
+async fn paths_changed(paths: &mut Option<watch::Receiver<u64>>) {
+    if let Some(receiver) = paths
+        && receiver.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 impl Publisher {
-    async fn run(self) {
+    async fn run(mut self) {
         let mut backoff = Backoff::new(self.config.backoff_base, self.config.backoff_cap);
         let mut changes = self.server.session_changes();
         loop {
@@ -232,6 +246,7 @@ impl Publisher {
                 Some(delay) => tokio::select! {
                     () = self.stop.cancelled() => true,
                     () = tokio::time::sleep(delay) => false,
+                    () = paths_changed(&mut self.paths) => false,
                 },
                 None => tokio::select! {
                     () = self.stop.cancelled() => true,

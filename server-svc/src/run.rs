@@ -178,6 +178,7 @@ pub async fn run(
             discovery,
             via,
             config.registration.clone(),
+            transit.as_ref().map(Client::session_changes),
         ),
         Ok(None) => {
             tracing::warn!("no discovery configured: clients find this server only by seeds");

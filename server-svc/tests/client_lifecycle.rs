@@ -159,6 +159,21 @@ async fn when_its_server_dies_the_client_rehomes_and_republishes() {
                 .is_some_and(|c| c.delegated_servers == vec![home])
         })
         .await;
+    // A dialer caches the client's entry (naming `home`) by dialing it once.
+    let port = Port::new(4000).unwrap();
+    let mut listener = client.listen(port).unwrap();
+    let dialer = self::client(LifecycleConfig {
+        discovery: DiscoveryTarget::Tcp(url.clone()),
+        reconnect_base: Duration::from_millis(200),
+        ..LifecycleConfig::default()
+    });
+    eventually("the dialer connected", Duration::from_secs(10), || {
+        !dialer.connected_servers().is_empty()
+    })
+    .await;
+    let dst = DmsgAddr::new(client.public_key(), port);
+    drop(dialer.dial(dst).await.unwrap());
+    drop(listener.accept().await.unwrap());
 
     // kill -9 the home server: no goodbye, its entry stays in discovery until it expires.
     let index = servers.iter().position(|s| s.pk == home).unwrap();
@@ -177,6 +192,23 @@ async fn when_its_server_dies_the_client_rehomes_and_republishes() {
                 .is_some_and(|c| c.delegated_servers == vec![other])
         })
         .await;
+    // The dialer's cached entry is stale now; one dial still finds the client, by asking
+    // discovery again when the cached way leads nowhere.
+    eventually("the dialer is connected", Duration::from_secs(15), || {
+        dialer.connected_servers() == vec![other]
+    })
+    .await;
+    let mut stream = tokio::time::timeout(Duration::from_secs(15), dialer.dial(dst))
+        .await
+        .expect("dial returns")
+        .expect("a stale cached entry is refreshed within the same dial");
+    let mut accepted = listener.accept().await.unwrap();
+    stream.write_all(b"y").await.unwrap();
+    let mut byte = [0u8; 1];
+    accepted.read_exact(&mut byte).await.unwrap();
+    assert_eq!(&byte, b"y");
+    drop((stream, accepted, listener));
+    dialer.close().await;
     client.close().await;
     discovery.stop().await;
 }

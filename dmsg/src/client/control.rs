@@ -5,11 +5,9 @@
 //! A responder serves at most [`MAX_PING_STREAMS`] streams at once, each for at most
 //! [`PING_IDLE`] between pings.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +56,7 @@ pub enum PingError {
 /// Starts answering pings on [`PING_PORT`], in the client's lifecycle tracker, until `stop`.
 /// A port already taken (the application listens on it) is left to the application.
 pub(crate) fn start_responder(client: &Client, stop: CancellationToken) {
-    let mut listener = match client.listen(PING_PORT) {
+    let listener = match client.listen(PING_PORT) {
         Ok(listener) => listener,
         Err(error) => {
             tracing::warn!(%error, "not answering pings");
@@ -66,33 +64,10 @@ pub(crate) fn start_responder(client: &Client, stop: CancellationToken) {
         }
     };
     let tracker = client.inner.lifecycle.clone();
-    let slots = Arc::new(Semaphore::new(MAX_PING_STREAMS));
-    client.inner.lifecycle.spawn(async move {
-        loop {
-            let permit = tokio::select! {
-                () = stop.cancelled() => return,
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-            };
-            let stream = tokio::select! {
-                () = stop.cancelled() => return,
-                stream = listener.accept() => match stream {
-                    Some(stream) => stream,
-                    None => return,
-                },
-            };
-            let stop = stop.clone();
-            tracker.spawn(async move {
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = answer_pings(stream) => {}
-                }
-                drop(permit);
-            });
-        }
-    });
+    client
+        .inner
+        .lifecycle
+        .spawn(listener.serve(MAX_PING_STREAMS, tracker, stop, answer_pings));
 }
 
 /// Answers pings on one stream until it ends, misbehaves or idles.

@@ -199,7 +199,40 @@ impl Client {
         dst: DmsgAddr,
         attempts: &mut Vec<DialAttempt>,
     ) -> Result<crate::stream::DmsgStream, DialByAddrError> {
-        let entry = self.destination_entry(&dst.pk).await?;
+        let cached = self.lock_entries().get(&dst.pk);
+        let entry = match cached.clone() {
+            Some(entry) => entry,
+            None => self.fetch_entry(&dst.pk).await?,
+        };
+        if let Some(stream) = self.dial_entry(&entry, dst, attempts).await? {
+            return Ok(stream);
+        }
+        // The entry led nowhere: forget it. A cached one may be stale (the destination
+        // re-homed since), so ask discovery once and try again if it says something new.
+        self.lock_entries().forget(&dst.pk);
+        if cached.is_some() {
+            let fresh = self.fetch_entry(&dst.pk).await?;
+            if fresh.sequence != entry.sequence {
+                if let Some(stream) = self.dial_entry(&fresh, dst, attempts).await? {
+                    return Ok(stream);
+                }
+                self.lock_entries().forget(&dst.pk);
+            }
+        }
+        Err(DialByAddrError::AllAttemptsFailed {
+            dst,
+            attempts: std::mem::take(attempts),
+        })
+    }
+
+    /// Tries the delegated servers of `entry`: existing sessions, then new ones. `None` when
+    /// every way failed (each recorded in `attempts`).
+    async fn dial_entry(
+        &self,
+        entry: &Entry,
+        dst: DmsgAddr,
+        attempts: &mut Vec<DialAttempt>,
+    ) -> Result<Option<crate::stream::DmsgStream>, DialByAddrError> {
         let delegated = entry
             .client
             .as_ref()
@@ -215,7 +248,7 @@ impl Client {
             .filter_map(|server| self.session(server))
             .collect();
         if let Some(stream) = self.try_sessions(existing, dst, pq, attempts).await? {
-            return Ok(stream);
+            return Ok(Some(stream));
         }
 
         let unconnected = delegated
@@ -228,7 +261,7 @@ impl Client {
                     Err(ConnectError::Closed) => return Err(DialByAddrError::Closed),
                     Err(error) => AttemptFailure::Connect(error),
                     Ok(session) => match self.dial_via_with(&session, dst, pq).await {
-                        Ok(stream) => return Ok(stream),
+                        Ok(stream) => return Ok(Some(stream)),
                         Err(error) if refused_by_destination(&error) => {
                             return Err(DialByAddrError::Refused(error));
                         }
@@ -242,12 +275,7 @@ impl Client {
                 failure,
             });
         }
-        // The entry led nowhere: ask discovery afresh next time.
-        self.lock_entries().forget(&dst.pk);
-        Err(DialByAddrError::AllAttemptsFailed {
-            dst,
-            attempts: std::mem::take(attempts),
-        })
+        Ok(None)
     }
 
     /// Opens a stream to `dst` through whichever live session reaches it, lowest RTT first,
@@ -307,9 +335,15 @@ impl Client {
     /// The entry of `pk`: cached if fresh, else from discovery (then cached). Entries whose
     /// signature does not verify are treated as absent.
     pub async fn destination_entry(&self, pk: &PublicKey) -> Result<Arc<Entry>, DialByAddrError> {
-        if let Some(entry) = self.lock_entries().get(pk) {
-            return Ok(entry);
+        let cached = self.lock_entries().get(pk);
+        match cached {
+            Some(entry) => Ok(entry),
+            None => self.fetch_entry(pk).await,
         }
+    }
+
+    /// The entry of `pk` from discovery, cached for the lifecycle's `entry_cache_ttl`.
+    async fn fetch_entry(&self, pk: &PublicKey) -> Result<Arc<Entry>, DialByAddrError> {
         let fetched = self
             .inner
             .discovery

@@ -242,10 +242,14 @@ async fn maintain(weak: WeakClient, stop: CancellationToken) {
                 return;
             }
         } else {
-            tokio::select! {
+            let lost = tokio::select! {
                 () = stop.cancelled() => return,
-                _ = changes.changed() => {}
-                () = tokio::time::sleep(RECHECK_EVERY) => {}
+                _ = changes.changed() => true,
+                () = tokio::time::sleep(RECHECK_EVERY) => false,
+            };
+            // A server that dies drops all its clients at once: spread their reconnects.
+            if lost && stopped_during(&stop, backoff.jitter(config.start_jitter)).await {
+                return;
             }
         }
     }

@@ -716,6 +716,47 @@ impl Listener {
         self.rx.recv().await
     }
 
+    /// Serves every stream arriving until `stop` or the client closes: each runs
+    /// `handle(stream)` in a task of `tasks`, at most `limit` at once (more wait in the
+    /// backlog); `stop` also ends the handlers in flight.
+    pub async fn serve<F, Fut>(
+        mut self,
+        limit: usize,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+        handle: F,
+    ) where
+        F: Fn(DmsgStream) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let slots = Arc::new(tokio::sync::Semaphore::new(limit));
+        loop {
+            let permit = tokio::select! {
+                () = stop.cancelled() => return,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            let stream = tokio::select! {
+                () = stop.cancelled() => return,
+                stream = self.accept() => match stream {
+                    Some(stream) => stream,
+                    None => return,
+                },
+            };
+            let stop = stop.clone();
+            let handler = handle(stream);
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = handler => {}
+                }
+                drop(permit);
+            });
+        }
+    }
+
     /// Polls for the next stream.
     pub fn poll_accept(
         &mut self,

@@ -17,6 +17,18 @@ pub struct PingConfig {
     pub max_failures: u32,
 }
 
+impl PingConfig {
+    /// Pings every `interval`, each allowed 30 % of it (the defaults' 18 s of 60 s), two
+    /// failures close the session: for tests and fleets that must notice silence sooner.
+    pub fn every(interval: Duration) -> Self {
+        Self {
+            interval: Some(interval),
+            deadline: interval.mul_f64(0.3),
+            max_failures: crate::wire::PING_FAILURES,
+        }
+    }
+}
+
 impl Default for PingConfig {
     /// 60 s interval, 18 s deadline, 2 failures.
     fn default() -> Self {

@@ -1,4 +1,4 @@
-//! dmsg-discovery benchmarks: `cargo run --release -p discovery-svc --example bench`.
+//! dmsg-discovery benchmarks: `cargo run --release -p discovery-svc --example discovery_bench`.
 //!
 //! Starts its own `redis-server` on a free port. Everything runs on this machine in one
 //! process with a 2-thread runtime (the gRPC client competes for the same cores):

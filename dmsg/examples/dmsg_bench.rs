@@ -1,4 +1,4 @@
-//! dmsg benchmarks: `cargo run --release -p dmsg --example bench [-- --quick]`.
+//! dmsg benchmarks: `cargo run --release -p dmsg --example dmsg_bench [-- --quick]`.
 //!
 //! Everything runs on this machine in one run, so the ratios compare like with like:
 //! - relay vs direct: one stream A → server → B, against the same end-to-end encryption

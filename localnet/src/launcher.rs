@@ -1,0 +1,50 @@
+//! The multi-call dispatch: `skywire-localnet member <binary> <args…>` runs `<binary>`'s own
+//! `main` (the same function its standalone binary calls), so a fleet needs one executable
+//! and one `cargo build`. A member dies with the fleet process that started it, even when that
+//! process is killed with SIGKILL.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+/// The binaries a member can be.
+pub const BINARIES: [&str; 3] = ["dmsg-discovery", "dmsg-server", "dmsg-cli"];
+
+/// Set by [`crate::Member`] to the pid of the process that started the member.
+pub const PARENT_PID_ENV: &str = "SKYWIRE_LOCALNET_PARENT_PID";
+
+/// Runs member `args` (`<binary> <args…>`); `None` if the binary is unknown.
+pub fn run_member(args: Vec<OsString>) -> Option<ExitCode> {
+    let binary = args.first()?.to_str()?.to_owned();
+    if !BINARIES.contains(&binary.as_str()) {
+        return None;
+    }
+    if let Err(error) = die_with_parent() {
+        eprintln!("skywire-localnet member: {error}");
+        return Some(ExitCode::FAILURE);
+    }
+    Some(match binary.as_str() {
+        "dmsg-discovery" => discovery_svc::binary::main(args),
+        "dmsg-server" => server_svc::binary::main(args),
+        "dmsg-cli" => server_svc::cli::main(args),
+        _ => return None,
+    })
+}
+
+/// Makes the kernel kill this member when the thread that started it exits — also when that
+/// process is killed with SIGKILL and no `Drop` runs — so no member outlives its fleet.
+/// Fails if the parent is already gone.
+fn die_with_parent() -> Result<(), String> {
+    use nix::sys::signal::Signal;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|errno| format!("cannot set the parent-death signal: {errno}"))?;
+    // The parent may have died before the line above: then this process was re-parented.
+    let expected = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|pid| pid.parse::<i32>().ok());
+    match expected {
+        Some(pid) if nix::unistd::getppid().as_raw() != pid => Err(format!(
+            "the fleet that started this member (pid {pid}) is gone"
+        )),
+        _ => Ok(()),
+    }
+}

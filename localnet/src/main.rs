@@ -1,0 +1,514 @@
+//! `skywire-localnet`: a whole dmsg network on this machine (see `--help`).
+//!
+//! `skywire-localnet member <binary> <args…>` is how the fleet starts its members (the same
+//! code as the standalone binaries); everything else is the demo.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use dmsg::addr::{DmsgAddr, Port};
+use dmsg::client::{Client, ClientConfig, DiscoveryTarget, LifecycleConfig};
+use dmsg::identity::Keypair;
+use localnet::{ECHO_PORT, Fleet, FleetSpec, Role, StartOrder};
+use skywire_proto::skywire::server::v1::registration::State;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Starts a whole dmsg network on loopback — dmsg-discovery, dmsg-servers and client agents,
+/// each a real process — shows a live status table, runs a relayed transfer through it, and
+/// stops everything cleanly on Ctrl-C.
+///
+/// Nothing needs to be installed or running: discovery keeps entries in memory unless --redis
+/// is given. Keys, configs and logs go to a scratch directory (kept with --keep-dir).
+#[derive(Debug, Parser)]
+#[command(name = "skywire-localnet", version, about, long_about)]
+struct Args {
+    /// dmsg-servers to start (1 to 500).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=500))]
+    servers: u16,
+    /// Client agents to start (0 to 5000; each is a process of about 12 MiB).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(0..=5000))]
+    clients: u16,
+    /// Discovery stores entries in this Redis (redis://HOST:PORT) instead of memory.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Servers reach discovery only through dmsg (through each other), never over TCP.
+    #[arg(long)]
+    dmsg_only: bool,
+    /// MiB sent (and echoed back) by the demo transfer (1 to 1048576).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    transfer_mib: u64,
+    /// Start everything at once, measure the time until every server is registered and every
+    /// client reachable, print `cold_start_converge_s=…` and each process's peak CPU share,
+    /// CPU time and peak memory, and stop.
+    #[arg(long)]
+    cold_start_report: bool,
+    /// Keep the scratch directory (keys, configs, logs) after exit.
+    #[arg(long)]
+    keep_dir: bool,
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "member") {
+        let member_args = args.split_off(2);
+        return match localnet::launcher::run_member(member_args) {
+            Some(code) => code,
+            None => {
+                eprintln!(
+                    "skywire-localnet member: expected one of {:?}",
+                    localnet::launcher::BINARIES
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
+    let args = Args::parse_from(args);
+    observability::process::block_on_main("skywire-localnet", run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    // From here on Ctrl-C (or SIGTERM) stops the fleet in order instead of killing only this
+    // process — members run in their own process groups and never see the terminal's Ctrl-C.
+    let signal = observability::process::shutdown_signal();
+    let launcher = std::env::current_exe().context("cannot find this executable")?;
+    let dir = args
+        .keep_dir
+        .then(|| std::env::temp_dir().join(format!("skywire-localnet-{}", std::process::id())));
+    let mut spec = FleetSpec::new(
+        launcher,
+        usize::from(args.servers),
+        usize::from(args.clients),
+    );
+    spec.redis = args.redis.clone();
+    spec.dmsg_only = args.dmsg_only;
+    spec.log_filter = "info,h2=warn,tower=warn".into();
+    spec.registration_backoff_cap = Duration::from_secs(5);
+    spec.dir = dir;
+    let mut fleet = Fleet::create(&spec)?;
+    eprintln!(
+        "starting discovery, {} servers and {} clients (logs in {})",
+        args.servers,
+        args.clients,
+        fleet.dir().display()
+    );
+    let stop = CancellationToken::new();
+    let result = {
+        let session = start_and_show(&mut fleet, &args, &stop);
+        tokio::pin!(session);
+        tokio::select! {
+            result = &mut session => result,
+            () = signal => {
+                eprintln!("stopping every process…");
+                stop.cancel();
+                session.await
+            }
+        }
+    };
+    let problems = fleet.shutdown(Duration::from_secs(15)).await;
+    for (role, problem) in &problems {
+        eprintln!("{role}: {problem}");
+    }
+    if args.keep_dir {
+        eprintln!("kept {}", fleet.dir().display());
+    }
+    eprintln!("every process stopped");
+    result
+}
+
+/// Starts the fleet, waits for convergence, then reports (`--cold-start-report`) or runs the
+/// demo until interrupted.
+async fn start_and_show(
+    fleet: &mut Fleet,
+    args: &Args,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    fleet.start(StartOrder::Together)?;
+    let spawned = started.elapsed();
+    let sampler = args
+        .cold_start_report
+        .then(|| localnet::usage::Sampler::start(pids(fleet), Duration::from_millis(250)));
+    let converged = tokio::select! {
+        converged = fleet.wait_converged(Duration::from_secs(120)) => converged,
+        () = stop.cancelled() => {
+            if let Some(sampler) = sampler {
+                sampler.stop().await;
+            }
+            return Ok(());
+        }
+    };
+    let converged = match converged {
+        Ok(converged) => converged,
+        Err(error) => {
+            if let Some(sampler) = sampler {
+                sampler.stop().await;
+            }
+            return Err(anyhow::Error::new(error).context("the fleet did not converge"));
+        }
+    };
+    match sampler {
+        Some(sampler) => {
+            let converged = started.elapsed();
+            // Let the fleet settle (registrations, first refreshes) before the last sample.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                () = stop.cancelled() => {}
+            }
+            report(fleet, spawned, converged, sampler.stop().await);
+            Ok(())
+        }
+        None => {
+            eprintln!("converged in {:.2} s", converged.as_secs_f64());
+            demo(fleet, args, stop).await
+        }
+    }
+}
+
+/// Every running member's pid.
+fn pids(fleet: &Fleet) -> Vec<(String, u32)> {
+    fleet
+        .roles()
+        .into_iter()
+        .filter_map(|role| {
+            let pid = fleet.member(role).ok()?.pid()?;
+            Some((role.to_string(), pid))
+        })
+        .collect()
+}
+
+/// `--cold-start-report`: convergence time, then peak CPU and memory per process.
+fn report(
+    fleet: &Fleet,
+    spawned: Duration,
+    converged: Duration,
+    peaks: Vec<localnet::usage::Peak>,
+) {
+    for peak in &peaks {
+        println!(
+            "process {}: peak_cpu_pct={:.0} cpu_s={:.3} peak_rss_mib={:.1}",
+            peak.name,
+            peak.cpu_percent,
+            peak.usage.cpu.as_secs_f64(),
+            peak.usage.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    let max = |f: fn(&localnet::usage::Peak) -> f64| peaks.iter().map(f).fold(0.0, f64::max);
+    let by_kind = |prefix: &str, f: fn(&localnet::usage::Peak) -> f64| {
+        peaks
+            .iter()
+            .filter(|p| p.name.starts_with(prefix))
+            .map(f)
+            .fold(0.0, f64::max)
+    };
+    let cpu = |p: &localnet::usage::Peak| p.cpu_percent;
+    let rss = |p: &localnet::usage::Peak| p.usage.peak_rss_kib as f64 / 1024.0;
+    println!("processes={}", fleet.roles().len());
+    println!("max_peak_cpu_pct={:.0}", max(cpu));
+    println!("max_peak_rss_mib={:.1}", max(rss));
+    for kind in ["discovery", "server", "client"] {
+        println!("{kind}_peak_cpu_pct={:.0}", by_kind(kind, cpu));
+        println!("{kind}_peak_rss_mib={:.1}", by_kind(kind, rss));
+    }
+    // The baseline: what spawning alone took, inside the convergence time.
+    println!("spawn_s={:.3}", spawned.as_secs_f64());
+    println!(
+        "converge_over_spawn={:.1}",
+        converged.as_secs_f64() / spawned.as_secs_f64().max(1e-3)
+    );
+    println!("cold_start_converge_s={:.3}", converged.as_secs_f64());
+}
+
+/// The live table and the relayed transfer, until `stop`. Returns the transfer's error, if
+/// it failed.
+async fn demo(fleet: &mut Fleet, args: &Args, stop: &CancellationToken) -> anyhow::Result<()> {
+    let progress = Arc::new(Transfer::default());
+    let target = fleet.clients().first().copied();
+    let mut transfer = match target {
+        Some(role) => {
+            let dst = DmsgAddr::new(fleet.member(role)?.pk, echo_port());
+            let discovery = fleet.discovery_url().to_owned();
+            let bytes = args.transfer_mib * 1024 * 1024;
+            Some(tokio::spawn(relayed_transfer(
+                discovery,
+                dst,
+                bytes,
+                progress.clone(),
+                stop.clone(),
+            )))
+        }
+        None => None,
+    };
+    let mut transfer_result = None;
+    let interactive = std::io::stdout().is_terminal();
+    // A terminal gets the table redrawn in place every second; a pipe every 5 s, and at once
+    // when the transfer ends.
+    let wait = if interactive {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
+    loop {
+        let table = status_table(fleet, &progress, target).await;
+        let mut out = std::io::stdout().lock();
+        if interactive {
+            let _ = write!(out, "\x1b[H\x1b[2J");
+        }
+        let _ = writeln!(out, "{table}");
+        let _ = writeln!(out, "Ctrl-C stops every process.");
+        let _ = out.flush();
+        drop(out);
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(wait) => {}
+            joined = async {
+                match &mut transfer {
+                    Some(handle) => handle.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                transfer = None;
+                let result = joined
+                    .map_err(|error| anyhow::anyhow!("the transfer task failed: {error}"))
+                    .and_then(|result| result);
+                if let Err(error) = &result {
+                    eprintln!("transfer failed: {error:#}");
+                }
+                transfer_result = Some(result);
+            }
+        }
+    }
+    // Stopped before the transfer ended: it sees `stop`, closes its client and returns.
+    if let Some(handle) = transfer {
+        let _ = handle.await;
+    }
+    transfer_result.unwrap_or(Ok(()))
+}
+
+fn echo_port() -> Port {
+    Port::new(ECHO_PORT).unwrap_or(dmsg::client::control::PING_PORT)
+}
+
+/// Progress of the demo transfer.
+#[derive(Debug, Default)]
+struct Transfer {
+    total: AtomicU64,
+    echoed: AtomicU64,
+    elapsed_ms: AtomicU64,
+    via: std::sync::Mutex<String>,
+}
+
+/// Sends `bytes` to the echo agent at `dst` from a fresh in-process client and reads them
+/// back, updating `progress`.
+async fn relayed_transfer(
+    discovery: String,
+    dst: DmsgAddr,
+    bytes: u64,
+    progress: Arc<Transfer>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let client = Client::new(
+        Keypair::generate(),
+        ClientConfig {
+            lifecycle: LifecycleConfig {
+                discovery: DiscoveryTarget::Tcp(discovery),
+                publish_entry: false,
+                ..LifecycleConfig::default()
+            },
+            ..ClientConfig::default()
+        },
+    );
+    let result = async {
+        let stream = client.dial(dst).await?;
+        if let Ok(mut via) = progress.via.lock() {
+            *via = stream.session().remote().to_string();
+        }
+        progress.total.store(bytes, Ordering::Relaxed);
+        let started = Instant::now();
+        let (mut read, mut write) = tokio::io::split(stream);
+        let upload = async {
+            let chunk = vec![0x5au8; 64 * 1024];
+            let mut sent = 0u64;
+            while sent < bytes {
+                let n = usize::try_from((bytes - sent).min(chunk.len() as u64)).unwrap_or(0);
+                write.write_all(&chunk[..n]).await?;
+                sent += n as u64;
+            }
+            write.shutdown().await
+        };
+        let download = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = read.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(());
+                }
+                progress.echoed.fetch_add(n as u64, Ordering::Relaxed);
+                progress.elapsed_ms.store(
+                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+            }
+        };
+        let (up, down) = tokio::join!(upload, download);
+        up.context("sending")?;
+        down.context("receiving the echo")?;
+        let echoed = progress.echoed.load(Ordering::Relaxed);
+        if echoed != bytes {
+            bail!("{echoed} of {bytes} bytes came back");
+        }
+        Ok(())
+    };
+    let result = tokio::select! {
+        result = result => result,
+        // Interrupted: not a failure.
+        () = stop.cancelled() => Ok(()),
+    };
+    client.close().await;
+    result
+}
+
+fn short(pk: &str) -> String {
+    pk.chars().take(12).collect()
+}
+
+/// The status table: servers, clients, the transfer.
+async fn status_table(fleet: &mut Fleet, transfer: &Transfer, target: Option<Role>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "skywire-localnet — discovery {}",
+        fleet.discovery_url()
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<10} {:<13} {:>8} {:>8} {:>14} {:<12}",
+        "SERVER", "PK", "SESSIONS", "STREAMS", "RELAYED", "REGISTRATION"
+    );
+    for role in fleet.servers() {
+        let pk = fleet
+            .member(role)
+            .map(|m| m.pk.to_string())
+            .unwrap_or_default();
+        match fleet.server_stats(role).await {
+            Ok(stats) => {
+                let state = match stats.registration.as_ref().map(|r| r.state()) {
+                    Some(State::Registered) => "registered",
+                    Some(State::Pending) => "pending",
+                    Some(State::Deregistered) => "deregistered",
+                    _ => "disabled",
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<13} {:>8} {:>8} {:>14} {:<12}",
+                    role.to_string(),
+                    short(&pk),
+                    stats.sessions,
+                    stats.streams,
+                    human_bytes(stats.bytes_relayed),
+                    state
+                );
+            }
+            Err(_) => {
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<13} (not answering)",
+                    role.to_string(),
+                    short(&pk)
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "\n{:<10} {:<13} {:<40}", "CLIENT", "PK", "SERVERS");
+    for role in fleet.clients() {
+        let pk = fleet
+            .member(role)
+            .map(|m| m.pk.to_string())
+            .unwrap_or_default();
+        let servers = match fleet.client_status(role).await {
+            Ok(status) => status
+                .connected_servers
+                .iter()
+                .filter_map(|pk| dmsg::entry::pk_from_proto(Some(pk), "server").ok())
+                .map(|pk| {
+                    fleet
+                        .role_of(&pk)
+                        .map_or_else(|| short(&pk.to_string()), |r| r.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(_) => "(not answering)".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<10} {:<13} {:<40}",
+            role.to_string(),
+            short(&pk),
+            servers
+        );
+    }
+    let total = transfer.total.load(Ordering::Relaxed);
+    let echoed = transfer.echoed.load(Ordering::Relaxed);
+    let elapsed = Duration::from_millis(transfer.elapsed_ms.load(Ordering::Relaxed));
+    if let Some(target) = target {
+        let via = transfer.via.lock().map(|v| v.clone()).unwrap_or_default();
+        let via = via
+            .parse()
+            .ok()
+            .and_then(|pk| fleet.role_of(&pk))
+            .map_or_else(|| "…".to_owned(), |r| r.to_string());
+        let _ = writeln!(
+            out,
+            "\nrelayed transfer: this process → {via} → {target} (echo) → back"
+        );
+        let fraction = if total == 0 {
+            0.0
+        } else {
+            echoed as f64 / total as f64
+        };
+        let width = 40;
+        let filled = ((fraction * width as f64) as usize).min(width);
+        let rate = if elapsed.is_zero() {
+            0.0
+        } else {
+            echoed as f64 * 8.0 / elapsed.as_secs_f64() / 1e6
+        };
+        let _ = writeln!(
+            out,
+            "[{}{}] {:>5.1}%  {} of {}  {:.0} Mbit/s echoed{}",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            fraction * 100.0,
+            human_bytes(echoed),
+            human_bytes(total),
+            rate,
+            if total > 0 && echoed == total {
+                "  — done"
+            } else {
+                ""
+            }
+        );
+    }
+    out
+}
+
+fn human_bytes(bytes: u64) -> String {
+    let value = bytes as f64;
+    if value >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2} GiB", value / 1024.0 / 1024.0 / 1024.0)
+    } else if value >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", value / 1024.0 / 1024.0)
+    } else if value >= 1024.0 {
+        format!("{:.1} KiB", value / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}

@@ -1,0 +1,449 @@
+//! Fleet tests: whole dmsg networks as real processes on loopback — the proof that the fleet
+//! cannot deadlock itself on a cold start, and recovers from kills, restarts and a wiped
+//! discovery without a manual step.
+//!
+//! Sizes come from the environment: `LOCALNET_COLD_SERVERS` / `LOCALNET_COLD_CLIENTS` for the
+//! cold start (default 10 / 50), `LOCALNET_SERVERS` / `LOCALNET_CLIENTS` for the others
+//! (default 4 / 12). The tests run one at a time (they share two cores).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use dmsg::entry::pk_from_proto;
+use dmsg::identity::PublicKey;
+use localnet::{Fleet, FleetSpec, Role, StartOrder};
+use tokio::time::Instant;
+
+/// One fleet at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn size(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn spec(servers: usize, clients: usize) -> FleetSpec {
+    let mut spec = FleetSpec::new(env!("CARGO_BIN_EXE_skywire-localnet"), servers, clients);
+    spec.registration_backoff_cap = Duration::from_secs(4);
+    spec.log_filter = "info,h2=warn,tower=warn".into();
+    spec
+}
+
+fn small() -> (usize, usize) {
+    (size("LOCALNET_SERVERS", 4), size("LOCALNET_CLIENTS", 12))
+}
+
+/// Probes `pairs` (each must open a stream and echo); returns the failures.
+async fn probe_all(fleet: &mut Fleet, pairs: &[(Role, Role)]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (from, to) in pairs {
+        if let Err(error) = fleet.probe(*from, *to, 4096).await {
+            failures.push(format!("{from} → {to}: {error}"));
+        }
+    }
+    failures
+}
+
+/// The servers each client is connected to, from the agents.
+async fn homes(fleet: &mut Fleet) -> BTreeMap<Role, Vec<PublicKey>> {
+    let mut homes = BTreeMap::new();
+    for client in fleet.clients() {
+        let status = fleet.client_status(client).await.unwrap();
+        homes.insert(
+            client,
+            status
+                .connected_servers
+                .iter()
+                .map(|pk| pk_from_proto(Some(pk), "server").unwrap())
+                .collect(),
+        );
+    }
+    homes
+}
+
+/// Asserts that `count` client pairs sampled with `seed` can open a stream and echo.
+async fn assert_sampled_pairs_talk(fleet: &mut Fleet, count: usize, seed: u64) {
+    let pairs = fleet.sample_pairs(count, seed);
+    let failures = probe_all(fleet, &pairs).await;
+    assert!(failures.is_empty(), "unreachable pairs: {failures:#?}");
+}
+
+/// Converges, then checks `pairs` sampled client pairs can talk; returns the convergence time.
+async fn converge_and_probe(fleet: &mut Fleet, deadline: Duration, pairs: usize) -> Duration {
+    let took = fleet.wait_converged(deadline).await.unwrap();
+    assert_sampled_pairs_talk(fleet, pairs, 7).await;
+    took
+}
+
+/// Starts `spec`'s fleet in one burst, waits for convergence and checks 5 sampled pairs.
+async fn converged_fleet(spec: &FleetSpec) -> Fleet {
+    let mut fleet = Fleet::create(spec).unwrap();
+    fleet.start(StartOrder::Together).unwrap();
+    converge_and_probe(&mut fleet, Duration::from_secs(30), 5).await;
+    fleet
+}
+
+async fn stop(mut fleet: Fleet) {
+    let problems = fleet.shutdown(Duration::from_secs(15)).await;
+    assert!(problems.is_empty(), "unclean shutdown: {problems:?}");
+}
+
+/// a. Discovery, 10 servers and 50 clients spawned in one burst, servers reaching discovery
+/// only through dmsg: everyone registered and sampled pairs talk within 15 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_in_dmsg_only_mode_converges_within_15_s() {
+    let _serial = SERIAL.lock().await;
+    let mut spec = spec(
+        size("LOCALNET_COLD_SERVERS", 10),
+        size("LOCALNET_COLD_CLIENTS", 50),
+    );
+    spec.dmsg_only = true;
+    let mut fleet = Fleet::create(&spec).unwrap();
+    let started = Instant::now();
+    fleet.start(StartOrder::Together).unwrap();
+    let converged = fleet.wait_converged(Duration::from_secs(15)).await.unwrap();
+    let pairs = fleet.sample_pairs(20, 1);
+    let failures = probe_all(&mut fleet, &pairs).await;
+    let elapsed = started.elapsed();
+    println!(
+        "cold_start_converge_s={:.3} (spawn done to converged; spawn start to 20 probes done: {:.3} s)",
+        converged.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    assert!(failures.is_empty(), "unreachable pairs: {failures:#?}");
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+    // Every server registered through dmsg, not TCP.
+    for server in fleet.servers() {
+        let stats = fleet.server_stats(server).await.unwrap();
+        assert_eq!(stats.registration.unwrap().via, "dmsg", "{server}");
+    }
+    stop(fleet).await;
+}
+
+/// b. Clients first and discovery last, then a random order: the same result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_reverse_and_random_start_orders_converge() {
+    let _serial = SERIAL.lock().await;
+    let (servers, clients) = small();
+    for order in [StartOrder::Reverse, StartOrder::Shuffled(rand::random())] {
+        let mut spec = spec(servers, clients);
+        spec.dmsg_only = true;
+        let mut fleet = Fleet::create(&spec).unwrap();
+        // Spread the starts over a second, so the order really matters.
+        for role in ordered(&fleet, order) {
+            fleet.member_mut(role).unwrap().start().unwrap();
+            tokio::time::sleep(Duration::from_millis(1000 / fleet.roles().len() as u64)).await;
+        }
+        let took = converge_and_probe(&mut fleet, Duration::from_secs(30), 10).await;
+        println!(
+            "{order:?}: converged {:.3} s after the last start",
+            took.as_secs_f64()
+        );
+        stop(fleet).await;
+    }
+}
+
+fn ordered(fleet: &Fleet, order: StartOrder) -> Vec<Role> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut roles = fleet.roles();
+    match order {
+        StartOrder::Reverse => roles.reverse(),
+        StartOrder::Shuffled(seed) => roles.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed)),
+        _ => {}
+    }
+    roles
+}
+
+/// c. kill -9 one server under traffic: its clients re-home within 2 × the ping period;
+/// streams through the other servers flow on without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_kill_9_of_a_server_under_traffic() {
+    let _serial = SERIAL.lock().await;
+    let (servers, clients) = small();
+    let ping = Duration::from_secs(2);
+    let mut spec = spec(servers, clients);
+    spec.ping_interval = Some(ping);
+    let mut fleet = converged_fleet(&spec).await;
+
+    let homes = homes(&mut fleet).await;
+    let home_of = |c: &Role| homes[c].first().copied();
+    // The victim: the server with the most clients.
+    let mut load: BTreeMap<PublicKey, usize> = BTreeMap::new();
+    for servers in homes.values() {
+        for pk in servers {
+            *load.entry(*pk).or_default() += 1;
+        }
+    }
+    let victim_pk = *load.iter().max_by_key(|(_, n)| **n).unwrap().0;
+    let victim = fleet.role_of(&victim_pk).unwrap();
+    let on_victim: Vec<Role> = homes
+        .iter()
+        .filter(|(_, servers)| servers.contains(&victim_pk))
+        .map(|(c, _)| *c)
+        .collect();
+    let elsewhere: Vec<Role> = homes
+        .iter()
+        .filter(|(_, servers)| !servers.contains(&victim_pk))
+        .map(|(c, _)| *c)
+        .collect();
+    assert!(!on_victim.is_empty() && elsewhere.len() >= 2, "{homes:?}");
+
+    // Traffic between clients homed elsewhere: through their own servers, never the victim.
+    let mut traffic = Vec::new();
+    for (n, from) in elsewhere.iter().enumerate().take(3) {
+        let to = elsewhere[(n + 1) % elsewhere.len()];
+        assert_ne!(home_of(&to), Some(victim_pk));
+        let request = fleet
+            .traffic_request(to, Duration::from_secs(8), 16 * 1024)
+            .unwrap();
+        let mut agent = fleet.agent(*from).unwrap();
+        traffic.push((
+            *from,
+            to,
+            tokio::spawn(async move { agent.traffic(request).await }),
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    fleet.member_mut(victim).unwrap().kill().unwrap();
+    let killed = Instant::now();
+    for client in &on_victim {
+        loop {
+            let status = fleet.client_status(*client).await.unwrap();
+            let servers: Vec<PublicKey> = status
+                .connected_servers
+                .iter()
+                .map(|pk| pk_from_proto(Some(pk), "server").unwrap())
+                .collect();
+            if !servers.is_empty() && !servers.contains(&victim_pk) {
+                break;
+            }
+            assert!(
+                killed.elapsed() < 2 * ping,
+                "{client} not re-homed within 2 × ping ({:?})",
+                2 * ping
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let rehomed = killed.elapsed();
+    println!(
+        "clients of the killed server re-homed within {:.3} s",
+        rehomed.as_secs_f64()
+    );
+
+    for (from, to, handle) in traffic {
+        let answer = handle.await.unwrap();
+        let done = answer.unwrap_or_else(|status| panic!("{from} → {to}: {status}"));
+        let done = done.into_inner();
+        assert!(done.round_trips > 10, "{from} → {to}: {done:?}");
+        let via = pk_from_proto(done.via_server.as_ref(), "via").unwrap();
+        assert_ne!(via, victim_pk);
+    }
+    // Re-homed clients republished: the fleet converges without the victim.
+    fleet.wait_converged(Duration::from_secs(10)).await.unwrap();
+    assert_sampled_pairs_talk(&mut fleet, 8, 3).await;
+    stop(fleet).await;
+}
+
+/// d. Kill every server, restart them all: full recovery, and the reconnects are spread in
+/// time (from the servers' own record of when sessions started), not one burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_kill_all_servers_and_restart_them_recovers_with_spread_reconnects() {
+    let _serial = SERIAL.lock().await;
+    let (servers, clients) = small();
+    let mut fleet = converged_fleet(&spec(servers, clients)).await;
+
+    for server in fleet.servers() {
+        fleet.member_mut(server).unwrap().kill().unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for server in fleet.servers() {
+        fleet.member_mut(server).unwrap().start().unwrap();
+    }
+    let took = converge_and_probe(&mut fleet, Duration::from_secs(40), 10).await;
+    println!("recovered {:.3} s after the restart", took.as_secs_f64());
+
+    let mut starts: Vec<i64> = Vec::new();
+    for server in fleet.servers() {
+        starts.extend(
+            fleet
+                .server_stats(server)
+                .await
+                .unwrap()
+                .recent_session_starts_unix_ms,
+        );
+    }
+    starts.sort_unstable();
+    assert!(starts.len() >= clients, "{} sessions", starts.len());
+    let window = 200;
+    let burst = starts
+        .iter()
+        .map(|t| {
+            starts
+                .iter()
+                .filter(|u| **u >= *t && **u < t + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    let span = starts.last().unwrap() - starts.first().unwrap();
+    println!(
+        "{} sessions re-established over {span} ms; at most {burst} in any {window} ms",
+        starts.len()
+    );
+    assert!(
+        burst * 2 <= starts.len(),
+        "reconnects came in a burst: {burst} of {} within {window} ms",
+        starts.len()
+    );
+    stop(fleet).await;
+}
+
+/// e. Discovery restarts with an empty memory store: every entry is back within one refresh
+/// period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_a_wiped_discovery_is_refilled_within_one_refresh_period() {
+    let _serial = SERIAL.lock().await;
+    let (servers, clients) = small();
+    let refresh = Duration::from_secs(5);
+    let mut spec = spec(servers, clients);
+    spec.registration_refresh = refresh;
+    spec.client_entry_refresh = refresh;
+    let mut fleet = converged_fleet(&spec).await;
+
+    let discovery = fleet.member_mut(Role::Discovery).unwrap();
+    discovery.kill().unwrap();
+    discovery.start().unwrap();
+    let restarted = Instant::now();
+    assert!(
+        !fleet.missing().await.is_empty(),
+        "the store really is empty"
+    );
+    // One refresh period, plus slack for discovery's own start and the observer's polling.
+    let bound = refresh + Duration::from_secs(2);
+    let took = fleet.wait_converged(bound).await.unwrap();
+    println!(
+        "every entry back {:.3} s after discovery restarted (refresh period {refresh:?})",
+        took.as_secs_f64()
+    );
+    assert!(restarted.elapsed() <= bound, "{:?}", restarted.elapsed());
+    assert_sampled_pairs_talk(&mut fleet, 8, 5).await;
+    stop(fleet).await;
+}
+
+/// f. Rolling SIGTERM restart of every server: discovery never holds an entry for a server
+/// that is down, and no client is unreachable for longer than one re-home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f_rolling_restart_leaves_no_zombie_entry_and_keeps_clients_reachable() {
+    let _serial = SERIAL.lock().await;
+    let (servers, clients) = small();
+    let ping = Duration::from_secs(2);
+    let mut spec = spec(servers, clients);
+    spec.ping_interval = Some(ping);
+    let mut fleet = converged_fleet(&spec).await;
+
+    // Probe every client from its neighbour all through the roll, recording outages.
+    let clients_list = fleet.clients();
+    let pairs: Vec<(Role, Role)> = clients_list
+        .iter()
+        .enumerate()
+        .map(|(n, c)| (clients_list[(n + 1) % clients_list.len()], *c))
+        .collect();
+    let mut agents = Vec::new();
+    for (from, to) in &pairs {
+        agents.push((
+            *to,
+            fleet.agent(*from).unwrap(),
+            fleet.member(*to).unwrap().pk,
+        ));
+    }
+    let watching = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn({
+        let watching = watching.clone();
+        async move {
+            let mut down_since: BTreeMap<Role, Instant> = BTreeMap::new();
+            let mut longest: BTreeMap<Role, Duration> = BTreeMap::new();
+            while !watching.is_cancelled() {
+                for (to, agent, pk) in &mut agents {
+                    let probe = skywire_proto::skywire::client::v1::ProbeRequest {
+                        pk: Some(dmsg::entry::pk_to_proto(pk)),
+                        port: u32::from(localnet::ECHO_PORT),
+                        bytes: 512,
+                    };
+                    let ok = tokio::time::timeout(Duration::from_secs(5), agent.probe(probe))
+                        .await
+                        .is_ok_and(|answer| answer.is_ok());
+                    if ok {
+                        if let Some(since) = down_since.remove(to) {
+                            let outage = since.elapsed();
+                            let worst = longest.entry(*to).or_default();
+                            *worst = (*worst).max(outage);
+                        }
+                    } else {
+                        down_since.entry(*to).or_insert_with(Instant::now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            for (to, since) in down_since {
+                let worst = longest.entry(to).or_default();
+                *worst = (*worst).max(since.elapsed());
+            }
+            longest
+        }
+    });
+
+    for server in fleet.servers() {
+        let pk = fleet.member(server).unwrap().pk;
+        let exit = fleet
+            .member_mut(server)
+            .unwrap()
+            .terminate(Duration::from_secs(15))
+            .await
+            .unwrap();
+        assert!(exit.success(), "{server} exited with {exit}");
+        // Down means gone from discovery: no zombie entry.
+        assert!(
+            !fleet.registered_servers().await.unwrap().contains(&pk),
+            "discovery still lists {server}, which is down"
+        );
+        assert!(fleet.entry(&pk).await.unwrap().is_none(), "{server}");
+        fleet.member_mut(server).unwrap().start().unwrap();
+        let registered = Instant::now();
+        loop {
+            if fleet.registered_servers().await.unwrap().contains(&pk) {
+                break;
+            }
+            assert!(
+                registered.elapsed() < Duration::from_secs(15),
+                "{server} re-registers"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    fleet.wait_converged(Duration::from_secs(15)).await.unwrap();
+    watching.cancel();
+    let longest = watcher.await.unwrap();
+    let bound = 2 * ping + Duration::from_secs(2);
+    println!("longest outage per client: {longest:?}");
+    for (client, outage) in &longest {
+        assert!(
+            *outage <= bound,
+            "{client} was unreachable for {outage:?} (bound {bound:?})"
+        );
+    }
+    let running: BTreeSet<PublicKey> = fleet
+        .servers()
+        .iter()
+        .map(|s| fleet.member(*s).unwrap().pk)
+        .collect();
+    assert_eq!(fleet.registered_servers().await.unwrap(), running);
+    stop(fleet).await;
+}

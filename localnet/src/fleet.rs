@@ -76,7 +76,7 @@ impl FleetSpec {
 pub enum StartOrder {
     /// Every member in one burst, as fast as processes spawn.
     Together,
-    /// Discovery, then servers, then clients.
+    /// Discovery, then servers, then clients (spawned in that order, without waiting).
     Dependencies,
     /// Clients, then servers, then discovery last.
     Reverse,
@@ -112,6 +112,14 @@ pub enum FleetError {
         role: Role,
         /// The gRPC status.
         status: tonic::Status,
+    },
+    /// A member exited without being stopped through the fleet.
+    #[error("{role} exited unexpectedly ({status}); see its log")]
+    Exited {
+        /// Which member.
+        role: Role,
+        /// How it ended.
+        status: std::process::ExitStatus,
     },
     /// A wait ran out of time.
     #[error("not within {after:?}: {what}")]
@@ -176,6 +184,11 @@ fn ephemeral_range_start() -> Option<u16> {
         .ok()
 }
 
+/// `value` as a TOML string (quoted and escaped).
+fn toml_string(value: &impl std::fmt::Display) -> String {
+    toml::Value::String(value.to_string()).to_string()
+}
+
 fn os(args: &[String]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
@@ -194,11 +207,23 @@ impl Fleet {
                 true,
             ),
         };
+        std::fs::create_dir_all(&dir).map_err(|source| FleetError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+        Self::create_in(spec, dir.clone(), owns_dir).inspect_err(|_| {
+            if owns_dir {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        })
+    }
+
+    /// [`Fleet::create`] in the existing directory `dir`.
+    fn create_in(spec: &FleetSpec, dir: PathBuf, owns_dir: bool) -> Result<Self, FleetError> {
         let io = |source| FleetError::Dir {
             path: dir.clone(),
             source,
         };
-        std::fs::create_dir_all(&dir).map_err(io)?;
         let key = |name: &str| -> Result<(Keypair, PathBuf), FleetError> {
             let path = dir.join(format!("{name}.key"));
             let _ = std::fs::remove_file(&path);
@@ -228,13 +253,10 @@ impl Fleet {
         let store = spec.redis.clone().unwrap_or_else(|| "memory".into());
         let config = dir.join("discovery.toml");
         let toml = format!(
-            "listen = \"127.0.0.1:{discovery_port}\"\nstore = \"{store}\"\nkey_file = \"{}\"\nservers = [{}]\n",
-            discovery_key_file.display(),
-            seeds
-                .iter()
-                .map(|s| format!("\"{s}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "listen = \"127.0.0.1:{discovery_port}\"\nstore = {}\nkey_file = {}\nservers = [{}]\n",
+            toml_string(&store),
+            toml_string(&discovery_key_file.display()),
+            seeds.iter().map(toml_string).collect::<Vec<_>>().join(", ")
         );
         std::fs::write(&config, toml).map_err(io)?;
         members.insert(
@@ -258,8 +280,8 @@ impl Fleet {
         for (n, (pk, key_file, relay, admin)) in servers.iter().enumerate() {
             let role = Role::Server(n);
             let mut toml = format!(
-                "listen = \"127.0.0.1:{relay}\"\nadmin = \"127.0.0.1:{admin}\"\nkey_file = \"{}\"\nregistration_backoff_cap_secs = {}\nregistration_refresh_secs = {}\n",
-                key_file.display(),
+                "listen = \"127.0.0.1:{relay}\"\nadmin = \"127.0.0.1:{admin}\"\nkey_file = {}\nregistration_backoff_cap_secs = {}\nregistration_refresh_secs = {}\n",
+                toml_string(&key_file.display()),
                 spec.registration_backoff_cap.as_secs().max(1),
                 spec.registration_refresh.as_secs().max(1),
             );
@@ -271,7 +293,7 @@ impl Fleet {
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| *i != n)
-                    .map(|(_, s)| format!("\"{s}\""))
+                    .map(|(_, s)| toml_string(s))
                     .collect();
                 toml.push_str(&format!(
                     "discovery_pk = \"{}\"\nservers = [{}]\n",
@@ -279,7 +301,7 @@ impl Fleet {
                     others.join(", ")
                 ));
             } else {
-                toml.push_str(&format!("discovery = \"{discovery_url}\"\n"));
+                toml.push_str(&format!("discovery = {}\n", toml_string(&discovery_url)));
             }
             let config = dir.join(format!("{role}.toml"));
             std::fs::write(&config, toml).map_err(io)?;
@@ -308,6 +330,8 @@ impl Fleet {
             let admin = port()?;
             let mut args = vec![
                 "dmsg-cli".to_owned(),
+                // A private network: never the embedded public deployment.
+                "--no-default-seeds".into(),
                 "--key-file".into(),
                 key_file.display().to_string(),
                 "--discovery".into(),
@@ -368,9 +392,6 @@ impl Fleet {
         }
         for role in roles {
             self.member_mut(role)?.start()?;
-            if order == StartOrder::Dependencies && matches!(role, Role::Discovery) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
         }
         Ok(())
     }
@@ -632,10 +653,22 @@ impl Fleet {
         missing
     }
 
-    /// Waits until [`Fleet::missing`] is empty; returns how long it took.
+    /// Members that exited without being stopped through the fleet, and how.
+    pub fn crashed(&mut self) -> Vec<(Role, std::process::ExitStatus)> {
+        self.members
+            .iter_mut()
+            .filter_map(|(role, member)| member.unexpected_exit().map(|status| (*role, status)))
+            .collect()
+    }
+
+    /// Waits until [`Fleet::missing`] is empty; returns how long it took. Fails at once if a
+    /// member exits unexpectedly.
     pub async fn wait_converged(&mut self, deadline: Duration) -> Result<Duration, FleetError> {
         let started = Instant::now();
         loop {
+            if let Some((role, status)) = self.crashed().into_iter().next() {
+                return Err(FleetError::Exited { role, status });
+            }
             let missing = self.missing().await;
             if missing.is_empty() {
                 return Ok(started.elapsed());
@@ -683,7 +716,11 @@ impl Fleet {
     /// running member of a tier at once, then waits up to `per_tier` for them; a member still
     /// running then is killed and reported, as is a non-zero exit.
     pub async fn shutdown(&mut self, per_tier: Duration) -> Vec<(Role, String)> {
-        let mut problems = Vec::new();
+        let mut problems: Vec<(Role, String)> = self
+            .crashed()
+            .into_iter()
+            .map(|(role, status)| (role, format!("had exited unexpectedly ({status})")))
+            .collect();
         let tiers: [fn(&Role) -> bool; 3] = [
             |r| matches!(r, Role::Client(_)),
             |r| matches!(r, Role::Server(_)),
@@ -720,6 +757,13 @@ impl Fleet {
             }
         }
         problems
+    }
+
+    /// `kill -9` of every member, at once.
+    pub fn kill_all(&mut self) {
+        for member in self.members.values_mut() {
+            let _ = member.kill();
+        }
     }
 }
 
@@ -784,9 +828,7 @@ async fn check_client(
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for member in self.members.values_mut() {
-            let _ = member.kill();
-        }
+        self.kill_all();
         if self.owns_dir && std::env::var_os("LOCALNET_KEEP_DIR").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

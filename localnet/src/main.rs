@@ -112,9 +112,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
-    let problems = fleet.shutdown(Duration::from_secs(15)).await;
-    for (role, problem) in &problems {
-        eprintln!("{role}: {problem}");
+    // Clients, then servers, then discovery; a second Ctrl-C kills what is left at once.
+    let stopped = tokio::select! {
+        problems = fleet.shutdown(Duration::from_secs(15)) => Some(problems),
+        () = observability::process::shutdown_signal() => None,
+    };
+    match stopped {
+        Some(problems) => {
+            for (role, problem) in &problems {
+                eprintln!("{role}: {problem}");
+            }
+        }
+        None => {
+            eprintln!("second signal: killing every process");
+            fleet.kill_all();
+        }
     }
     if args.keep_dir {
         eprintln!("kept {}", fleet.dir().display());
@@ -256,7 +268,10 @@ async fn demo(fleet: &mut Fleet, args: &Args, stop: &CancellationToken) -> anyho
         Duration::from_secs(5)
     };
     loop {
-        let table = status_table(fleet, &progress, target).await;
+        let table = tokio::select! {
+            table = status_table(fleet, &progress, target) => table,
+            () = stop.cancelled() => break,
+        };
         let mut out = std::io::stdout().lock();
         if interactive {
             let _ = write!(out, "\x1b[H\x1b[2J");
@@ -319,6 +334,7 @@ async fn relayed_transfer(
         ClientConfig {
             lifecycle: LifecycleConfig {
                 discovery: DiscoveryTarget::Tcp(discovery),
+                include_default_seeds: false,
                 publish_entry: false,
                 ..LifecycleConfig::default()
             },

@@ -94,7 +94,10 @@ pub struct Member {
     args: Vec<OsString>,
     log: PathBuf,
     env: Vec<(String, String)>,
+    /// The process, until it is reaped (its pid is never signalled after that).
     child: Option<Child>,
+    /// How the last process ended, if it was reaped without being stopped on purpose.
+    unexpected_exit: Option<ExitStatus>,
     starts: u32,
 }
 
@@ -118,6 +121,7 @@ impl Member {
             log,
             env: Vec::new(),
             child: None,
+            unexpected_exit: None,
             starts: 0,
         }
     }
@@ -167,16 +171,33 @@ impl Member {
                 source,
             })?;
         self.child = Some(child);
+        self.unexpected_exit = None;
         self.starts += 1;
         Ok(())
     }
 
-    /// True while its process runs.
+    /// True while its process runs. A process found exited is reaped here, and its status
+    /// kept as [`Member::unexpected_exit`].
     pub fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            None => false,
-            Some(child) => matches!(child.try_wait(), Ok(None)),
+        let Some(child) = &mut self.child else {
+            return false;
+        };
+        match child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                self.child = None;
+                self.unexpected_exit = Some(status);
+                false
+            }
+            Err(_) => false,
         }
+    }
+
+    /// How its process ended, if it exited (or crashed) without being stopped through this
+    /// member since its last start.
+    pub fn unexpected_exit(&mut self) -> Option<ExitStatus> {
+        self.is_running();
+        self.unexpected_exit
     }
 
     /// Its process id, while running.
@@ -194,7 +215,8 @@ impl Member {
         &self.log
     }
 
-    /// Sends `signal` (e.g. `TERM`, `KILL`) to its process group.
+    /// Sends `signal` (e.g. `TERM`, `KILL`) to its process group. Only while the process is
+    /// not reaped: its pid (the group's id) cannot have been reused.
     pub fn signal(&self, signal: &str) -> Result<(), MemberError> {
         let Some(child) = &self.child else {
             return Ok(());
@@ -220,19 +242,26 @@ impl Member {
         }
     }
 
-    /// `kill -9` of its group, then reaps it.
+    /// `kill -9` of its group, then reaps it (also when signalling the group failed).
     pub fn kill(&mut self) -> Result<(), MemberError> {
-        self.signal("KILL")?;
+        let signalled = if self.is_running() {
+            self.signal("KILL")
+        } else {
+            Ok(())
+        };
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        Ok(())
+        self.unexpected_exit = None;
+        signalled
     }
 
     /// SIGTERM, then waits up to `deadline` for the exit; returns its status.
     pub async fn terminate(&mut self, deadline: Duration) -> Result<ExitStatus, MemberError> {
-        self.signal("TERM")?;
+        if self.is_running() {
+            self.signal("TERM")?;
+        }
         self.wait_exit(deadline).await
     }
 
@@ -241,7 +270,8 @@ impl Member {
         let started = Instant::now();
         loop {
             let Some(child) = &mut self.child else {
-                return Err(MemberError::NoExit {
+                // Reaped already (by `is_running`): that exit is the one waited for.
+                return self.unexpected_exit.take().ok_or(MemberError::NoExit {
                     role: self.role,
                     after: deadline,
                 });

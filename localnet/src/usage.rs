@@ -64,9 +64,16 @@ impl Sampler {
     }
 
     /// Takes a last sample, stops and returns each process's peak.
-    pub async fn stop(self) -> Vec<Peak> {
+    pub async fn stop(mut self) -> Vec<Peak> {
         self.stop.cancel();
-        self.task.await.unwrap_or_default()
+        (&mut self.task).await.unwrap_or_default()
+    }
+}
+
+impl Drop for Sampler {
+    /// A sampler dropped without [`Sampler::stop`] stops sampling (its task ends at once).
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

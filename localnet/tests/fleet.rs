@@ -130,6 +130,7 @@ async fn b_reverse_and_random_start_orders_converge() {
     let _serial = SERIAL.lock().await;
     let (servers, clients) = small();
     for order in [StartOrder::Reverse, StartOrder::Shuffled(rand::random())] {
+        println!("start order {order:?}");
         let mut spec = spec(servers, clients);
         spec.dmsg_only = true;
         let mut fleet = Fleet::create(&spec).unwrap();
@@ -170,34 +171,41 @@ async fn c_kill_9_of_a_server_under_traffic() {
     spec.ping_interval = Some(ping);
     let mut fleet = converged_fleet(&spec).await;
 
+    // Every server each client holds a session to (its home, and any the probes opened).
     let homes = homes(&mut fleet).await;
-    let home_of = |c: &Role| homes[c].first().copied();
-    // The victim: the server with the most clients.
+    let split = |victim: &PublicKey| -> (Vec<Role>, Vec<Role>) {
+        let (on, off): (Vec<_>, Vec<_>) = homes
+            .iter()
+            .partition(|(_, servers)| servers.contains(victim));
+        (
+            on.into_iter().map(|(c, _)| *c).collect(),
+            off.into_iter().map(|(c, _)| *c).collect(),
+        )
+    };
+    // The victim: the busiest server that leaves at least two clients without a session to
+    // it (they carry the traffic that must flow on).
     let mut load: BTreeMap<PublicKey, usize> = BTreeMap::new();
     for servers in homes.values() {
         for pk in servers {
             *load.entry(*pk).or_default() += 1;
         }
     }
-    let victim_pk = *load.iter().max_by_key(|(_, n)| **n).unwrap().0;
+    let mut by_load: Vec<(PublicKey, usize)> = load.into_iter().collect();
+    by_load.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let victim_pk = by_load
+        .iter()
+        .map(|(pk, _)| *pk)
+        .find(|pk| split(pk).1.len() >= 2)
+        .unwrap_or_else(|| panic!("no server leaves two clients elsewhere: {homes:?}"));
     let victim = fleet.role_of(&victim_pk).unwrap();
-    let on_victim: Vec<Role> = homes
-        .iter()
-        .filter(|(_, servers)| servers.contains(&victim_pk))
-        .map(|(c, _)| *c)
-        .collect();
-    let elsewhere: Vec<Role> = homes
-        .iter()
-        .filter(|(_, servers)| !servers.contains(&victim_pk))
-        .map(|(c, _)| *c)
-        .collect();
-    assert!(!on_victim.is_empty() && elsewhere.len() >= 2, "{homes:?}");
+    let (on_victim, elsewhere) = split(&victim_pk);
+    assert!(!on_victim.is_empty(), "{homes:?}");
 
     // Traffic between clients homed elsewhere: through their own servers, never the victim.
     let mut traffic = Vec::new();
     for (n, from) in elsewhere.iter().enumerate().take(3) {
         let to = elsewhere[(n + 1) % elsewhere.len()];
-        assert_ne!(home_of(&to), Some(victim_pk));
+        assert!(!homes[&to].contains(&victim_pk));
         let request = fleet
             .traffic_request(to, Duration::from_secs(8), 16 * 1024)
             .unwrap();
@@ -238,7 +246,10 @@ async fn c_kill_9_of_a_server_under_traffic() {
     );
 
     for (from, to, handle) in traffic {
-        let answer = handle.await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .unwrap_or_else(|_| panic!("{from} → {to}: traffic did not end"))
+            .unwrap();
         let done = answer.unwrap_or_else(|status| panic!("{from} → {to}: {status}"));
         let done = done.into_inner();
         assert!(done.round_trips > 10, "{from} → {to}: {done:?}");
@@ -321,10 +332,18 @@ async fn e_a_wiped_discovery_is_refilled_within_one_refresh_period() {
     discovery.kill().unwrap();
     discovery.start().unwrap();
     let restarted = Instant::now();
-    assert!(
-        !fleet.missing().await.is_empty(),
-        "the store really is empty"
-    );
+    // Once it answers, it really has lost the clients' entries.
+    while fleet.registered_servers().await.is_err() {
+        assert!(restarted.elapsed() < refresh, "discovery answers again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut entries = 0;
+    for client in fleet.clients() {
+        let pk = fleet.member(client).unwrap().pk;
+        entries += usize::from(fleet.entry(&pk).await.unwrap().is_some());
+    }
+    println!("{entries} of {clients} client entries present when discovery answered again");
+    assert!(entries < clients, "the restarted store was not empty");
     // One refresh period, plus slack for discovery's own start and the observer's polling.
     let bound = refresh + Duration::from_secs(2);
     let took = fleet.wait_converged(bound).await.unwrap();
@@ -363,41 +382,41 @@ async fn f_rolling_restart_leaves_no_zombie_entry_and_keeps_clients_reachable() 
             fleet.member(*to).unwrap().pk,
         ));
     }
+    // One watcher per pair, each probing on its own: an outage runs from the start of the
+    // first failed probe to the end of the next successful one.
     let watching = tokio_util::sync::CancellationToken::new();
-    let watcher = tokio::spawn({
+    let mut watchers = tokio::task::JoinSet::new();
+    for (to, mut agent, pk) in agents {
         let watching = watching.clone();
-        async move {
-            let mut down_since: BTreeMap<Role, Instant> = BTreeMap::new();
-            let mut longest: BTreeMap<Role, Duration> = BTreeMap::new();
+        watchers.spawn(async move {
+            let mut down_since: Option<Instant> = None;
+            let mut longest = Duration::ZERO;
             while !watching.is_cancelled() {
-                for (to, agent, pk) in &mut agents {
-                    let probe = skywire_proto::skywire::client::v1::ProbeRequest {
-                        pk: Some(dmsg::entry::pk_to_proto(pk)),
-                        port: u32::from(localnet::ECHO_PORT),
-                        bytes: 512,
-                    };
-                    let ok = tokio::time::timeout(Duration::from_secs(5), agent.probe(probe))
-                        .await
-                        .is_ok_and(|answer| answer.is_ok());
-                    if ok {
-                        if let Some(since) = down_since.remove(to) {
-                            let outage = since.elapsed();
-                            let worst = longest.entry(*to).or_default();
-                            *worst = (*worst).max(outage);
-                        }
-                    } else {
-                        down_since.entry(*to).or_insert_with(Instant::now);
+                let probe = skywire_proto::skywire::client::v1::ProbeRequest {
+                    pk: Some(dmsg::entry::pk_to_proto(&pk)),
+                    port: u32::from(localnet::ECHO_PORT),
+                    bytes: 512,
+                };
+                let sent = Instant::now();
+                let ok = tokio::time::timeout(Duration::from_secs(2), agent.probe(probe))
+                    .await
+                    .is_ok_and(|answer| answer.is_ok());
+                match (ok, down_since) {
+                    (true, Some(since)) => {
+                        longest = longest.max(since.elapsed());
+                        down_since = None;
                     }
+                    (false, None) => down_since = Some(sent),
+                    _ => {}
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            for (to, since) in down_since {
-                let worst = longest.entry(to).or_default();
-                *worst = (*worst).max(since.elapsed());
+            if let Some(since) = down_since {
+                longest = longest.max(since.elapsed());
             }
-            longest
-        }
-    });
+            (to, longest)
+        });
+    }
 
     for server in fleet.servers() {
         let pk = fleet.member(server).unwrap().pk;
@@ -430,7 +449,11 @@ async fn f_rolling_restart_leaves_no_zombie_entry_and_keeps_clients_reachable() 
     }
     fleet.wait_converged(Duration::from_secs(15)).await.unwrap();
     watching.cancel();
-    let longest = watcher.await.unwrap();
+    let mut longest = BTreeMap::new();
+    while let Some(joined) = watchers.join_next().await {
+        let (to, outage) = joined.unwrap();
+        longest.insert(to, outage);
+    }
     let bound = 2 * ping + Duration::from_secs(2);
     println!("longest outage per client: {longest:?}");
     for (client, outage) in &longest {
@@ -446,4 +469,44 @@ async fn f_rolling_restart_leaves_no_zombie_entry_and_keeps_clients_reachable() 
         .collect();
     assert_eq!(fleet.registered_servers().await.unwrap(), running);
     stop(fleet).await;
+}
+
+/// The harness itself: a member that dies on its own (not through the fleet) fails the next
+/// convergence wait at once and is reported by shutdown — a crash never passes unnoticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_dies_on_its_own_is_reported() {
+    let _serial = SERIAL.lock().await;
+    let mut fleet = converged_fleet(&spec(1, 2)).await;
+    let pid = fleet.member(Role::Server(0)).unwrap().pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let error = fleet
+        .wait_converged(Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            localnet::FleetError::Exited {
+                role: Role::Server(0),
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "noticed at once"
+    );
+    let problems = fleet.shutdown(Duration::from_secs(15)).await;
+    assert!(
+        problems
+            .iter()
+            .any(|(role, problem)| *role == Role::Server(0) && problem.contains("unexpectedly")),
+        "{problems:?}"
+    );
 }

@@ -2,6 +2,8 @@
 //! `skywire.client.v1.Agent` — its status, and stream probes to other clients — so a fleet
 //! harness reads clients through an API instead of their logs (`dmsg-cli agent`).
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dmsg::addr::{DmsgAddr, Port};
@@ -12,6 +14,7 @@ use dmsg::stream::DmsgStream;
 use skywire_proto::skywire::client::v1 as pb;
 use skywire_proto::skywire::common::v1::PublicKey as PkProto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,6 +28,10 @@ pub const MAX_CHUNK_BYTES: u32 = 1024 * 1024;
 pub const MAX_TRAFFIC: Duration = Duration::from_secs(600);
 /// Echo streams served at once; more wait in the listener's backlog.
 pub const MAX_ECHO_STREAMS: usize = 256;
+/// Probe and Traffic calls served at once; more are refused with RESOURCE_EXHAUSTED.
+pub const MAX_CALLS: usize = 32;
+/// Longest one echo round trip of a Probe or Traffic call may take.
+pub const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Echoes every stream arriving at `listener` until `stop`, each in a task of `tasks`.
 pub async fn serve_echo(listener: Listener, tasks: TaskTracker, stop: CancellationToken) {
@@ -49,12 +56,42 @@ async fn echo(stream: DmsgStream) -> std::io::Result<()> {
 pub struct AgentService {
     client: Client,
     echo_port: Port,
+    /// Probe and Traffic calls running now (each holds up to two buffers of its size).
+    calls: Arc<Semaphore>,
+    /// Cancelled when the agent stops: calls in flight end at once.
+    stop: CancellationToken,
 }
 
 impl AgentService {
-    /// Answers for `client`, which echoes on `echo_port`.
-    pub fn new(client: Client, echo_port: Port) -> Self {
-        Self { client, echo_port }
+    /// Answers for `client`, which echoes on `echo_port`; Probe and Traffic calls end when
+    /// `stop` is cancelled.
+    pub fn new(client: Client, echo_port: Port, stop: CancellationToken) -> Self {
+        Self {
+            client,
+            echo_port,
+            calls: Arc::new(Semaphore::new(MAX_CALLS)),
+            stop,
+        }
+    }
+
+    /// A slot for one Probe or Traffic call, or RESOURCE_EXHAUSTED.
+    fn slot(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.calls.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_CALLS} probe and traffic calls are running; retry when one ends"
+            ))
+        })
+    }
+
+    /// Runs `call` unless the agent stops first (UNAVAILABLE then).
+    async fn until_stopped<T>(
+        &self,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        tokio::select! {
+            result = call => result,
+            () = self.stop.cancelled() => Err(Status::unavailable("the agent is shutting down")),
+        }
     }
 
     /// Dials `pk:port` by discovery, as a gRPC status on failure.
@@ -72,16 +109,27 @@ impl AgentService {
     }
 }
 
-/// Sends `payload` and reads it back.
+/// Sends `payload` and reads it back, within [`ROUND_TRIP_TIMEOUT`].
 async fn round_trip(
     stream: &mut DmsgStream,
     payload: &[u8],
     back: &mut [u8],
 ) -> Result<(), Status> {
     let io = |error: std::io::Error| Status::unavailable(format!("stream failed: {error}"));
-    stream.write_all(payload).await.map_err(io)?;
-    stream.flush().await.map_err(io)?;
-    stream.read_exact(back).await.map_err(io)?;
+    let exchange = async {
+        stream.write_all(payload).await?;
+        stream.flush().await?;
+        stream.read_exact(back).await.map(drop)
+    };
+    tokio::time::timeout(ROUND_TRIP_TIMEOUT, exchange)
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "no echo of {} bytes within {ROUND_TRIP_TIMEOUT:?}",
+                payload.len()
+            ))
+        })?
+        .map_err(io)?;
     if back != payload {
         return Err(Status::data_loss("the echo differs from what was sent"));
     }
@@ -118,16 +166,20 @@ impl pb::agent_server::Agent for AgentService {
                 "bytes must be 1..={MAX_PROBE_BYTES}"
             )));
         }
-        let started = Instant::now();
-        let mut stream = self.dial(request.pk.as_ref(), request.port).await?;
-        let payload: Vec<u8> = (0..request.bytes).map(|i| (i % 251) as u8).collect();
-        let mut back = vec![0u8; payload.len()];
-        round_trip(&mut stream, &payload, &mut back).await?;
-        let elapsed = started.elapsed();
-        Ok(Response::new(pb::ProbeResponse {
-            elapsed_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            via_server: Some(pk_to_proto(&stream.session().remote())),
-        }))
+        let _slot = self.slot()?;
+        self.until_stopped(async {
+            let started = Instant::now();
+            let mut stream = self.dial(request.pk.as_ref(), request.port).await?;
+            let payload: Vec<u8> = (0..request.bytes).map(|i| (i % 251) as u8).collect();
+            let mut back = vec![0u8; payload.len()];
+            round_trip(&mut stream, &payload, &mut back).await?;
+            let elapsed = started.elapsed();
+            Ok(Response::new(pb::ProbeResponse {
+                elapsed_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                via_server: Some(pk_to_proto(&stream.session().remote())),
+            }))
+        })
+        .await
     }
 
     async fn traffic(
@@ -145,26 +197,30 @@ impl pb::agent_server::Agent for AgentService {
                 MAX_TRAFFIC.as_millis()
             )));
         }
-        let mut stream = self.dial(request.pk.as_ref(), request.port).await?;
-        let payload: Vec<u8> = (0..request.chunk_bytes).map(|i| (i % 253) as u8).collect();
-        let mut back = vec![0u8; payload.len()];
-        let until = Instant::now() + duration;
-        let mut round_trips = 0u64;
-        while Instant::now() < until {
-            round_trip(&mut stream, &payload, &mut back)
-                .await
-                .map_err(|status| {
-                    Status::new(
-                        status.code(),
-                        format!("after {round_trips} round trips: {}", status.message()),
-                    )
-                })?;
-            round_trips += 1;
-        }
-        Ok(Response::new(pb::TrafficResponse {
-            bytes_echoed: round_trips * u64::from(request.chunk_bytes),
-            round_trips,
-            via_server: Some(pk_to_proto(&stream.session().remote())),
-        }))
+        let _slot = self.slot()?;
+        self.until_stopped(async {
+            let mut stream = self.dial(request.pk.as_ref(), request.port).await?;
+            let payload: Vec<u8> = (0..request.chunk_bytes).map(|i| (i % 253) as u8).collect();
+            let mut back = vec![0u8; payload.len()];
+            let until = Instant::now() + duration;
+            let mut round_trips = 0u64;
+            while Instant::now() < until {
+                round_trip(&mut stream, &payload, &mut back)
+                    .await
+                    .map_err(|status| {
+                        Status::new(
+                            status.code(),
+                            format!("after {round_trips} round trips: {}", status.message()),
+                        )
+                    })?;
+                round_trips += 1;
+            }
+            Ok(Response::new(pb::TrafficResponse {
+                bytes_echoed: round_trips * u64::from(request.chunk_bytes),
+                round_trips,
+                via_server: Some(pk_to_proto(&stream.session().remote())),
+            }))
+        })
+        .await
     }
 }

@@ -59,6 +59,11 @@ struct Args {
     #[arg(long, global = true)]
     prefer_seeds: bool,
 
+    /// Use only the --servers given (and discovery's list), not the embedded default
+    /// deployment's servers (for a private network such as skywire-localnet).
+    #[arg(long, global = true)]
+    no_default_seeds: bool,
+
     /// Ping the servers this often, in milliseconds (silence is noticed after two missed
     /// pings) [default: 60000].
     #[arg(
@@ -211,6 +216,7 @@ fn client(args: &Args, publish_entry: bool) -> anyhow::Result<Client> {
             lifecycle: LifecycleConfig {
                 seeds,
                 prefer_seeds: args.prefer_seeds,
+                include_default_seeds: !args.no_default_seeds,
                 discovery,
                 publish_entry,
                 // One-shot commands start at once; an agent (one of a fleet) spreads its start.
@@ -447,36 +453,49 @@ async fn agent(client: &Client, admin: std::net::SocketAddr, echo_port: u16) -> 
     use crate::agent::{AgentService, serve_echo};
     use skywire_proto::skywire::client::v1::agent_server::AgentServer;
 
+    let signal = observability::process::shutdown_signal();
     let port = Port::new(echo_port).context("--echo-port must be 1-65535")?;
     let listener = client.listen(port)?;
     let admin_listener = tokio::net::TcpListener::bind(admin)
         .await
         .with_context(|| format!("cannot listen on {admin}"))?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let tasks = tokio_util::task::TaskTracker::new();
-    tasks.spawn(serve_echo(listener, tasks.clone(), stop.clone()));
-
+    let admin = admin_listener.local_addr()?;
     let (reflection_v1, reflection_v1alpha) =
         observability::reflection::reflection_services(&[skywire_proto::FILE_DESCRIPTOR_SET])?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+
+    // Nothing below fails before the tasks are joined.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(serve_echo(listener, tasks.clone(), stop.clone()));
     let routes = tonic::service::Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AgentServer::new(AgentService::new(client.clone(), port)));
+        .add_service(AgentServer::new(AgentService::new(
+            client.clone(),
+            port,
+            stop.clone(),
+        )));
     eprintln!(
-        "agent {} echoing on port {echo_port}, admin on {}",
+        "agent {} echoing on port {echo_port}, admin on {admin}",
         client.public_key(),
-        admin_listener.local_addr()?
     );
     let served = tonic::transport::Server::builder()
         .layer(middleware::server_stack(&Default::default()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(admin_listener),
-            observability::process::shutdown_signal(),
+            // Calls in flight (a long Traffic) end at once instead of holding the exit.
+            {
+                let stop = stop.clone();
+                async move {
+                    signal.await;
+                    stop.cancel();
+                }
+            },
         )
         .await;
     stop.cancel();

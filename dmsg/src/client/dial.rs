@@ -173,6 +173,15 @@ fn refused_by_destination(error: &DialError) -> bool {
     )
 }
 
+/// The servers a client entry names (none for a server's entry).
+fn delegated_servers(entry: &Entry) -> Vec<PublicKey> {
+    entry
+        .client
+        .as_ref()
+        .map(|client| client.delegated_servers.clone())
+        .unwrap_or_default()
+}
+
 impl Client {
     /// Opens an end-to-end encrypted stream to `dst` wherever it is connected: its entry comes
     /// from the cache or discovery; its delegated servers are tried through existing sessions
@@ -199,30 +208,47 @@ impl Client {
         dst: DmsgAddr,
         attempts: &mut Vec<DialAttempt>,
     ) -> Result<crate::stream::DmsgStream, DialByAddrError> {
-        let cached = self.lock_entries().get(&dst.pk);
-        let entry = match cached.clone() {
-            Some(entry) => entry,
-            None => self.fetch_entry(&dst.pk).await?,
+        let Some(cached) = self.lock_entries().get(&dst.pk) else {
+            let entry = self.fetch_entry(&dst.pk).await?;
+            return self.dial_entry_or_forget(&entry, dst, attempts).await;
         };
-        if let Some(stream) = self.dial_entry(&entry, dst, attempts).await? {
-            return Ok(stream);
+        // A cached entry may be stale (the destination re-homed since): when it leads
+        // nowhere, ask discovery once and try again if its servers are others.
+        match self.dial_entry_or_forget(&cached, dst, attempts).await {
+            Err(
+                DialByAddrError::AllAttemptsFailed { .. } | DialByAddrError::NoDelegatedServers(_),
+            ) => {}
+            done => return done,
         }
-        // The entry led nowhere: forget it. A cached one may be stale (the destination
-        // re-homed since), so ask discovery once and try again if it says something new.
-        self.lock_entries().forget(&dst.pk);
-        if cached.is_some() {
-            let fresh = self.fetch_entry(&dst.pk).await?;
-            if fresh.sequence != entry.sequence {
-                if let Some(stream) = self.dial_entry(&fresh, dst, attempts).await? {
-                    return Ok(stream);
-                }
-                self.lock_entries().forget(&dst.pk);
-            }
+        let fresh = self.fetch_entry(&dst.pk).await?;
+        if delegated_servers(&fresh) == delegated_servers(&cached) {
+            return Err(DialByAddrError::AllAttemptsFailed {
+                dst,
+                attempts: std::mem::take(attempts),
+            });
         }
-        Err(DialByAddrError::AllAttemptsFailed {
-            dst,
-            attempts: std::mem::take(attempts),
-        })
+        self.dial_entry_or_forget(&fresh, dst, attempts).await
+    }
+
+    /// [`Client::dial_entry`]; when `entry` leads nowhere it is dropped from the cache (the
+    /// next dial asks discovery again) and every attempt is returned in the error.
+    async fn dial_entry_or_forget(
+        &self,
+        entry: &Entry,
+        dst: DmsgAddr,
+        attempts: &mut Vec<DialAttempt>,
+    ) -> Result<crate::stream::DmsgStream, DialByAddrError> {
+        let result = self.dial_entry(entry, dst, attempts).await;
+        if !matches!(result, Ok(Some(_))) {
+            self.lock_entries().forget(&dst.pk);
+        }
+        match result? {
+            Some(stream) => Ok(stream),
+            None => Err(DialByAddrError::AllAttemptsFailed {
+                dst,
+                attempts: std::mem::take(attempts),
+            }),
+        }
     }
 
     /// Tries the delegated servers of `entry`: existing sessions, then new ones. `None` when
@@ -233,11 +259,7 @@ impl Client {
         dst: DmsgAddr,
         attempts: &mut Vec<DialAttempt>,
     ) -> Result<Option<crate::stream::DmsgStream>, DialByAddrError> {
-        let delegated = entry
-            .client
-            .as_ref()
-            .map(|client| client.delegated_servers.clone())
-            .unwrap_or_default();
+        let delegated = delegated_servers(entry);
         if delegated.is_empty() {
             return Err(DialByAddrError::NoDelegatedServers(dst.pk));
         }
@@ -251,9 +273,13 @@ impl Client {
             return Ok(Some(stream));
         }
 
-        let unconnected = delegated
-            .iter()
-            .filter(|server| self.session(server).is_none() && **server != self.public_key());
+        // Servers without a live session (a closed one may linger in the map until its
+        // driver ends): a new session may reach them.
+        let unconnected = delegated.iter().filter(|server| {
+            self.session(server)
+                .is_none_or(|session| session.is_closed())
+                && **server != self.public_key()
+        });
         for server in unconnected.take(NEW_SESSIONS) {
             let failure = match self.server_address(server).await {
                 None => AttemptFailure::NoAddress,

@@ -717,8 +717,8 @@ impl Listener {
     }
 
     /// Serves every stream arriving until `stop` or the client closes: each runs
-    /// `handle(stream)` in a task of `tasks`, at most `limit` at once (more wait in the
-    /// backlog); `stop` also ends the handlers in flight.
+    /// `handle(stream)` in a task of `tasks`, at most `limit` (at least 1) at once — more
+    /// wait in the backlog; `stop` also ends the handlers in flight.
     pub async fn serve<F, Fut>(
         mut self,
         limit: usize,
@@ -729,6 +729,7 @@ impl Listener {
         F: Fn(DmsgStream) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
+        let limit = limit.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let slots = Arc::new(tokio::sync::Semaphore::new(limit));
         loop {
             let permit = tokio::select! {

@@ -19,13 +19,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process:
 
 async fn start(args: Args) -> anyhow::Result<()> {
     let settings = args.resolve()?;
-    let telemetry = observability::init("dmsg-discovery")?;
-    let result = serve(settings).await;
-    if let Err(error) = &result {
-        tracing::error!("{error:#}");
-    }
-    telemetry.shutdown().await;
-    result
+    observability::process::with_telemetry("dmsg-discovery", serve(settings)).await
 }
 
 async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {

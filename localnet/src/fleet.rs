@@ -453,17 +453,24 @@ impl Fleet {
         if let Some(channel) = self.channels.get(&role) {
             return Ok(channel.clone());
         }
-        let port = self.member(role)?.admin_port;
-        let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .map_err(|error| FleetError::Admin {
-                role,
-                status: tonic::Status::internal(error.to_string()),
-            })?
+        let channel = self
+            .endpoint(role)?
             .connect_timeout(Duration::from_secs(1))
-            .timeout(ADMIN_TIMEOUT);
-        let channel = endpoint.connect_lazy();
+            .timeout(ADMIN_TIMEOUT)
+            .connect_lazy();
         self.channels.insert(role, channel.clone());
         Ok(channel)
+    }
+
+    /// `role`'s admin (or gRPC) endpoint on loopback.
+    fn endpoint(&self, role: Role) -> Result<Endpoint, FleetError> {
+        let port = self.member(role)?.admin_port;
+        Endpoint::from_shared(format!("http://127.0.0.1:{port}")).map_err(|error| {
+            FleetError::Admin {
+                role,
+                status: tonic::Status::internal(error.to_string()),
+            }
+        })
     }
 
     fn admin_error(role: Role) -> impl Fn(tonic::Status) -> FleetError {
@@ -552,14 +559,9 @@ impl Fleet {
         &self,
         role: Role,
     ) -> Result<agent_pb::agent_client::AgentClient<Channel>, FleetError> {
-        let port = self.member(role)?.admin_port;
-        let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .map_err(|error| FleetError::Admin {
-                role,
-                status: tonic::Status::internal(error.to_string()),
-            })?
-            .connect_lazy();
-        Ok(agent_pb::agent_client::AgentClient::new(channel))
+        Ok(agent_pb::agent_client::AgentClient::new(
+            self.endpoint(role)?.connect_lazy(),
+        ))
     }
 
     fn discovery(

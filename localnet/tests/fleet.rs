@@ -121,6 +121,15 @@ async fn a_cold_start_in_dmsg_only_mode_converges_within_15_s() {
         let stats = fleet.server_stats(server).await.unwrap();
         assert_eq!(stats.registration.unwrap().via, "dmsg", "{server}");
     }
+    // Every member reports SERVING on grpc.health.v1.
+    for role in fleet.roles() {
+        let health = fleet.health(role).await.unwrap();
+        assert_eq!(
+            health,
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{role}"
+        );
+    }
     stop(fleet).await;
 }
 

@@ -77,6 +77,24 @@ pub async fn run_until_signal<F: Future>(shutdown: CancellationToken, running: F
     running.await
 }
 
+/// A service's life around `serve`: telemetry for `service` is set up first and flushed last,
+/// and an error `serve` returns is logged as well as returned.
+pub async fn with_telemetry<E>(
+    service: &str,
+    serve: impl Future<Output = Result<(), E>>,
+) -> Result<(), E>
+where
+    E: std::fmt::Display + From<crate::InitError>,
+{
+    let telemetry = crate::init(service)?;
+    let result = serve.await;
+    if let Err(error) = &result {
+        tracing::error!("{error:#}");
+    }
+    telemetry.shutdown().await;
+    result
+}
+
 /// A binary's `main`: runs `body` on a new multi-threaded tokio runtime; an error is printed
 /// to stderr as `<program>: <error:#>` and makes the exit code 1.
 pub fn block_on_main<E: std::fmt::Display>(

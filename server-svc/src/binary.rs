@@ -20,13 +20,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process:
 
 async fn start(args: Args) -> anyhow::Result<()> {
     let settings = args.resolve()?;
-    let telemetry = observability::init("dmsg-server")?;
-    let result = serve(settings).await;
-    if let Err(error) = &result {
-        tracing::error!("{error:#}");
-    }
-    telemetry.shutdown().await;
-    result
+    observability::process::with_telemetry("dmsg-server", serve(settings)).await
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

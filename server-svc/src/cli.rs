@@ -206,7 +206,10 @@ fn client(args: &Args, publish_entry: bool) -> anyhow::Result<Client> {
     };
     let mut mux = dmsg::mux::MuxConfig::default();
     if let Some(ms) = args.ping_interval_ms {
-        mux.ping = dmsg::mux::PingConfig::every(Duration::from_millis(ms.max(100)));
+        if ms < 100 {
+            bail!("--ping-interval-ms must be at least 100");
+        }
+        mux.ping = dmsg::mux::PingConfig::every(Duration::from_millis(ms));
     }
     Ok(Client::new(
         keypair,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use discovery_svc::run::{Config, StoreConfig, run};
+use discovery_svc::run::{Config, Listeners, StoreConfig, run};
 use dmsg::entry::{Entry, ServerPart, pk_to_proto};
 use dmsg::identity::Keypair;
 use middleware::{ServerStackConfig, server_stack};
@@ -113,8 +113,9 @@ async fn start_discovery(store: StoreConfig) -> (CancellationToken, SocketAddr) 
         connector: Default::default(),
         pq: Default::default(),
         server_stack: ServerStackConfig::default(),
+        grace: std::time::Duration::from_secs(2),
     };
-    tokio::spawn(run(config, listener, stop.clone()));
+    tokio::spawn(run(config, Listeners::grpc(listener), stop.clone()));
     (stop, addr)
 }
 

@@ -1,11 +1,10 @@
-//! The `dmsg-discovery` binary (see `--help`): flags, telemetry, bind, run until a signal.
+//! The `dmsg-discovery` binary (see `--help`): settings, telemetry, bind, run until a signal.
 //! The binary's `main` is a call to [`main`]; anyhow is used here and only here.
 
-use crate::config::Args;
-use crate::run::{Config, run};
+use crate::config::{Args, BINARY, Settings};
+use crate::run::{Config, Listeners, run};
 use crate::service::Ttls;
 use anyhow::Context;
-use clap::Parser;
 use dmsg::identity::Keypair;
 use dmsg::noise::PqSettings;
 use tokio_util::sync::CancellationToken;
@@ -13,22 +12,31 @@ use tokio_util::sync::CancellationToken;
 /// Runs the `dmsg-discovery` binary with `args` (the first is the program name) and returns its
 /// exit code: what `main` does, callable from a multi-call binary such as `skywire-localnet`.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    let args = Args::parse_from(args);
-    observability::process::block_on_main("dmsg-discovery", start(args))
+    service::process::main(&BINARY, args, start)
 }
 
 async fn start(args: Args) -> anyhow::Result<()> {
     let settings = args.resolve()?;
-    observability::process::with_telemetry("dmsg-discovery", serve(settings)).await
+    let keypair = Keypair::load_or_ephemeral(settings.key_file.as_deref())?;
+    let instance = Some(keypair.public().short());
+    service::process::with_telemetry(BINARY.name, instance, serve(settings, keypair)).await
 }
 
-async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
-    let keypair = Keypair::load_or_ephemeral(settings.key_file.as_deref())?;
+async fn serve(settings: Settings, keypair: Keypair) -> anyhow::Result<()> {
     // Bind first: nothing below may delay accepting.
-    let listener = tokio::net::TcpListener::bind(settings.listen)
+    let grpc = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, pk = %keypair.public(), "listening");
+    let admin = tokio::net::TcpListener::bind(settings.admin)
+        .await
+        .with_context(|| format!("cannot listen on the admin address {}", settings.admin))?;
+    tracing::info!(
+        addr = %grpc.local_addr()?,
+        admin = %admin.local_addr()?,
+        pk = %keypair.public(),
+        "listening"
+    );
+    let grace = settings.common.shutdown_grace();
     let config = Config {
         keypair,
         store: settings.store,
@@ -38,11 +46,16 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
             client: settings.client_ttl,
         },
         connector: Default::default(),
-        pq: PqSettings::from_env(),
+        pq: PqSettings::with_required(settings.common.require_pq),
         server_stack: Default::default(),
+        grace,
     };
     let shutdown = CancellationToken::new();
-    observability::process::run_until_signal(shutdown.clone(), run(config, listener, shutdown))
+    let listeners = Listeners {
+        grpc,
+        admin: Some(admin),
+    };
+    service::process::run_until_signal(shutdown.clone(), grace, run(config, listeners, shutdown))
         .await
         .context("dmsg-discovery stopped")
 }

@@ -1,82 +1,83 @@
-//! Configuration of the `dmsg-discovery` binary: a TOML file, overridden by
-//! `SKYWIRE_DISCOVERY_*` environment variables, overridden by flags.
+//! Configuration of the `dmsg-discovery` binary: one definition gives the flags, the
+//! `SKYWIRE_DISCOVERY_*` variables and the keys of the `--config` file (see
+//! [`service::config`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use dmsg::addr::{ServerAddr, server_list_setting};
-use observability::process::{ConfigError, read_toml, seconds_setting};
-use serde::Deserialize;
+use dmsg::addr::ServerAddr;
+use service::{Binary, CommonArgs, ConfigError};
 
 use crate::run::StoreConfig;
 use crate::store::redis::DEFAULT_PREFIX;
+
+/// What the skeleton knows of `dmsg-discovery`.
+pub const BINARY: Binary = Binary {
+    name: "dmsg-discovery",
+    env_prefix: "SKYWIRE_DISCOVERY_",
+};
 
 /// The registry of signed dmsg entries and transports, served as gRPC on TCP and on dmsg
 /// port 80.
 ///
 /// Discovery binds its TCP listener first, then dials the configured dmsg servers at once
 /// (retrying each with jittered backoff) so that clients can reach it through dmsg even before
-/// any server has registered. Settings come from --config (TOML), then SKYWIRE_DISCOVERY_*
-/// environment variables, then flags; later ones win.
+/// any server has registered. The admin address serves grpc.health.v1, gRPC reflection and
+/// Prometheus text at GET /metrics.
 #[derive(Debug, Parser)]
-#[command(name = "dmsg-discovery", version, about, long_about)]
+#[command(version, about, long_about)]
 pub struct Args {
-    /// TOML file with any of the settings below (keys: listen, store, redis_prefix, key_file,
-    /// servers, server_entry_ttl_secs, client_entry_ttl_secs).
-    #[arg(long, env = "SKYWIRE_DISCOVERY_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
 
-    /// Address of the gRPC listener on TCP [default: 127.0.0.1:9090].
-    #[arg(long, env = "SKYWIRE_DISCOVERY_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    /// Address of the gRPC listener on TCP (Discovery, TransportRegistry).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
 
-    /// Where entries live: `memory` (this process; the default) or `redis://HOST:PORT[/DB]`
-    /// (shared by several discovery replicas).
-    #[arg(long, env = "SKYWIRE_DISCOVERY_STORE", value_name = "memory|redis://…")]
-    pub store: Option<String>,
+    /// Address of the admin endpoint: gRPC health, reflection, and GET /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9091")]
+    pub admin: SocketAddr,
 
-    /// Key prefix in Redis [default: skywire:disc:].
-    #[arg(long, env = "SKYWIRE_DISCOVERY_REDIS_PREFIX", value_name = "PREFIX")]
-    pub redis_prefix: Option<String>,
+    /// Where entries live: `memory` (this process) or `redis://HOST:PORT[/DB]` (shared by
+    /// several discovery replicas).
+    #[arg(long, value_name = "memory|redis://…", default_value = "memory")]
+    pub store: String,
+
+    /// Key prefix in Redis.
+    #[arg(long, value_name = "PREFIX", default_value = DEFAULT_PREFIX)]
+    pub redis_prefix: String,
 
     /// Discovery's secret key file (mode 0600). Without it an ephemeral key is generated and
     /// logged: fine for development, but clients cannot pin discovery across restarts.
-    #[arg(long, env = "SKYWIRE_DISCOVERY_KEY_FILE", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 
-    /// dmsg servers to connect to at start, comma-separated `PK@HOST:PORT`.
-    #[arg(long, env = "SKYWIRE_DISCOVERY_SERVERS", value_name = "PK@HOST:PORT,…")]
-    pub servers: Option<String>,
+    /// dmsg servers to connect to at start, comma-separated `PK@HOST:PORT` (a TOML array in
+    /// the file).
+    #[arg(long, value_name = "PK@HOST:PORT,…", value_delimiter = ',')]
+    pub servers: Vec<ServerAddr>,
 
-    /// Seconds a server entry lives without a refresh [default: 120].
-    #[arg(long, env = "SKYWIRE_DISCOVERY_SERVER_ENTRY_TTL", value_name = "SECS")]
-    pub server_entry_ttl_secs: Option<u64>,
+    /// Seconds a server entry lives without a refresh.
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub server_entry_ttl_secs: u64,
 
-    /// Seconds a client entry lives without a refresh [default: 3600].
-    #[arg(long, env = "SKYWIRE_DISCOVERY_CLIENT_ENTRY_TTL", value_name = "SECS")]
-    pub client_entry_ttl_secs: Option<u64>,
-}
-
-/// The TOML file: every key optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    store: Option<String>,
-    redis_prefix: Option<String>,
-    key_file: Option<PathBuf>,
-    servers: Option<Vec<String>>,
-    server_entry_ttl_secs: Option<u64>,
-    client_entry_ttl_secs: Option<u64>,
+    /// Seconds a client entry lives without a refresh.
+    #[arg(long, value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_entry_ttl_secs: u64,
 }
 
 /// The resolved settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The flags every binary has.
+    pub common: CommonArgs,
     /// TCP listen address.
     pub listen: SocketAddr,
+    /// Admin listen address.
+    pub admin: SocketAddr,
     /// The store.
     pub store: StoreConfig,
     /// Key file, if any.
@@ -90,43 +91,21 @@ pub struct Settings {
 }
 
 impl Args {
-    /// Merges the file, the environment and the flags.
+    /// Checks the settings that need more than their own type.
     pub fn resolve(self) -> Result<Settings, ConfigError> {
-        let file: FileConfig = read_toml(self.config.as_deref())?;
-        let servers = server_list_setting(self.servers.as_deref(), file.servers.as_deref())
-            .map_err(|error| ConfigError::Invalid(format!("--servers: {error}")))?;
-        let mut store: StoreConfig = self
-            .store
-            .or(file.store)
-            .unwrap_or_else(|| "memory".into())
-            .parse()
-            .map_err(ConfigError::Invalid)?;
+        let mut store: StoreConfig = self.store.parse().map_err(ConfigError::Invalid)?;
         if let StoreConfig::Redis { prefix, .. } = &mut store {
-            *prefix = self
-                .redis_prefix
-                .or(file.redis_prefix)
-                .unwrap_or_else(|| DEFAULT_PREFIX.into());
+            *prefix = self.redis_prefix;
         }
         Ok(Settings {
-            listen: self
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090))),
+            common: self.common,
+            listen: self.listen,
+            admin: self.admin,
             store,
-            key_file: self.key_file.or(file.key_file),
-            servers,
-            server_ttl: seconds_setting(
-                self.server_entry_ttl_secs,
-                file.server_entry_ttl_secs,
-                120,
-                "server-entry-ttl-secs",
-            )?,
-            client_ttl: seconds_setting(
-                self.client_entry_ttl_secs,
-                file.client_entry_ttl_secs,
-                3600,
-                "client-entry-ttl-secs",
-            )?,
+            key_file: self.key_file,
+            servers: self.servers,
+            server_ttl: Duration::from_secs(self.server_entry_ttl_secs),
+            client_ttl: Duration::from_secs(self.client_entry_ttl_secs),
         })
     }
 }
@@ -134,6 +113,16 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve(args: &[&str]) -> Result<Settings, ConfigError> {
+        service::config::parse::<Args>(
+            &BINARY,
+            std::iter::once("dmsg-discovery")
+                .chain(args.iter().copied())
+                .map(Into::into),
+        )?
+        .resolve()
+    }
 
     #[test]
     fn flags_override_the_file_and_defaults_fill_the_rest() {
@@ -146,14 +135,13 @@ mod tests {
             format!("listen = \"127.0.0.1:7000\"\nstore = \"redis://127.0.0.1:6380\"\nservers = [\"{pk}@h:1\"]\n"),
         )
         .unwrap();
-        let args = Args::parse_from([
-            "dmsg-discovery",
+        let settings = resolve(&[
             "--config",
             path.to_str().unwrap(),
             "--listen",
             "127.0.0.1:7001",
-        ]);
-        let settings = args.resolve().unwrap();
+        ])
+        .unwrap();
         assert_eq!(
             settings.listen,
             "127.0.0.1:7001".parse().unwrap(),
@@ -166,13 +154,9 @@ mod tests {
         assert_eq!(settings.server_ttl, Duration::from_secs(120));
 
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
-        let error = Args::parse_from(["dmsg-discovery", "--config", path.to_str().unwrap()])
-            .resolve()
-            .unwrap_err();
+        let error = resolve(&["--config", path.to_str().unwrap()]).unwrap_err();
         assert!(error.to_string().contains("lisen"), "{error}");
-        let error = Args::parse_from(["dmsg-discovery", "--store", "postgres://x"])
-            .resolve()
-            .unwrap_err();
+        let error = resolve(&["--store", "postgres://x"]).unwrap_err();
         assert!(error.to_string().contains("memory"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

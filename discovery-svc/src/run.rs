@@ -10,17 +10,16 @@ use dmsg::discovery::DISCOVERY_PORT;
 use dmsg::grpc::Incoming;
 use dmsg::identity::{Keypair, PublicKey};
 use dmsg::noise::PqSettings;
-use middleware::{ServerStackConfig, server_stack};
-use observability::reflection::reflection_services;
-use observability::{HealthStates, drive_health};
+use middleware::ServerStackConfig;
+use observability::{HealthStates, MetricsRegistry};
+use prometheus::{IntGaugeVec, Opts};
+use service::{EndpointError, GrpcEndpoint};
 use skywire_proto::skywire::discovery::v1::discovery_server::DiscoveryServer;
 use skywire_proto::skywire::discovery::v1::transport_registry_server::TransportRegistryServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::service::Routes;
-use tonic::transport::Server;
 
 use crate::connector::{self, ConnectorConfig};
 use crate::guard::GuardedStore;
@@ -32,8 +31,6 @@ use crate::transport::TransportService;
 
 /// Largest request the services decode (an entry is at most 4 KiB).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
-/// How long open calls may finish after shutdown before they are cut.
-const DRAIN: Duration = Duration::from_secs(2);
 /// How often the store's health is checked for `grpc.health.v1`.
 const STORE_HEALTH_EVERY: Duration = Duration::from_secs(5);
 
@@ -86,6 +83,25 @@ pub struct Config {
     pub pq: PqSettings,
     /// Server middleware settings.
     pub server_stack: ServerStackConfig,
+    /// How long open calls may finish after shutdown before they are cut.
+    pub grace: Duration,
+}
+
+/// The listeners [`run`] serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC on TCP: Discovery and TransportRegistry.
+    pub grpc: TcpListener,
+    /// The admin endpoint: health, reflection and `/metrics`; none in tests that do not
+    /// need it.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Just the gRPC listener.
+    pub fn grpc(grpc: TcpListener) -> Self {
+        Self { grpc, admin: None }
+    }
 }
 
 /// Why discovery stopped with an error.
@@ -95,12 +111,15 @@ pub enum RunError {
     /// The store could not be set up.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
-    /// The reflection service could not be built.
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// The gRPC server on TCP failed.
-    #[error("gRPC server on TCP stopped: {0}")]
-    Tcp(tonic::transport::Error),
+    /// An endpoint could not be built, or the one on TCP failed.
+    #[error("gRPC endpoint on TCP: {0}")]
+    Endpoint(#[from] EndpointError),
+    /// The admin endpoint failed.
+    #[error("admin endpoint: {0}")]
+    Admin(EndpointError),
+    /// The metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// The dmsg listener could not be opened.
     #[error("dmsg listener: {0}")]
     Listen(#[from] dmsg::client::ListenError),
@@ -118,11 +137,11 @@ pub fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, crate::store::
 /// every task it started and waits for them. Returns an error if the TCP server dies.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let store = open_store(&config.store)?;
-    run_with_store(config, store, listener, shutdown).await
+    run_with_store(config, store, listeners, shutdown).await
 }
 
 /// [`run`] with a store built by the caller (`config.store` is ignored): a store wrapped to
@@ -130,10 +149,18 @@ pub async fn run(
 pub async fn run_with_store(
     config: Config,
     store: Arc<dyn Store>,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let store = GuardedStore::new(store);
+    let metrics = MetricsRegistry::new();
+    let entries = metrics.register(IntGaugeVec::new(
+        Opts::new(
+            "discovery_entries",
+            "Entries stored, by kind (server, client), read every 5 s",
+        ),
+        &["kind"],
+    )?)?;
+    let store = GuardedStore::new(store, &metrics)?;
     let pk = config.keypair.public();
     let client = Client::new(
         config.keypair.clone(),
@@ -156,47 +183,60 @@ pub async fn run_with_store(
     let discovery = DiscoveryService::new(store.clone(), config.ttls, pk, connected);
     let transports = TransportService::new(store.clone(), config.ttls);
 
-    let (reflection_v1, reflection_v1alpha) =
-        reflection_services(&[skywire_proto::FILE_DESCRIPTOR_SET])?;
-    let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = HealthStates::new();
     // The same services on TCP and on dmsg port 80.
-    let routes = Routes::new(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+    let (endpoint, health_driver) = GrpcEndpoint::new(config.server_stack.clone())
         .add_service(DiscoveryServer::new(discovery).max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(
             TransportRegistryServer::new(transports).max_decoding_message_size(MAX_REQUEST_BYTES),
-        );
+        )
+        .build(&health, &shutdown)?;
+    let admin = match listeners.admin {
+        Some(listener) => {
+            let (admin, admin_health) = GrpcEndpoint::new(config.server_stack.clone())
+                .with_metrics(&metrics)
+                .build(&health, &shutdown)?;
+            Some((admin, admin_health, listener))
+        }
+        None => None,
+    };
 
     let mut tasks = JoinSet::new();
     let tcp_component = health.component("grpc-tcp");
-    let tcp_server = Server::builder()
-        .layer(server_stack(&config.server_stack))
-        .add_routes(routes.clone())
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            shutdown.clone().cancelled_owned(),
-        );
+    let tcp_server = endpoint.serve(
+        TcpListenerStream::new(listeners.grpc),
+        shutdown.clone(),
+        config.grace,
+    );
     tcp_component.set_serving();
     tasks.spawn(async move {
         let result = tcp_server.await;
         drop(tcp_component);
-        result.map_err(RunError::Tcp)
+        result.map_err(RunError::Endpoint)
     });
-    let dmsg_server = Server::builder()
-        .layer(server_stack(&config.server_stack))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            Incoming::new(dmsg_listener),
-            shutdown.clone().cancelled_owned(),
-        );
+    let dmsg_server = endpoint.serve(Incoming::new(dmsg_listener), shutdown.clone(), config.grace);
     tasks.spawn(async move {
         if let Err(error) = dmsg_server.await {
             tracing::warn!(%error, "gRPC server on dmsg stopped");
         }
         Ok(())
     });
+    tasks.spawn(async move {
+        health_driver.await;
+        Ok(())
+    });
+    if let Some((admin, admin_health, listener)) = admin {
+        let serving = admin.serve(
+            TcpListenerStream::new(listener),
+            shutdown.clone(),
+            config.grace,
+        );
+        tasks.spawn(async move { serving.await.map_err(RunError::Admin) });
+        tasks.spawn(async move {
+            admin_health.await;
+            Ok(())
+        });
+    }
     tasks.spawn({
         let client = client.clone();
         let store = store.store().clone();
@@ -216,6 +256,15 @@ pub async fn run_with_store(
                     Ok(()) => component.set_serving(),
                     Err(error) => component.set_down(error.to_string()),
                 }
+                if let Ok(counts) = store.counts().await {
+                    let gauge = |kind: &str, n: u64| {
+                        entries
+                            .with_label_values(&[kind])
+                            .set(i64::try_from(n).unwrap_or(i64::MAX));
+                    };
+                    gauge("server", counts.servers);
+                    gauge("client", counts.clients);
+                }
                 tokio::select! {
                     () = stop.cancelled() => {}
                     () = tokio::time::sleep(STORE_HEALTH_EVERY) => {}
@@ -224,38 +273,13 @@ pub async fn run_with_store(
             Ok(())
         }
     });
-    let services = vec![
-        "skywire.discovery.v1.Discovery".to_owned(),
-        "skywire.discovery.v1.TransportRegistry".to_owned(),
-    ];
-    let states = health.subscribe();
-    let stop = shutdown.clone().cancelled_owned();
-    tasks.spawn(async move {
-        drive_health(reporter, services, states, stop).await;
-        Ok(())
-    });
     tracing::info!(%pk, store = store.store().kind(), "dmsg-discovery serving");
 
     // Run until shutdown, or until a task fails (the TCP server dying ends the process).
+    // Every endpoint bounds its own drain by the grace period.
     let mut result = Ok(());
-    loop {
-        let joined = tokio::select! {
-            joined = tasks.join_next() => joined,
-            () = shutdown.cancelled() => None,
-        };
-        let Some(joined) = joined else { break };
+    while let Some(joined) = tasks.join_next().await {
         note_task_end(joined, &mut result, &shutdown);
-    }
-    // Open calls (a health Watch, say) may finish for a moment; then they are cut.
-    let drained = tokio::time::timeout(DRAIN, async {
-        while let Some(joined) = tasks.join_next().await {
-            note_task_end(joined, &mut result, &shutdown);
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::info!("calls still open after {DRAIN:?}; closing them");
-        tasks.shutdown().await;
     }
     client.close().await;
     result

@@ -104,7 +104,11 @@ impl Discovery for DiscoveryService {
         request: Request<pb::GetEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
         let pk = pk_from_proto(request.get_ref().pk.as_ref(), "pk").map_err(bad_key)?;
-        match self.store.call(|store| store.get_proto(&pk)).await? {
+        match self
+            .store
+            .call("get_proto", |store| store.get_proto(&pk))
+            .await?
+        {
             Some(entry) => Ok(Response::new(entry)),
             None => Err(Status::not_found(format!("no entry for {pk}"))),
         }
@@ -123,7 +127,10 @@ impl Discovery for DiscoveryService {
             .validate(proto.encoded_len(), unix_nanos_now())
             .map_err(|error| rejected_status(&error))?;
         let ttl = ttl_for(&entry, self.ttls.server, self.ttls.client);
-        let written = self.store.call(|store| store.put(&entry, ttl)).await?;
+        let written = self
+            .store
+            .call("put", |store| store.put(&entry, ttl))
+            .await?;
         match written {
             Ok(written) => Ok(Response::new(pb::PutEntryResponse {
                 created: written == crate::store::Written::Created,
@@ -148,7 +155,9 @@ impl Discovery for DiscoveryService {
         .map_err(|error| rejected_status(&error))?;
         match self
             .store
-            .call(|store| store.delete(&pk, request.timestamp_unix_nanos))
+            .call("delete", |store| {
+                store.delete(&pk, request.timestamp_unix_nanos)
+            })
             .await?
         {
             Deleted::Deleted => Ok(Response::new(pb::DeleteEntryResponse {})),
@@ -167,7 +176,7 @@ impl Discovery for DiscoveryService {
             0 => MAX_AVAILABLE,
             n => (n as usize).min(MAX_AVAILABLE),
         };
-        let servers = self.store.call(|store| store.servers()).await?;
+        let servers = self.store.call("servers", |store| store.servers()).await?;
         let ordered = weighted_order(servers, limit, &mut rand::rng());
         Ok(Response::new(pb::ServerList {
             entries: ordered.iter().map(Entry::to_proto).collect(),
@@ -178,7 +187,7 @@ impl Discovery for DiscoveryService {
         &self,
         _: Request<pb::AllServersRequest>,
     ) -> Result<Response<pb::ServerList>, Status> {
-        let servers = self.store.call(|store| store.servers()).await?;
+        let servers = self.store.call("servers", |store| store.servers()).await?;
         Ok(Response::new(pb::ServerList {
             entries: servers.iter().map(Entry::to_proto).collect(),
         }))
@@ -195,7 +204,7 @@ impl Discovery for DiscoveryService {
         };
         let page = self
             .store
-            .call(|store| store.clients(&request.page_token, count))
+            .call("clients", |store| store.clients(&request.page_token, count))
             .await?;
         Ok(Response::new(pb::ListClientsResponse {
             clients: page.clients.iter().map(pk_to_proto).collect(),

@@ -50,7 +50,9 @@ impl TransportRegistry for TransportService {
         let ttl = self.ttls.client;
         if self
             .store
-            .call(|store| store.put_transport(&transport, ttl))
+            .call("put_transport", |store| {
+                store.put_transport(&transport, ttl)
+            })
             .await?
         {
             Ok(Response::new(pb::RegisterTransportResponse {}))
@@ -66,7 +68,11 @@ impl TransportRegistry for TransportService {
         request: Request<pb::GetTransportRequest>,
     ) -> Result<Response<pb::TransportEntry>, Status> {
         let id = transport_id(&request.get_ref().id)?;
-        match self.store.call(|store| store.transport(&id)).await? {
+        match self
+            .store
+            .call("transport", |store| store.transport(&id))
+            .await?
+        {
             Some(transport) => Ok(Response::new(transport.to_proto())),
             None => Err(Status::not_found(format!(
                 "no transport {}",
@@ -83,7 +89,9 @@ impl TransportRegistry for TransportService {
             .map_err(|e| rejected_status(&e))?;
         let transports = self
             .store
-            .call(|store| store.transports_by_edge(&edge))
+            .call("transports_by_edge", |store| {
+                store.transports_by_edge(&edge)
+            })
             .await?;
         Ok(Response::new(pb::TransportList {
             entries: transports.iter().map(TransportEntry::to_proto).collect(),
@@ -108,7 +116,11 @@ impl TransportRegistry for TransportService {
         ) {
             return Err(rejected_status(&Rejected::NotOwner(edge)));
         }
-        let Some(stored) = self.store.call(|store| store.transport(&id)).await? else {
+        let Some(stored) = self
+            .store
+            .call("transport", |store| store.transport(&id))
+            .await?
+        else {
             return Err(Status::not_found(format!(
                 "no transport {}",
                 hex::encode(id)
@@ -124,7 +136,9 @@ impl TransportRegistry for TransportService {
                 now,
             }));
         }
-        self.store.call(|store| store.delete_transport(&id)).await?;
+        self.store
+            .call("delete_transport", |store| store.delete_transport(&id))
+            .await?;
         Ok(Response::new(pb::DeregisterTransportResponse {}))
     }
 }

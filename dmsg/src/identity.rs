@@ -77,6 +77,14 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// The first 8 hex characters: enough to tell the instances of a fleet apart in
+    /// telemetry (`service.instance.id`), not to identify a key.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.0))

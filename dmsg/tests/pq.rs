@@ -162,35 +162,13 @@ async fn a_peer_advertising_pq_cannot_complete_classical() {
     server.stop().await;
 }
 
-/// PROTOCOL.md §4.5: `SKYWIRE_REQUIRE_PQ=1` makes the policy `Require`: a server started with
-/// it refuses a classical client with PQ_REQUIRED before the handshake, and a client started
-/// with it refuses a classical-only server. Runs itself in a child process with the variable
-/// set, so no test mutates its own environment.
+/// PROTOCOL.md §4.5: the `Require` policy (`--require-pq`, `SKYWIRE_REQUIRE_PQ=1`): a server
+/// with it refuses a classical client with PQ_REQUIRED before the handshake, and a client with
+/// it refuses a classical-only server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn require_pq_from_the_environment_refuses_classical() {
-    if std::env::var_os("SKYWIRE_REQUIRE_PQ").is_none() {
-        let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "require_pq_from_the_environment_refuses_classical",
-                "--nocapture",
-            ])
-            .env("SKYWIRE_REQUIRE_PQ", "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "child failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(stdout.contains("1 passed"), "{stdout}");
-        return;
-    }
-    assert_eq!(PqPolicy::from_env(), PqPolicy::Require);
-
+async fn require_pq_refuses_classical() {
     let strict_server = TestServer::start(ServerConfig {
-        pq: PqSettings::from_env(),
+        pq: PqSettings::with_required(true),
         ..ServerConfig::default()
     })
     .await;
@@ -212,7 +190,10 @@ async fn require_pq_from_the_environment_refuses_classical() {
         ..ServerConfig::default()
     })
     .await;
-    let strict_client = Client::new(Keypair::generate(), client_config(PqSettings::from_env()));
+    let strict_client = Client::new(
+        Keypair::generate(),
+        client_config(PqSettings::with_required(true)),
+    );
     let refused = strict_client
         .connect(legacy_server.server.public_key(), legacy_server.addr)
         .await

@@ -252,8 +252,9 @@ impl Fleet {
         // Discovery: a TOML config; it dials every server at once.
         let store = spec.redis.clone().unwrap_or_else(|| "memory".into());
         let config = dir.join("discovery.toml");
+        let discovery_admin = port()?;
         let toml = format!(
-            "listen = \"127.0.0.1:{discovery_port}\"\nstore = {}\nkey_file = {}\nservers = [{}]\n",
+            "listen = \"127.0.0.1:{discovery_port}\"\nadmin = \"127.0.0.1:{discovery_admin}\"\nstore = {}\nkey_file = {}\nservers = [{}]\n",
             toml_string(&store),
             toml_string(&discovery_key_file.display()),
             seeds.iter().map(toml_string).collect::<Vec<_>>().join(", ")

@@ -9,6 +9,18 @@ use std::process::ExitCode;
 /// The binaries a member can be.
 pub const BINARIES: [&str; 3] = ["dmsg-discovery", "dmsg-server", "dmsg-cli"];
 
+/// What `skywire-localnet --help` and `skywire-localnet member --help` say of `member`.
+pub const MEMBER_HELP: &str = "\
+Members:
+  skywire-localnet member <dmsg-discovery|dmsg-server|dmsg-cli> [ARGS…]
+      Runs that binary exactly as its standalone program would (same flags, same config file,
+      same SKYWIRE_* variables; `member dmsg-server --help` prints its help). This is how the
+      fleet starts its processes from one executable.
+      A member dies with the thread of the process that started it: it asks the kernel for
+      SIGKILL on parent death (PR_SET_PDEATHSIG), so a fleet killed with SIGKILL leaves no
+      member behind, and a member started by a fleet that is already gone exits at once
+      (exit code 1). The standalone binaries never do this.";
+
 /// Set by [`crate::Member`] to the pid of the process that started the member.
 pub const PARENT_PID_ENV: &str = "SKYWIRE_LOCALNET_PARENT_PID";
 

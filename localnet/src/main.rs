@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 /// Nothing needs to be installed or running: discovery keeps entries in memory unless --redis
 /// is given. Keys, configs and logs go to a scratch directory (kept with --keep-dir).
 #[derive(Debug, Parser)]
-#[command(name = "skywire-localnet", version, about, long_about)]
+#[command(name = "skywire-localnet", version, about, long_about, after_help = localnet::launcher::MEMBER_HELP)]
 struct Args {
     /// dmsg-servers to start (1 to 500).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=500))]
@@ -59,25 +59,35 @@ fn main() -> ExitCode {
     let mut args: Vec<OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "member") {
         let member_args = args.split_off(2);
+        if member_args
+            .first()
+            .is_some_and(|first| first == "--help" || first == "-h")
+        {
+            println!("{}", localnet::launcher::MEMBER_HELP);
+            return ExitCode::SUCCESS;
+        }
         return match localnet::launcher::run_member(member_args) {
             Some(code) => code,
             None => {
-                eprintln!(
-                    "skywire-localnet member: expected one of {:?}",
-                    localnet::launcher::BINARIES
+                service::process::print_fatal(
+                    "skywire-localnet member",
+                    &format!(
+                        "expected one of {:?} (see skywire-localnet member --help)",
+                        localnet::launcher::BINARIES
+                    ),
                 );
                 ExitCode::from(2)
             }
         };
     }
     let args = Args::parse_from(args);
-    observability::process::block_on_main("skywire-localnet", run(args))
+    service::process::block_on_main("skywire-localnet", run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     // From here on Ctrl-C (or SIGTERM) stops the fleet in order instead of killing only this
     // process — members run in their own process groups and never see the terminal's Ctrl-C.
-    let signal = observability::process::shutdown_signal();
+    let signal = service::process::shutdown_signal();
     let launcher = std::env::current_exe().context("cannot find this executable")?;
     let dir = args
         .keep_dir
@@ -115,7 +125,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Clients, then servers, then discovery; a second Ctrl-C kills what is left at once.
     let stopped = tokio::select! {
         problems = fleet.shutdown(Duration::from_secs(15)) => Some(problems),
-        () = observability::process::shutdown_signal() => None,
+        () = service::process::shutdown_signal() => None,
     };
     match stopped {
         Some(problems) => {

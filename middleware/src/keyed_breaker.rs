@@ -109,6 +109,7 @@ where
         }
         let breaker = Breaker::with_events(
             format!("{}/{key}", self.shared.name),
+            self.shared.name.clone(),
             self.shared.config,
             self.shared.policy.clone(),
             self.shared.events.clone(),

@@ -29,8 +29,34 @@ enum Side {
     Client,
 }
 
+/// Paths that create no span: health checks, reflection (their calls are still counted in
+/// the RPC metrics) and plain HTTP such as `GET /metrics` (neither).
+fn quiet(path: &str) -> Quiet {
+    if path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.") {
+        Quiet::NoSpan
+    } else if path.trim_start_matches('/').contains('/') {
+        Quiet::No
+    } else {
+        Quiet::NotGrpc
+    }
+}
+
+/// How much of a request [`Traced`] records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Quiet {
+    /// A span and metrics.
+    No,
+    /// Metrics only.
+    NoSpan,
+    /// Nothing: not a gRPC call.
+    NotGrpc,
+}
+
 /// Opens the span for one RPC with the semantic-convention fields left to fill.
 fn rpc_span(side: Side, path: &str) -> Span {
+    if quiet(path) != Quiet::No {
+        return Span::none();
+    }
     let (service, method) = split_grpc_path(path);
     let name = path.strip_prefix('/').unwrap_or(path);
     match side {
@@ -57,16 +83,29 @@ fn rpc_span(side: Side, path: &str) -> Span {
     }
 }
 
-/// Records an RPC's outcome on its span (and closes it when dropped).
+/// Records an RPC's outcome on its span (and closes it when dropped) and in the RPC metrics.
 #[derive(Debug)]
 pub struct SpanOutcome {
     span: Span,
     side: Side,
+    /// The path, when the call is counted.
+    counted: Option<String>,
+    started: tokio::time::Instant,
 }
 
 impl OnOutcome for SpanOutcome {
     fn on_outcome(self, outcome: RpcOutcome) {
         let code = outcome.code();
+        if let Some(path) = &self.counted {
+            let (service, method) = split_grpc_path(path);
+            crate::rpc_metrics::record(
+                self.side == Side::Server,
+                service,
+                method,
+                code,
+                self.started.elapsed(),
+            );
+        }
         self.span.record("rpc.grpc.status_code", code as i64);
         if is_error(self.side, code) {
             self.span.record("otel.status_code", "ERROR");
@@ -143,7 +182,9 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let span = rpc_span(self.side, request.uri().path());
+        let path = request.uri().path();
+        let span = rpc_span(self.side, path);
+        let counted = (quiet(path) != Quiet::NotGrpc).then(|| path.to_owned());
         match self.side {
             Side::Server => {
                 // Fails only if no OpenTelemetry layer is installed; then there is no trace to join.
@@ -159,6 +200,8 @@ where
             future,
             span,
             side: self.side,
+            counted,
+            started: tokio::time::Instant::now(),
         }
     }
 }
@@ -170,6 +213,8 @@ pin_project! {
         future: F,
         span: Span,
         side: Side,
+        counted: Option<String>,
+        started: tokio::time::Instant,
     }
 }
 
@@ -188,6 +233,8 @@ where
         let outcome = SpanOutcome {
             span: this.span.clone(),
             side: *this.side,
+            counted: this.counted.take(),
+            started: *this.started,
         };
         Poll::Ready(match result {
             Ok(response) => Ok(observe_response(response, outcome)),

@@ -14,18 +14,21 @@
 //!   OpenTelemetry RPC attributes, context injected into and extracted from gRPC metadata.
 //! - [`propagation`]: W3C `traceparent` inject/extract over HTTP header maps.
 //! - [`metrics`]: a Prometheus text registry and its `/metrics` route.
-//! - [`process`]: the shutdown signal and TOML config files of the binaries.
+//! - [`json_log`]: JSON log lines carrying the trace and span ids.
+//! - [`export`]: trace export that warns when the collector is unreachable.
 //! - [`reflection`]: gRPC reflection (v1 and v1alpha) of a process's services.
 //! - [`health`]: `grpc.health.v1` status driven by a watch of component states.
 //! - [`test`]: the test subscriber.
 
+pub mod export;
 pub mod grpc_trace;
 pub mod health;
+pub mod json_log;
 pub mod metrics;
-pub mod process;
 pub mod propagation;
 pub mod reflection;
 pub mod rpc;
+pub mod rpc_metrics;
 pub mod telemetry;
 pub mod test;
 

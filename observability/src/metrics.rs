@@ -1,8 +1,26 @@
 //! A Prometheus text registry for admin endpoints, and the HTTP route that serves it.
 
 use std::future::Future;
+use std::sync::OnceLock;
 
 use prometheus::{Encoder, Registry, TextEncoder};
+
+/// The registry of the process-wide families every admin endpoint also serves: process
+/// metrics (CPU seconds, resident memory, open fds, start time), RPC counts and latencies,
+/// circuit breakers. Code anywhere in the process registers into it.
+pub fn process_registry() -> &'static Registry {
+    static PROCESS: OnceLock<Registry> = OnceLock::new();
+    PROCESS.get_or_init(|| {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        if let Err(error) = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            tracing::warn!(%error, "cannot register the process metrics");
+        }
+        registry
+    })
+}
 
 /// Content type of the Prometheus text exposition format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -35,10 +53,14 @@ impl MetricsRegistry {
         &self.registry
     }
 
-    /// Every registered metric in the Prometheus text format.
+    /// Every registered metric, and the process-wide ones ([`process_registry`]), in the
+    /// Prometheus text format.
     pub fn render(&self) -> String {
+        let mut families = self.registry.gather();
+        families.extend(process_registry().gather());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut buffer = Vec::new();
-        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+        if let Err(error) = TextEncoder::new().encode(&families, &mut buffer) {
             tracing::warn!(%error, "could not encode metrics");
         }
         String::from_utf8_lossy(&buffer).into_owned()

@@ -16,6 +16,13 @@ pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const LOG_FORMAT_ENV: &str = "SKYWIRE_LOG_FORMAT";
 /// Filter used when `RUST_LOG` is not set.
 pub const DEFAULT_FILTER: &str = "info";
+/// Filter of exported spans, whatever the log filter says (`RUST_LOG=warn` still exports
+/// every RPC span).
+pub const SPAN_FILTER: &str = "info";
+/// Environment variable of extra OpenTelemetry resource attributes (`k=v,k=v`).
+pub const RESOURCE_ATTRIBUTES_ENV: &str = "OTEL_RESOURCE_ATTRIBUTES";
+/// Longest quiet time between two warnings about failed trace exports.
+pub const EXPORT_WARN_EVERY: Duration = Duration::from_secs(60);
 /// Longest time [`TelemetryGuard`] waits for the last spans to be exported.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -36,8 +43,13 @@ pub struct TelemetryConfig {
     pub service_name: String,
     /// Log line format.
     pub log_format: LogFormat,
-    /// An `EnvFilter` directive string, e.g. `info,dmsg=debug`.
+    /// An `EnvFilter` directive string for log lines, e.g. `info,dmsg=debug`.
     pub filter: String,
+    /// An `EnvFilter` directive string for exported spans ([`SPAN_FILTER`]).
+    pub span_filter: String,
+    /// `service.instance.id` of exported spans (one process among several of a service),
+    /// unless `OTEL_RESOURCE_ATTRIBUTES` sets it.
+    pub instance_id: Option<String>,
     /// OTLP/gRPC collector endpoint; `None` exports nothing (context still propagates).
     pub otlp_endpoint: Option<String>,
 }
@@ -45,19 +57,25 @@ pub struct TelemetryConfig {
 impl TelemetryConfig {
     /// Reads `RUST_LOG`, `SKYWIRE_LOG_FORMAT` and `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn from_env(service_name: &str) -> Result<Self, InitError> {
-        let log_format = match std::env::var(LOG_FORMAT_ENV).as_deref() {
-            Err(_) | Ok("" | "human") => LogFormat::Human,
-            Ok("json") => LogFormat::Json,
-            Ok(other) => return Err(InitError::LogFormat(other.to_owned())),
-        };
         Ok(Self {
             service_name: service_name.to_owned(),
-            log_format,
+            log_format: Self::log_format_from_env()?,
             filter: std::env::var("RUST_LOG").unwrap_or_else(|_| DEFAULT_FILTER.to_owned()),
+            span_filter: SPAN_FILTER.to_owned(),
+            instance_id: None,
             otlp_endpoint: std::env::var(OTLP_ENDPOINT_ENV)
                 .ok()
                 .filter(|e| !e.is_empty()),
         })
+    }
+
+    /// The log format `SKYWIRE_LOG_FORMAT` names.
+    pub fn log_format_from_env() -> Result<LogFormat, InitError> {
+        match std::env::var(LOG_FORMAT_ENV).as_deref() {
+            Err(_) | Ok("" | "human") => Ok(LogFormat::Human),
+            Ok("json") => Ok(LogFormat::Json),
+            Ok(other) => Err(InitError::LogFormat(other.to_owned())),
+        }
     }
 }
 
@@ -105,27 +123,30 @@ pub fn init(service_name: &str) -> Result<TelemetryGuard, InitError> {
 /// A tracer provider is always installed so every span gets trace and span ids and W3C
 /// context propagates through the process even when nothing is exported.
 pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
-    let filter = EnvFilter::try_new(&config.filter).map_err(|source| InitError::Filter {
-        filter: config.filter.clone(),
-        source,
-    })?;
+    let env_filter = |filter: &str| {
+        EnvFilter::try_new(filter).map_err(|source| InitError::Filter {
+            filter: filter.to_owned(),
+            source,
+        })
+    };
+    let log_filter = env_filter(&config.filter)?;
+    let span_filter = env_filter(&config.span_filter)?;
     let provider = tracer_provider(&config)?;
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(config.service_name.clone()))
-        .boxed();
-    let fmt = match config.log_format {
+        .with_filter(span_filter);
+    let log = match config.log_format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
+            .with_filter(log_filter)
             .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
+        LogFormat::Json => crate::json_log::JsonLines::new()
+            .with_filter(log_filter)
             .boxed(),
     };
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
+        .with(log)
         .with(otel)
         .try_init()?;
     if let Some(endpoint) = &config.otlp_endpoint {
@@ -138,9 +159,16 @@ pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
 
 /// The tracer provider for `config`: with a batch OTLP exporter when an endpoint is set.
 fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, InitError> {
-    let resource = Resource::builder()
-        .with_service_name(config.service_name.clone())
-        .build();
+    let mut resource = Resource::builder().with_service_name(config.service_name.clone());
+    let set_by_env = std::env::var(RESOURCE_ATTRIBUTES_ENV)
+        .is_ok_and(|attributes| attributes.contains("service.instance.id="));
+    if let Some(instance) = config.instance_id.clone().filter(|_| !set_by_env) {
+        resource = resource.with_attribute(opentelemetry::KeyValue::new(
+            "service.instance.id",
+            instance,
+        ));
+    }
+    let resource = resource.build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
     let Some(endpoint) = &config.otlp_endpoint else {
         return Ok(builder.build());
@@ -155,7 +183,13 @@ fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, InitEr
             endpoint: endpoint.clone(),
             source,
         })?;
-    Ok(builder.with_batch_exporter(exporter).build())
+    Ok(builder
+        .with_batch_exporter(crate::export::WarnOnFailure::new(
+            exporter,
+            endpoint.clone(),
+            EXPORT_WARN_EVERY,
+        ))
+        .build())
 }
 
 /// Keeps trace export running; flushes the last spans when shut down or dropped.

@@ -26,6 +26,8 @@ async fn client_and_server_spans_of_one_rpc_share_a_trace() {
         service_name: "otlp-test".into(),
         log_format: observability::LogFormat::Human,
         filter: "info".into(),
+        span_filter: "info".into(),
+        instance_id: None,
         otlp_endpoint: Some(collector.endpoint()),
     })
     .unwrap();

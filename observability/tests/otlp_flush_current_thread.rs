@@ -19,6 +19,8 @@ async fn guard_shutdown_delivers_spans_on_a_current_thread_runtime() {
         service_name: "current-thread".into(),
         log_format: observability::LogFormat::Human,
         filter: "info".into(),
+        span_filter: "info".into(),
+        instance_id: None,
         otlp_endpoint: Some(collector.endpoint()),
     })
     .unwrap();

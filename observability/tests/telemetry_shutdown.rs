@@ -19,6 +19,8 @@ async fn shutdown_with_an_unreachable_collector_returns_within_the_flush_timeout
         service_name: "shutdown-test".into(),
         log_format: observability::LogFormat::Json,
         filter: "info".into(),
+        span_filter: "info".into(),
+        instance_id: None,
         otlp_endpoint: Some(format!("http://{addr}")),
     })
     .unwrap();
@@ -34,6 +36,8 @@ async fn shutdown_with_an_unreachable_collector_returns_within_the_flush_timeout
         service_name: "again".into(),
         log_format: observability::LogFormat::Human,
         filter: "info".into(),
+        span_filter: "info".into(),
+        instance_id: None,
         otlp_endpoint: None,
     });
     assert!(

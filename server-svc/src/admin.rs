@@ -128,14 +128,14 @@ impl RelayCollector {
         Ok(Self {
             view,
             up: gauge("dmsg_server_relay_up", "1 while the relay accept loop runs")?,
-            sessions: gauge("dmsg_server_sessions", "Sessions open now")?,
+            sessions: gauge("dmsg_server_sessions_open", "Sessions open now")?,
             sessions_total: counter(
-                "dmsg_server_sessions_total",
+                "dmsg_server_sessions_established_total",
                 "Sessions established since start",
             )?,
-            streams: gauge("dmsg_server_streams", "Relayed streams open now")?,
+            streams: gauge("dmsg_server_streams_open", "Relayed streams open now")?,
             streams_total: counter(
-                "dmsg_server_streams_total",
+                "dmsg_server_streams_established_total",
                 "Relayed streams established since start",
             )?,
             bytes_relayed: counter(
@@ -165,7 +165,7 @@ impl RelayCollector {
                 "1 while the server entry is stored in discovery",
             )?,
             registration_failures: gauge(
-                "dmsg_server_registration_failures",
+                "dmsg_server_registration_failed_attempts",
                 "Failed registration attempts since the last success",
             )?,
         })

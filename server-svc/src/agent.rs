@@ -224,3 +224,46 @@ impl pb::agent_server::Agent for AgentService {
         .await
     }
 }
+
+/// The client's own families on the agent's `/metrics`, read from the client at each scrape.
+#[derive(Clone, Debug)]
+pub struct ClientCollector {
+    client: Client,
+    sessions: prometheus::IntGauge,
+    published: prometheus::IntGauge,
+}
+
+impl ClientCollector {
+    /// A collector over `client`.
+    pub fn new(client: Client) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            client,
+            sessions: prometheus::IntGauge::new(
+                "dmsg_client_server_sessions",
+                "Sessions to dmsg servers open now",
+            )?,
+            published: prometheus::IntGauge::new(
+                "dmsg_client_entry_published",
+                "1 once discovery has stored this client's entry",
+            )?,
+        })
+    }
+}
+
+impl prometheus::core::Collector for ClientCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut descs = self.sessions.desc();
+        descs.extend(self.published.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.sessions
+            .set(i64::try_from(self.client.connected_servers().len()).unwrap_or(i64::MAX));
+        self.published
+            .set(i64::from(self.client.published_sequence().is_some()));
+        let mut families = self.sessions.collect();
+        families.extend(self.published.collect());
+        families
+    }
+}

@@ -1,11 +1,10 @@
-//! The `dmsg-server` binary (see `--help`): flags, telemetry, bind, run until a signal.
+//! The `dmsg-server` binary (see `--help`): settings, telemetry, bind, run until a signal.
 //! The binary's `main` is a call to [`main`]; anyhow is used here and only here.
 
-use crate::config::{Args, Settings};
+use crate::config::{Args, BINARY, Settings};
 use crate::registration::RegistrationConfig;
 use crate::run::{Config, run};
 use anyhow::Context;
-use clap::Parser;
 use dmsg::identity::Keypair;
 use dmsg::noise::PqSettings;
 use dmsg::server::ServerConfig;
@@ -14,17 +13,17 @@ use tokio_util::sync::CancellationToken;
 /// Runs the `dmsg-server` binary with `args` (the first is the program name) and returns its
 /// exit code: what `main` does, callable from a multi-call binary such as `skywire-localnet`.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    let args = Args::parse_from(args);
-    observability::process::block_on_main("dmsg-server", start(args))
+    service::process::main(&BINARY, args, start)
 }
 
 async fn start(args: Args) -> anyhow::Result<()> {
     let settings = args.resolve()?;
-    observability::process::with_telemetry("dmsg-server", serve(settings)).await
+    let keypair = Keypair::load_or_ephemeral(settings.key_file.as_deref())?;
+    let instance = Some(keypair.public().short());
+    service::process::with_telemetry(BINARY.name, instance, serve(settings, keypair)).await
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let keypair = Keypair::load_or_ephemeral(settings.key_file.as_deref())?;
+async fn serve(settings: Settings, keypair: Keypair) -> anyhow::Result<()> {
     // Bind first: nothing below may delay accepting.
     let relay = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -38,17 +37,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         pk = %keypair.public(),
         "listening"
     );
-    let pq = PqSettings::from_env();
+    let pq = PqSettings::with_required(settings.common.require_pq);
     let mut registration = RegistrationConfig::new(settings.public_address, pq.enabled);
     registration.backoff_cap = settings.registration_backoff_cap;
     registration.refresh = settings.registration_refresh;
+    let grace = settings.common.shutdown_grace();
     let config = Config {
         keypair,
         relay: ServerConfig {
             mux: dmsg::mux::MuxConfig {
-                ping: settings
-                    .ping_interval
-                    .map_or_else(Default::default, dmsg::mux::PingConfig::every),
+                ping: dmsg::mux::PingConfig::every(settings.ping_interval),
                 ..Default::default()
             },
             pq,
@@ -60,9 +58,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         servers: settings.servers,
         registration,
         server_stack: Default::default(),
+        grace,
     };
     let shutdown = CancellationToken::new();
-    observability::process::run_until_signal(shutdown.clone(), run(config, relay, admin, shutdown))
+    service::process::run_until_signal(shutdown.clone(), grace, run(config, relay, admin, shutdown))
         .await
         .context("dmsg-server stopped")
 }

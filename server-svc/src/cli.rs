@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use dmsg::addr::{DmsgAddr, Port, ServerAddr, parse_server_list};
+use dmsg::addr::{DmsgAddr, Port, ServerAddr};
 use dmsg::client::control::ping_once;
 use dmsg::client::{Client, ClientConfig, DiscoveryTarget, LifecycleConfig};
 use dmsg::entry::Entry;
@@ -17,76 +17,64 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+/// What the skeleton knows of `dmsg-cli`.
+pub const BINARY: service::Binary = service::Binary {
+    name: "dmsg-cli",
+    env_prefix: "SKYWIRE_CLI_",
+};
+
 /// A dmsg client on the command line: make keys, listen on a dmsg port, dial one like netcat,
 /// ping a peer through the relay, and look at discovery.
 ///
 /// The client finds servers through discovery (--discovery and/or --discovery-pk) and falls
 /// back to the seeded --servers; a listening client publishes its entry so others can dial
-/// it. Settings also come from SKYWIRE_CLI_* environment variables.
+/// it. Logs go to stderr at warn (info for `agent`) unless RUST_LOG says otherwise.
 #[derive(Debug, Parser)]
-#[command(name = "dmsg-cli", version, about, long_about)]
+#[command(version, about, long_about)]
 struct Args {
+    #[command(flatten)]
+    common: service::CommonArgs,
+
     /// Secret key file (mode 0600). Without it an ephemeral key is used.
-    #[arg(long, global = true, env = "SKYWIRE_CLI_KEY_FILE", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
 
     /// Discovery's TCP gRPC endpoint, e.g. http://127.0.0.1:9090.
-    #[arg(long, global = true, env = "SKYWIRE_CLI_DISCOVERY", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     discovery: Option<String>,
 
     /// Discovery's public key, reached at dmsg://PK:80 through a server session (used when
     /// --discovery is not given).
-    #[arg(
-        long,
-        global = true,
-        env = "SKYWIRE_CLI_DISCOVERY_PK",
-        value_name = "PK"
-    )]
+    #[arg(long, value_name = "PK")]
     discovery_pk: Option<PublicKey>,
 
-    /// Seeded dmsg servers, comma-separated PK@HOST:PORT (tried when discovery fails or
-    /// lists none).
-    #[arg(
-        long,
-        global = true,
-        env = "SKYWIRE_CLI_SERVERS",
-        value_name = "PK@HOST:PORT,…"
-    )]
-    servers: Option<String>,
+    /// Seeded dmsg servers, comma-separated PK@HOST:PORT (a TOML array in the file; tried
+    /// when discovery fails or lists none).
+    #[arg(long, value_name = "PK@HOST:PORT,…", value_delimiter = ',')]
+    servers: Vec<ServerAddr>,
 
     /// Use the seeded --servers first, before the servers discovery lists (to home the
     /// client on a chosen server).
-    #[arg(long, global = true)]
+    #[arg(long)]
     prefer_seeds: bool,
 
     /// Use only the --servers given (and discovery's list), not the embedded default
     /// deployment's servers (for a private network such as skywire-localnet).
-    #[arg(long, global = true)]
+    #[arg(long)]
     no_default_seeds: bool,
 
-    /// Ping the servers this often, in milliseconds (silence is noticed after two missed
-    /// pings) [default: 60000].
-    #[arg(
-        long,
-        global = true,
-        env = "SKYWIRE_CLI_PING_INTERVAL_MS",
-        value_name = "MS"
-    )]
-    ping_interval_ms: Option<u64>,
+    /// Ping the servers this often, in milliseconds (at least 100; silence is noticed after
+    /// two missed pings).
+    #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
+    ping_interval_ms: u64,
 
-    /// Republish this client's entry this often, in seconds, even without changes
-    /// [default: 300].
-    #[arg(
-        long,
-        global = true,
-        env = "SKYWIRE_CLI_ENTRY_REFRESH_SECS",
-        value_name = "SECS"
-    )]
-    entry_refresh_secs: Option<u64>,
+    /// Republish this client's entry this often, in seconds, even without changes.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    entry_refresh_secs: u64,
 
-    /// Seconds to wait for a session, an entry or a dial before giving up [default: 20].
-    #[arg(long, global = true, default_value_t = 20, value_name = "SECS")]
-    timeout: u64,
+    /// Seconds to wait for a session, an entry or a dial before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout_secs: u64,
 
     #[command(subcommand)]
     command: Command,
@@ -145,24 +133,32 @@ enum Command {
 
 /// Runs `dmsg-cli` with `args` (the first is the program name); returns its exit code.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    let args = Args::parse_from(args);
-    observability::process::block_on_main("dmsg-cli", start(args))
+    service::process::main(&BINARY, args, start)
 }
 
 async fn start(args: Args) -> anyhow::Result<()> {
-    // Logs go to stderr (stdout carries data); quiet unless RUST_LOG says otherwise.
-    let mut telemetry = observability::TelemetryConfig::from_env("dmsg-cli")?;
-    if std::env::var_os("RUST_LOG").is_none() {
+    // Logs go to stderr (stdout carries data): quiet for a one-shot command unless RUST_LOG
+    // says otherwise; spans are exported either way.
+    let mut telemetry = observability::TelemetryConfig::from_env(BINARY.name)?;
+    if std::env::var_os("RUST_LOG").is_none() && !matches!(args.command, Command::Agent { .. }) {
         telemetry.filter = "warn".into();
     }
+    let keypair = match &args.key_file {
+        Some(path) => Keypair::load(path)?,
+        None => Keypair::generate(),
+    };
+    telemetry.instance_id = Some(keypair.public().short());
     let telemetry = observability::init_with(telemetry)?;
-    let result = execute(args).await;
+    let result = execute(args, keypair).await;
+    if let Err(error) = &result {
+        tracing::debug!("{error:#}");
+    }
     telemetry.shutdown().await;
     result
 }
 
-async fn execute(args: Args) -> anyhow::Result<()> {
-    let timeout = Duration::from_secs(args.timeout.max(1));
+async fn execute(args: Args, keypair: Keypair) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(args.timeout_secs);
     if let Command::Keygen { out } = &args.command {
         let keypair = Keypair::generate();
         keypair
@@ -172,7 +168,7 @@ async fn execute(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let publish = matches!(args.command, Command::Listen { .. } | Command::Agent { .. });
-    let client = client(&args, publish)?;
+    let client = client(&args, keypair, publish)?;
     let result = match args.command {
         Command::Keygen { .. } => Ok(()),
         Command::Listen { port, echo, once } => listen(&client, port, echo, once, timeout).await,
@@ -180,22 +176,17 @@ async fn execute(args: Args) -> anyhow::Result<()> {
         Command::Ping { pk, count } => ping(&client, pk, count, timeout).await,
         Command::Entry { pk } => entry(&client, pk, timeout).await,
         Command::Servers => servers(&client, timeout).await,
-        Command::Agent { admin, echo_port } => agent(&client, admin, echo_port).await,
+        Command::Agent { admin, echo_port } => {
+            agent(&client, admin, echo_port, args.common.shutdown_grace()).await
+        }
     };
     client.close().await;
     result
 }
 
 /// A lifecycle client from the global options.
-fn client(args: &Args, publish_entry: bool) -> anyhow::Result<Client> {
-    let keypair = match &args.key_file {
-        Some(path) => Keypair::load(path)?,
-        None => Keypair::generate(),
-    };
-    let seeds: Vec<ServerAddr> = match &args.servers {
-        Some(list) => parse_server_list(list).context("--servers")?,
-        None => Vec::new(),
-    };
+fn client(args: &Args, keypair: Keypair, publish_entry: bool) -> anyhow::Result<Client> {
+    let seeds: Vec<ServerAddr> = args.servers.clone();
     let discovery = match (&args.discovery, args.discovery_pk) {
         (Some(url), _) => DiscoveryTarget::Tcp(url.clone()),
         (None, Some(pk)) => DiscoveryTarget::Dmsg(pk),
@@ -204,18 +195,15 @@ fn client(args: &Args, publish_entry: bool) -> anyhow::Result<Client> {
         }
         (None, None) => DiscoveryTarget::None,
     };
-    let mut mux = dmsg::mux::MuxConfig::default();
-    if let Some(ms) = args.ping_interval_ms {
-        if ms < 100 {
-            bail!("--ping-interval-ms must be at least 100");
-        }
-        mux.ping = dmsg::mux::PingConfig::every(Duration::from_millis(ms));
-    }
+    let mux = dmsg::mux::MuxConfig {
+        ping: dmsg::mux::PingConfig::every(Duration::from_millis(args.ping_interval_ms)),
+        ..Default::default()
+    };
     Ok(Client::new(
         keypair,
         ClientConfig {
             mux,
-            pq: PqSettings::from_env(),
+            pq: PqSettings::with_required(args.common.require_pq),
             lifecycle: LifecycleConfig {
                 seeds,
                 prefer_seeds: args.prefer_seeds,
@@ -228,11 +216,7 @@ fn client(args: &Args, publish_entry: bool) -> anyhow::Result<Client> {
                 } else {
                     Duration::ZERO
                 },
-                entry_refresh: args
-                    .entry_refresh_secs
-                    .map_or(Duration::from_secs(300), |secs| {
-                        Duration::from_secs(secs.max(1))
-                    }),
+                entry_refresh: Duration::from_secs(args.entry_refresh_secs),
                 ..LifecycleConfig::default()
             },
             ..ClientConfig::default()
@@ -285,7 +269,7 @@ async fn listen(
     }
     eprintln!("listening on {}", listener.addr());
     let mut echoes = JoinSet::new();
-    let signal = observability::process::shutdown_signal();
+    let signal = service::process::shutdown_signal();
     tokio::pin!(signal);
     loop {
         let stream = tokio::select! {
@@ -451,57 +435,65 @@ async fn servers(client: &Client, timeout: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `agent`: echo on `echo_port`, answer the Agent API on `admin`, until a signal.
-async fn agent(client: &Client, admin: std::net::SocketAddr, echo_port: u16) -> anyhow::Result<()> {
-    use crate::agent::{AgentService, serve_echo};
+/// `agent`: echo on `echo_port`, answer the Agent API (with health, reflection and
+/// `/metrics`) on `admin`, until a signal; then open calls get at most `grace`.
+async fn agent(
+    client: &Client,
+    admin: std::net::SocketAddr,
+    echo_port: u16,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    use crate::agent::{AgentService, ClientCollector, serve_echo};
     use skywire_proto::skywire::client::v1::agent_server::AgentServer;
 
-    let signal = observability::process::shutdown_signal();
+    let signal = service::process::shutdown_signal();
     let port = Port::new(echo_port).context("--echo-port must be 1-65535")?;
     let listener = client.listen(port)?;
     let admin_listener = tokio::net::TcpListener::bind(admin)
         .await
         .with_context(|| format!("cannot listen on {admin}"))?;
     let admin = admin_listener.local_addr()?;
-    let (reflection_v1, reflection_v1alpha) =
-        observability::reflection::reflection_services(&[skywire_proto::FILE_DESCRIPTOR_SET])?;
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-
-    // Nothing below fails before the tasks are joined.
+    let metrics = observability::MetricsRegistry::new();
+    metrics.register(ClientCollector::new(client.clone())?)?;
+    let health = observability::HealthStates::new();
+    let component = health.component("agent");
     let stop = tokio_util::sync::CancellationToken::new();
-    let tasks = tokio_util::task::TaskTracker::new();
-    tasks.spawn(serve_echo(listener, tasks.clone(), stop.clone()));
-    let routes = tonic::service::Routes::new(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+    let (endpoint, health_driver) = service::GrpcEndpoint::new(Default::default())
         .add_service(AgentServer::new(AgentService::new(
             client.clone(),
             port,
             stop.clone(),
-        )));
-    eprintln!(
-        "agent {} echoing on port {echo_port}, admin on {admin}",
-        client.public_key(),
+        )))
+        .with_metrics(&metrics)
+        .build(&health, &stop)?;
+
+    // Nothing below fails before the tasks are joined.
+    let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(serve_echo(listener, tasks.clone(), stop.clone()));
+    tasks.spawn(health_driver);
+    component.set_serving();
+    tracing::info!(
+        pk = %client.public_key(),
+        echo_port,
+        %admin,
+        "agent echoing on port {echo_port}, admin on {admin}"
     );
-    let served = tonic::transport::Server::builder()
-        .layer(middleware::server_stack(&Default::default()))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(admin_listener),
+    let served = endpoint.serve(
+        tokio_stream::wrappers::TcpListenerStream::new(admin_listener),
+        stop.clone(),
+        grace,
+    );
+    tokio::pin!(served);
+    let served = tokio::select! {
+        result = &mut served => result,
+        () = signal => {
             // Calls in flight (a long Traffic) end at once instead of holding the exit.
-            {
-                let stop = stop.clone();
-                async move {
-                    signal.await;
-                    stop.cancel();
-                }
-            },
-        )
-        .await;
+            stop.cancel();
+            served.await
+        }
+    };
     stop.cancel();
+    drop(component);
     tasks.close();
     tasks.wait().await;
     served.context("the admin endpoint failed")

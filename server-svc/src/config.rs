@@ -1,15 +1,20 @@
-//! Configuration of the `dmsg-server` binary: a TOML file, overridden by `SKYWIRE_SERVER_*`
-//! environment variables, overridden by flags.
+//! Configuration of the `dmsg-server` binary: one definition gives the flags, the
+//! `SKYWIRE_SERVER_*` variables and the keys of the `--config` file (see [`service::config`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use dmsg::addr::{ServerAddr, server_list_setting};
+use dmsg::addr::ServerAddr;
 use dmsg::identity::PublicKey;
-use observability::process::{ConfigError, read_toml, seconds_setting};
-use serde::Deserialize;
+use service::{Binary, CommonArgs, ConfigError};
+
+/// What the skeleton knows of `dmsg-server`.
+pub const BINARY: Binary = Binary {
+    name: "dmsg-server",
+    env_prefix: "SKYWIRE_SERVER_",
+};
 
 /// The dmsg relay: accepts Noise sessions from clients and relays their end-to-end encrypted
 /// streams by public key.
@@ -19,96 +24,72 @@ use serde::Deserialize;
 /// over TCP (--discovery) and/or over dmsg (--discovery-pk, through the seeded --servers, for a
 /// discovery with no public TCP endpoint). The admin address serves grpc.health.v1, gRPC
 /// reflection, skywire.server.v1.Admin/Stats and Prometheus text at GET /metrics.
-///
-/// Settings come from --config (TOML), then SKYWIRE_SERVER_* environment variables, then
-/// flags; later ones win.
 #[derive(Debug, Parser)]
-#[command(name = "dmsg-server", version, about, long_about)]
+#[command(version, about, long_about)]
 pub struct Args {
-    /// TOML file with any of the settings below (keys: listen, public_address, admin,
-    /// key_file, discovery, discovery_pk, servers, max_sessions, registration_backoff_cap_secs,
-    /// registration_refresh_secs).
-    #[arg(long, env = "SKYWIRE_SERVER_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
 
-    /// Address of the relay listener (dmsg sessions) [default: 0.0.0.0:8080].
-    #[arg(long, env = "SKYWIRE_SERVER_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    /// Address of the relay listener (dmsg sessions).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
 
     /// HOST:PORT clients are told to dial, registered in discovery [default: the --listen
     /// address, which then must not be 0.0.0.0 or [::] when a discovery is configured].
-    #[arg(long, env = "SKYWIRE_SERVER_PUBLIC_ADDRESS", value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT")]
     pub public_address: Option<String>,
 
-    /// Address of the admin endpoint: gRPC health, reflection, Stats, and GET /metrics
-    /// [default: 127.0.0.1:8081].
-    #[arg(long, env = "SKYWIRE_SERVER_ADMIN", value_name = "ADDR")]
-    pub admin: Option<SocketAddr>,
+    /// Address of the admin endpoint: gRPC health, reflection, Stats, and GET /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+    pub admin: SocketAddr,
 
     /// The server's secret key file (mode 0600; `dmsg-cli keygen` writes one). Without it an
     /// ephemeral key is generated and logged: development only, since clients and discovery
     /// know a server by its key.
-    #[arg(long, env = "SKYWIRE_SERVER_KEY_FILE", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 
     /// Discovery's TCP gRPC endpoint, e.g. http://127.0.0.1:9090.
-    #[arg(long, env = "SKYWIRE_SERVER_DISCOVERY", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub discovery: Option<String>,
 
     /// Discovery's public key: reach it at dmsg://PK:80 through the seeded --servers (tried
     /// after --discovery when both are given).
-    #[arg(long, env = "SKYWIRE_SERVER_DISCOVERY_PK", value_name = "PK")]
+    #[arg(long, value_name = "PK")]
     pub discovery_pk: Option<PublicKey>,
 
-    /// Other dmsg servers, comma-separated PK@HOST:PORT: the server's transit client keeps a
-    /// session to each, to reach discovery over dmsg (needed only with --discovery-pk).
-    #[arg(long, env = "SKYWIRE_SERVER_SERVERS", value_name = "PK@HOST:PORT,…")]
-    pub servers: Option<String>,
+    /// Other dmsg servers, comma-separated PK@HOST:PORT (a TOML array in the file): the
+    /// server's transit client keeps a session to each, to reach discovery over dmsg (needed
+    /// only with --discovery-pk).
+    #[arg(long, value_name = "PK@HOST:PORT,…", value_delimiter = ',')]
+    pub servers: Vec<ServerAddr>,
 
     /// Sessions the server advertises it can take (clients prefer servers with room; it keeps
-    /// accepting beyond it) [default: 2048].
-    #[arg(long, env = "SKYWIRE_SERVER_MAX_SESSIONS", value_name = "N")]
-    pub max_sessions: Option<usize>,
+    /// accepting beyond it).
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub max_sessions: usize,
 
     /// Largest wait between registration retries, in seconds; waits start at 1 s and double,
-    /// with full jitter [default: 30].
-    #[arg(
-        long,
-        env = "SKYWIRE_SERVER_REGISTRATION_BACKOFF_CAP",
-        value_name = "SECS"
-    )]
-    pub registration_backoff_cap_secs: Option<u64>,
+    /// with full jitter.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub registration_backoff_cap_secs: u64,
 
-    /// Ping every session this often, in milliseconds (a silent peer is dropped after two
-    /// missed pings) [default: 60000].
-    #[arg(long, env = "SKYWIRE_SERVER_PING_INTERVAL_MS", value_name = "MS")]
-    pub ping_interval_ms: Option<u64>,
+    /// Seconds between refreshes of the registered entry.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub registration_refresh_secs: u64,
 
-    /// Seconds between refreshes of the registered entry [default: 60].
-    #[arg(long, env = "SKYWIRE_SERVER_REGISTRATION_REFRESH", value_name = "SECS")]
-    pub registration_refresh_secs: Option<u64>,
-}
-
-/// The TOML file: every key optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    public_address: Option<String>,
-    admin: Option<SocketAddr>,
-    key_file: Option<PathBuf>,
-    discovery: Option<String>,
-    discovery_pk: Option<String>,
-    servers: Option<Vec<String>>,
-    max_sessions: Option<usize>,
-    registration_backoff_cap_secs: Option<u64>,
-    registration_refresh_secs: Option<u64>,
-    ping_interval_ms: Option<u64>,
+    /// Ping every session this often, in milliseconds (at least 100; a silent peer is dropped
+    /// after two missed pings).
+    #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub ping_interval_ms: u64,
 }
 
 /// The resolved settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The flags every binary has.
+    pub common: CommonArgs,
     /// Relay listen address.
     pub listen: SocketAddr,
     /// Address registered in discovery.
@@ -129,45 +110,32 @@ pub struct Settings {
     pub registration_backoff_cap: Duration,
     /// Registration refresh period.
     pub registration_refresh: Duration,
-    /// Session ping period, if not the default.
-    pub ping_interval: Option<Duration>,
+    /// Session ping period.
+    pub ping_interval: Duration,
 }
 
 impl Args {
-    /// Merges the file, the environment and the flags.
+    /// Checks the settings that only make sense together.
     pub fn resolve(self) -> Result<Settings, ConfigError> {
-        let file: FileConfig = read_toml(self.config.as_deref())?;
-        let servers = server_list_setting(self.servers.as_deref(), file.servers.as_deref())
-            .map_err(|error| ConfigError::Invalid(format!("--servers: {error}")))?;
-        let discovery_pk = match (self.discovery_pk, file.discovery_pk) {
-            (Some(pk), _) => Some(pk),
-            (None, Some(text)) => Some(text.parse().map_err(|error| {
-                ConfigError::Invalid(format!("discovery_pk {text:?}: {error}"))
-            })?),
-            (None, None) => None,
-        };
-        let discovery = self.discovery.or(file.discovery);
-        if let Some(url) = &discovery
+        let servers = self.servers;
+        if let Some(url) = &self.discovery
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return Err(ConfigError::Invalid(format!(
                 "--discovery takes an http:// URL such as http://127.0.0.1:9090, not {url:?}"
             )));
         }
-        if discovery_pk.is_some() && discovery.is_none() && servers.is_empty() {
+        if self.discovery_pk.is_some() && self.discovery.is_none() && servers.is_empty() {
             return Err(ConfigError::Invalid(
                 "--discovery-pk alone needs --servers: discovery is reached over dmsg through other servers"
                     .into(),
             ));
         }
-        let listen = self
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
-        let public_address = match self.public_address.or(file.public_address) {
+        let listen = self.listen;
+        let public_address = match self.public_address {
             Some(address) => address,
             None if listen.ip().is_unspecified()
-                && (discovery.is_some() || discovery_pk.is_some()) =>
+                && (self.discovery.is_some() || self.discovery_pk.is_some()) =>
             {
                 return Err(ConfigError::Invalid(format!(
                     "--public-address is needed: --listen {listen} binds every interface, so \
@@ -176,39 +144,19 @@ impl Args {
             }
             None => listen.to_string(),
         };
-        let ping_interval = match self.ping_interval_ms.or(file.ping_interval_ms) {
-            Some(ms) if ms < 100 => {
-                return Err(ConfigError::Invalid(
-                    "--ping-interval-ms must be at least 100".into(),
-                ));
-            }
-            other => other.map(Duration::from_millis),
-        };
         Ok(Settings {
-            ping_interval,
+            common: self.common,
             listen,
             public_address,
-            admin: self
-                .admin
-                .or(file.admin)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081))),
-            key_file: self.key_file.or(file.key_file),
-            discovery,
-            discovery_pk,
+            admin: self.admin,
+            key_file: self.key_file,
+            discovery: self.discovery,
+            discovery_pk: self.discovery_pk,
             servers,
-            max_sessions: self.max_sessions.or(file.max_sessions).unwrap_or(2048),
-            registration_backoff_cap: seconds_setting(
-                self.registration_backoff_cap_secs,
-                file.registration_backoff_cap_secs,
-                30,
-                "registration-backoff-cap-secs",
-            )?,
-            registration_refresh: seconds_setting(
-                self.registration_refresh_secs,
-                file.registration_refresh_secs,
-                60,
-                "registration-refresh-secs",
-            )?,
+            max_sessions: self.max_sessions,
+            registration_backoff_cap: Duration::from_secs(self.registration_backoff_cap_secs),
+            registration_refresh: Duration::from_secs(self.registration_refresh_secs),
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
         })
     }
 }
@@ -218,7 +166,13 @@ mod tests {
     use super::*;
 
     fn resolve(args: &[&str]) -> Result<Settings, ConfigError> {
-        Args::parse_from(std::iter::once("dmsg-server").chain(args.iter().copied())).resolve()
+        service::config::parse::<Args>(
+            &BINARY,
+            std::iter::once("dmsg-server")
+                .chain(args.iter().copied())
+                .map(Into::into),
+        )?
+        .resolve()
     }
 
     #[test]
@@ -231,9 +185,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("server-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("server.toml");
+        let pk = dmsg::identity::Keypair::generate().public();
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:7000\"\nmax_sessions = 10\ndiscovery = \"http://127.0.0.1:9\"\n",
+            format!(
+                "listen = \"127.0.0.1:7000\"\nmax_sessions = 10\ndiscovery = \"http://127.0.0.1:9\"\n\
+                 ping_interval_ms = 500\nservers = [\"{pk}@127.0.0.1:1\", \"{pk}@127.0.0.1:2\"]\n"
+            ),
         )
         .unwrap();
         let settings = resolve(&[
@@ -250,9 +208,12 @@ mod tests {
         );
         assert_eq!(settings.public_address, "127.0.0.1:7001");
         assert_eq!(settings.max_sessions, 10, "file fills in");
+        assert_eq!(settings.ping_interval, Duration::from_millis(500));
+        assert_eq!(settings.servers.len(), 2, "a TOML array is the list");
         std::fs::write(&path, "lisen = 1\n").unwrap();
         let error = resolve(&["--config", path.to_str().unwrap()]).unwrap_err();
         assert!(error.to_string().contains("lisen"), "{error}");
+        assert!(error.to_string().contains("server.toml"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -266,6 +227,11 @@ mod tests {
         let error = resolve(&["--listen", "127.0.0.1:1", "--discovery-pk", &pk]).unwrap_err();
         assert!(error.to_string().contains("--servers"), "{error}");
         let error = resolve(&["--registration-refresh-secs", "0"]).unwrap_err();
-        assert!(error.to_string().contains("at least 1"), "{error}");
+        assert!(
+            error.to_string().contains("registration-refresh-secs"),
+            "{error}"
+        );
+        let error = resolve(&["--ping-interval-ms", "99"]).unwrap_err();
+        assert!(error.to_string().contains("ping-interval-ms"), "{error}");
     }
 }

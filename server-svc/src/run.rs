@@ -14,9 +14,9 @@ use dmsg::client::{Client, ClientConfig, DiscoveryTarget, LifecycleConfig};
 use dmsg::discovery::{Discovery, DiscoveryClient, DiscoveryError, FirstAvailable};
 use dmsg::identity::{Keypair, PublicKey};
 use dmsg::server::{Server, ServerConfig};
-use middleware::{ServerStackConfig, server_stack};
-use observability::reflection::reflection_services;
-use observability::{HealthStates, MetricsRegistry, drive_health};
+use middleware::ServerStackConfig;
+use observability::{HealthStates, MetricsRegistry};
+use service::{EndpointError, GrpcEndpoint};
 use skywire_proto::skywire::server::v1::admin_server::AdminServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,17 +24,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::service::Routes;
 
 use crate::admin::{AdminService, AdminView, RelayCollector};
 use crate::registration::{Registration, RegistrationConfig};
 
 /// The health component of the relay's accept loop.
 const RELAY_COMPONENT: &str = "relay";
-/// How long open admin calls may finish after shutdown before they are cut.
-const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
-/// The gRPC service name health reports besides the overall status.
-const ADMIN_SERVICE: &str = "skywire.server.v1.Admin";
 
 /// Everything [`run`] needs.
 #[derive(Clone, Debug)]
@@ -53,6 +48,8 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// Admin gRPC middleware settings.
     pub server_stack: ServerStackConfig,
+    /// How long open admin calls may finish after shutdown before they are cut.
+    pub grace: std::time::Duration,
 }
 
 /// Why the server stopped with an error.
@@ -66,11 +63,8 @@ pub enum RunError {
     #[error("a dmsg-server task panicked")]
     Panicked,
     /// The admin endpoint failed.
-    #[error("the admin endpoint stopped: {0}")]
-    Admin(tonic::transport::Error),
-    /// The reflection service could not be built.
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("the admin endpoint: {0}")]
+    Admin(#[from] EndpointError),
     /// The metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -247,25 +241,17 @@ pub async fn run(
         transit.close().await;
     }
     admin_stop.cancel();
-    let drained = tokio::time::timeout(ADMIN_DRAIN, async {
-        while let Some(joined) = admin_tasks.join_next().await {
-            if let Ok(Err(error)) = joined
-                && result.is_ok()
-            {
-                result = Err(error);
-            }
+    while let Some(joined) = admin_tasks.join_next().await {
+        if let Ok(Err(error)) = joined
+            && result.is_ok()
+        {
+            result = Err(error);
         }
-    })
-    .await;
-    if drained.is_err() {
-        // Open streams (a health Watch, say) never end by themselves.
-        tracing::info!("admin calls still open after {ADMIN_DRAIN:?}; closing them");
-        admin_tasks.shutdown().await;
     }
     result
 }
 
-/// Starts the admin gRPC server (with `/metrics` on the same port) and the health driver.
+/// Starts the admin endpoint (health, reflection, Stats, `/metrics`) and its health driver.
 fn start_admin(
     config: &Config,
     view: AdminView,
@@ -276,27 +262,14 @@ fn start_admin(
 ) -> Result<(), RunError> {
     let metrics = MetricsRegistry::new();
     metrics.register(RelayCollector::new(view.clone())?)?;
-    let (reflection_v1, reflection_v1alpha) =
-        reflection_services(&[skywire_proto::FILE_DESCRIPTOR_SET])?;
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    let routes = Routes::new(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(AdminServer::new(AdminService::new(view)));
-    let routes = Routes::from(routes.into_axum_router().merge(metrics.router()));
-    let serve = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .layer(server_stack(&config.server_stack))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            stop.clone().cancelled_owned(),
-        );
+    let (endpoint, health_driver) = GrpcEndpoint::new(config.server_stack.clone())
+        .add_service(AdminServer::new(AdminService::new(view)))
+        .with_metrics(&metrics)
+        .build(health, stop)?;
+    let serve = endpoint.serve(TcpListenerStream::new(listener), stop.clone(), config.grace);
     tasks.spawn(async move { serve.await.map_err(RunError::Admin) });
-    let states = health.subscribe();
-    let stopped = stop.clone().cancelled_owned();
     tasks.spawn(async move {
-        drive_health(reporter, vec![ADMIN_SERVICE.to_owned()], states, stopped).await;
+        health_driver.await;
         Ok(())
     });
     Ok(())

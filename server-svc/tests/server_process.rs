@@ -302,7 +302,7 @@ async fn the_admin_endpoint_serves_reflection_stats_and_metrics() {
     tcp.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     for line in [
-        "dmsg_server_sessions 1",
+        "dmsg_server_sessions_open 1",
         "dmsg_server_relay_up 1",
         "dmsg_server_handshakes_total{outcome=\"hybrid\"} 1",
         "dmsg_server_registered 0",

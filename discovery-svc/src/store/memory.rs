@@ -12,7 +12,7 @@ use dmsg::entry::{Entry, Rejected, TransportEntry};
 use dmsg::identity::PublicKey;
 use tokio::time::Instant;
 
-use super::{ClientPage, Deleted, Store, StoreError, Written};
+use super::{ClientPage, Deleted, EntryCounts, Store, StoreError, Written};
 
 /// How often a write may trigger a full sweep of expired entries.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -150,6 +150,18 @@ impl Store for MemoryStore {
             .filter(|live| live.expires > now && live.value.server.is_some())
             .map(|live| live.value.clone())
             .collect())
+    }
+
+    async fn counts(&self) -> Result<EntryCounts, StoreError> {
+        let now = Instant::now();
+        let state = self.lock();
+        let live = state.entries.values().filter(|live| live.expires > now);
+        let mut counts = EntryCounts::default();
+        for live in live {
+            counts.servers += u64::from(live.value.server.is_some());
+            counts.clients += u64::from(live.value.client.is_some());
+        }
+        Ok(counts)
     }
 
     async fn clients(&self, token: &str, count: usize) -> Result<ClientPage, StoreError> {

@@ -55,6 +55,15 @@ pub struct ClientPage {
     pub next: String,
 }
 
+/// Entries by kind, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryCounts {
+    /// Entries with a server part.
+    pub servers: u64,
+    /// Entries with a client part.
+    pub clients: u64,
+}
+
 /// Entry and transport storage. Every write checks and writes atomically.
 #[tonic::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -89,6 +98,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Answers if the backend works now.
     async fn health(&self) -> Result<(), StoreError>;
+
+    /// How many entries have a server part and how many a client part (Redis: the index
+    /// sets, which may still hold members that expired since they were last read).
+    async fn counts(&self) -> Result<EntryCounts, StoreError>;
 
     /// Writes a transport (already validated) unless the stored one is newer.
     async fn put_transport(

@@ -23,7 +23,7 @@ use dmsg::identity::PublicKey;
 use prost::Message;
 use skywire_proto::skywire::discovery::v1 as pb;
 
-use super::{ClientPage, Deleted, Store, StoreError, Written};
+use super::{ClientPage, Deleted, EntryCounts, Store, StoreError, Written};
 
 /// Longest any Redis operation may take (pool checkout included).
 pub const OP_TIMEOUT: Duration = Duration::from_millis(800);
@@ -397,6 +397,17 @@ impl Store for RedisStore {
         Ok(ClientPage {
             clients,
             next: if next == "0" { String::new() } else { next },
+        })
+    }
+
+    async fn counts(&self) -> Result<EntryCounts, StoreError> {
+        let mut servers = redis::cmd("SCARD");
+        servers.arg(self.set_key("servers"));
+        let mut clients = redis::cmd("SCARD");
+        clients.arg(self.set_key("clients"));
+        Ok(EntryCounts {
+            servers: self.query(servers).await?,
+            clients: self.query(clients).await?,
         })
     }
 

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 
-use discovery_svc::run::{Config, StoreConfig, run};
+use discovery_svc::run::{Config, Listeners, StoreConfig, run};
 use discovery_svc::service::Ttls;
 use dmsg::addr::ServerAddr;
 use dmsg::discovery::DiscoveryClient;
@@ -46,9 +46,10 @@ impl Discovery {
             connector: Default::default(),
             pq: Default::default(),
             server_stack: Default::default(),
+            grace: std::time::Duration::from_secs(2),
         };
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(config, listener, stop.clone()));
+        let task = tokio::spawn(run(config, Listeners::grpc(listener), stop.clone()));
         let client = DiscoveryClient::over_tcp(&format!("http://{addr}")).unwrap();
         Self {
             addr,

@@ -28,8 +28,8 @@ pub use pq::{CT_LEN, EK_LEN, KemError, SS_LEN};
 use crate::identity::PublicKey;
 use crate::wire::{HandshakeRefusal, PreambleError};
 
-/// Environment variable that makes every handshake require the PQ hybrid (read once into
-/// config by [`PqPolicy::from_env`]).
+/// Environment variable that makes every handshake require the PQ hybrid (the binaries read
+/// it once into their config, as `--require-pq`).
 pub const REQUIRE_PQ_ENV: &str = "SKYWIRE_REQUIRE_PQ";
 
 /// What to do when a handshake completes classical-only.
@@ -40,16 +40,6 @@ pub enum PqPolicy {
     Prefer,
     /// Fail the handshake with [`HandshakeError::PqRequired`].
     Require,
-}
-
-impl PqPolicy {
-    /// `Require` if `SKYWIRE_REQUIRE_PQ` is `1` or `true`, else `Prefer`.
-    pub fn from_env() -> Self {
-        match std::env::var(REQUIRE_PQ_ENV).as_deref() {
-            Ok("1" | "true" | "TRUE" | "yes") => Self::Require,
-            _ => Self::Prefer,
-        }
-    }
 }
 
 /// Why PQ was required for a handshake that completed classical-only.
@@ -200,10 +190,15 @@ impl Default for PqSettings {
 }
 
 impl PqSettings {
-    /// Default settings with the policy from `SKYWIRE_REQUIRE_PQ`.
-    pub fn from_env() -> Self {
+    /// Default settings, with the policy `Require` when `required` (`--require-pq`, or
+    /// `SKYWIRE_REQUIRE_PQ=1`), else `Prefer`.
+    pub fn with_required(required: bool) -> Self {
         Self {
-            policy: PqPolicy::from_env(),
+            policy: if required {
+                PqPolicy::Require
+            } else {
+                PqPolicy::Prefer
+            },
             ..Self::default()
         }
     }

@@ -16,6 +16,7 @@
 //! State changes are broadcast ([`Breaker::subscribe`]) and logged.
 
 mod core;
+mod metrics;
 mod policy;
 pub(crate) mod service;
 
@@ -87,9 +88,21 @@ impl From<BreakerOpen> for tonic::Status {
 
 struct Shared {
     name: Arc<str>,
+    /// The name metrics report it under: its own, or its keyed set's.
+    family: Arc<str>,
     core: Mutex<Core>,
     policy: FailurePolicy,
     events: broadcast::Sender<BreakerEvent>,
+}
+
+impl Shared {
+    fn core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn state_now(&self) -> BreakerState {
+        self.core().state(Instant::now())
+    }
 }
 
 /// A named circuit breaker. Clones share state.
@@ -119,24 +132,33 @@ impl Breaker {
         config: BreakerConfig,
         policy: FailurePolicy,
     ) -> Self {
-        Self::with_events(name, config, policy, broadcast::channel(EVENT_CAPACITY).0)
+        let name = name.into();
+        Self::with_events(
+            name.clone(),
+            name,
+            config,
+            policy,
+            broadcast::channel(EVENT_CAPACITY).0,
+        )
     }
 
     /// A breaker that reports its changes on a shared channel (used by keyed breakers).
     pub(crate) fn with_events(
         name: impl Into<Arc<str>>,
+        family: Arc<str>,
         config: BreakerConfig,
         policy: FailurePolicy,
         events: broadcast::Sender<BreakerEvent>,
     ) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                name: name.into(),
-                core: Mutex::new(Core::new(config)),
-                policy,
-                events,
-            }),
-        }
+        let shared = Arc::new(Shared {
+            name: name.into(),
+            family,
+            core: Mutex::new(Core::new(config)),
+            policy,
+            events,
+        });
+        metrics::track(&shared);
+        Self { shared }
     }
 
     /// The breaker's name.
@@ -146,7 +168,7 @@ impl Breaker {
 
     /// The state now (an elapsed open period reads as half-open).
     pub fn state(&self) -> BreakerState {
-        self.core().state(Instant::now())
+        self.shared.state_now()
     }
 
     /// State changes from now on.
@@ -195,14 +217,12 @@ impl Breaker {
     /// Locks the state machine. Never held across an await; a poisoned lock is still usable
     /// because every transition leaves the core consistent.
     fn core(&self) -> MutexGuard<'_, Core> {
-        self.shared
-            .core
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.core()
     }
 
     fn publish(&self, transitions: &[Transition]) {
         for transition in transitions {
+            metrics::transition(&self.shared.family, transition.from, transition.to);
             tracing::info!(
                 breaker = %self.shared.name,
                 from = transition.from.as_str(),

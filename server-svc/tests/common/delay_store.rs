@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use discovery_svc::store::memory::MemoryStore;
-use discovery_svc::store::{ClientPage, Deleted, Store, StoreError, Written};
+use discovery_svc::store::{ClientPage, Deleted, EntryCounts, Store, StoreError, Written};
 use dmsg::entry::{Entry, Rejected, TransportEntry};
 use dmsg::identity::PublicKey;
 
@@ -96,6 +96,10 @@ impl Store for DelayStore {
 
     async fn health(&self) -> Result<(), StoreError> {
         self.inner.health().await
+    }
+
+    async fn counts(&self) -> Result<EntryCounts, StoreError> {
+        self.inner.counts().await
     }
 
     async fn put_transport(

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use discovery_svc::run::{Config, StoreConfig, run_with_store};
+use discovery_svc::run::{Config, Listeners, StoreConfig, run_with_store};
 use discovery_svc::store::Store;
 use discovery_svc::store::memory::MemoryStore;
 use dmsg::addr::ServerAddr;
@@ -191,9 +191,15 @@ impl DiscoveryHandle {
             connector: Default::default(),
             pq: Default::default(),
             server_stack: Default::default(),
+            grace: std::time::Duration::from_secs(2),
         };
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run_with_store(config, store, listener, stop.clone()));
+        let task = tokio::spawn(run_with_store(
+            config,
+            store,
+            Listeners::grpc(listener),
+            stop.clone(),
+        ));
         Self {
             addr,
             keypair,

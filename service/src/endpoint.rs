@@ -1,0 +1,214 @@
+//! The gRPC endpoint builder: a port lists, by reflection and health, exactly the services it
+//! serves, runs the shared server stack, and drains under a grace bound when it stops.
+//!
+//! ```text
+//! GrpcEndpoint::new(stack)            the server stack (tracing, panics, limits, deadlines)
+//!     .add_service(FooServer::new(..)) each served service, by its gRPC name
+//!     .with_metrics(&metrics)          GET /metrics on the same port (admin endpoints)
+//!     .build(&health)?                 + grpc.health.v1 (each name) + reflection v1/v1alpha
+//!     .serve(incoming, stop, grace)    until `stop`, then at most `grace` for open calls
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use middleware::{ServerStackConfig, server_stack};
+use observability::{HealthStates, MetricsRegistry, drive_health};
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic_reflection::server::Builder as ReflectionBuilder;
+use tower_service::Service;
+
+/// The gRPC name of the health service.
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+/// The gRPC names of the two reflection services.
+pub const REFLECTION_SERVICES: [&str; 2] = [
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Why an endpoint could not be built or stopped serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The reflection services could not be built from the descriptor sets.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The server failed while serving.
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A gRPC port being put together; see the module docs.
+pub struct GrpcEndpoint {
+    routes: Routes,
+    served: Vec<&'static str>,
+    descriptor_sets: Vec<&'static [u8]>,
+    metrics: Option<MetricsRegistry>,
+    stack: ServerStackConfig,
+}
+
+impl std::fmt::Debug for GrpcEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcEndpoint")
+            .field("served", &self.served)
+            .field("metrics", &self.metrics.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcEndpoint {
+    /// An endpoint with no services yet, behind the server stack `stack`, whose services are
+    /// described in Skywire's file-descriptor set.
+    pub fn new(stack: ServerStackConfig) -> Self {
+        Self {
+            routes: Routes::default(),
+            served: Vec::new(),
+            descriptor_sets: vec![skywire_proto::FILE_DESCRIPTOR_SET],
+            metrics: None,
+            stack,
+        }
+    }
+
+    /// Serves `service` (a generated `FooServer`) under its gRPC name.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: Service<http::Request<tonic::body::Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.served.push(S::NAME);
+        self.routes = self.routes.add_service(service);
+        self
+    }
+
+    /// Also answers `GET /metrics` with `metrics` and the process-wide families.
+    pub fn with_metrics(mut self, metrics: &MetricsRegistry) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// Every service name reflection lists: the served ones, health and reflection.
+    pub fn service_names(&self) -> Vec<&'static str> {
+        let mut names = self.served.clone();
+        names.push(HEALTH_SERVICE);
+        names.extend(REFLECTION_SERVICES);
+        names
+    }
+
+    /// Adds health (the overall status and one per served service, all driven by `health`)
+    /// and reflection listing exactly [`GrpcEndpoint::service_names`]. Also returns the task
+    /// that keeps health in step with `health` until `stop` (then every name reads
+    /// NOT_SERVING): spawn it in the process's task set.
+    pub fn build(
+        self,
+        health: &HealthStates,
+        stop: &CancellationToken,
+    ) -> Result<(Endpoint, impl Future<Output = ()> + Send + 'static), EndpointError> {
+        let names = self.service_names();
+        let reflection = || {
+            let builder = ReflectionBuilder::configure()
+                .include_reflection_service(false)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                );
+            let builder = self.descriptor_sets.iter().fold(builder, |builder, set| {
+                builder.register_encoded_file_descriptor_set(set)
+            });
+            names
+                .iter()
+                .fold(builder, |builder, name| builder.with_service_name(*name))
+        };
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let mut routes = self
+            .routes
+            .add_service(health_service)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
+        if let Some(metrics) = &self.metrics {
+            routes = Routes::from(routes.into_axum_router().merge(metrics.router()));
+        }
+        let served: Vec<String> = self.served.iter().map(|name| (*name).to_owned()).collect();
+        let health = drive_health(
+            reporter,
+            served,
+            health.subscribe(),
+            stop.clone().cancelled_owned(),
+        );
+        Ok((
+            Endpoint {
+                routes,
+                stack: self.stack,
+            },
+            health,
+        ))
+    }
+}
+
+/// A built gRPC port, ready to serve on any number of listeners (TCP, dmsg).
+#[derive(Clone)]
+pub struct Endpoint {
+    routes: Routes,
+    stack: ServerStackConfig,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Serves the routes on `incoming` (TCP or dmsg) until `stop`; then lets open calls
+    /// finish for at most `grace` and cuts the rest.
+    pub fn serve<I, IO, IE>(
+        &self,
+        incoming: I,
+        stop: CancellationToken,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), EndpointError>> + Send + 'static
+    where
+        I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let serving = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .layer(server_stack(&self.stack))
+            .layer(crate::drain::EndStreamsLayer::new(stop.clone()))
+            .add_routes(self.routes.clone())
+            .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+        async move {
+            tokio::pin!(serving);
+            tokio::select! {
+                result = &mut serving => return result.map_err(EndpointError::from),
+                () = stop.cancelled() => {}
+            }
+            match tokio::time::timeout(grace, &mut serving).await {
+                Ok(result) => result.map_err(EndpointError::from),
+                Err(_) => {
+                    // Open streams (a health Watch, say) never end by themselves.
+                    tracing::info!(
+                        ?grace,
+                        "calls still open after the grace period; closing them"
+                    );
+                    Ok(())
+                }
+            }
+        }
+    }
+}

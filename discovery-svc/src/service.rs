@@ -132,10 +132,22 @@ impl Discovery for DiscoveryService {
             .call("put", |store| store.put(&entry, ttl))
             .await?;
         match written {
-            Ok(written) => Ok(Response::new(pb::PutEntryResponse {
-                created: written == crate::store::Written::Created,
-            })),
-            Err(rejected) => Err(rejected_status(&rejected)),
+            Ok(written) => {
+                tracing::debug!(
+                    pk = %entry.owner,
+                    sequence = entry.sequence,
+                    server = entry.server.is_some(),
+                    created = written == crate::store::Written::Created,
+                    "entry stored"
+                );
+                Ok(Response::new(pb::PutEntryResponse {
+                    created: written == crate::store::Written::Created,
+                }))
+            }
+            Err(rejected) => {
+                tracing::debug!(pk = %entry.owner, %rejected, "entry refused");
+                Err(rejected_status(&rejected))
+            }
         }
     }
 

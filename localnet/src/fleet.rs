@@ -46,8 +46,13 @@ pub struct FleetSpec {
     pub registration_refresh: Duration,
     /// Clients' entry refresh period.
     pub client_entry_refresh: Duration,
-    /// `RUST_LOG` of the members.
-    pub log_filter: String,
+    /// `RUST_LOG` of the members; `None` leaves each binary's default.
+    pub log_filter: Option<String>,
+    /// More environment variables of every member (`OTEL_EXPORTER_OTLP_ENDPOINT`, say).
+    pub env: Vec<(String, String)>,
+    /// Clients reach discovery over dmsg (`--discovery-pk`, through their servers) instead
+    /// of its TCP endpoint.
+    pub clients_discover_over_dmsg: bool,
     /// Where keys, configs and logs go (a new scratch directory, removed on drop, if `None`).
     pub dir: Option<PathBuf>,
 }
@@ -65,7 +70,9 @@ impl FleetSpec {
             registration_backoff_cap: Duration::from_secs(30),
             registration_refresh: Duration::from_secs(60),
             client_entry_refresh: Duration::from_secs(300),
-            log_filter: "info".into(),
+            log_filter: Some("info".into()),
+            env: Vec::new(),
+            clients_discover_over_dmsg: false,
             dir: None,
         }
     }
@@ -139,6 +146,7 @@ pub struct Fleet {
     dir: PathBuf,
     owns_dir: bool,
     discovery_url: String,
+    discovery_admin: u16,
     /// Discovery's public key.
     pub discovery_pk: PublicKey,
 }
@@ -335,8 +343,16 @@ impl Fleet {
                 "--no-default-seeds".into(),
                 "--key-file".into(),
                 key_file.display().to_string(),
-                "--discovery".into(),
-                discovery_url.clone(),
+                if spec.clients_discover_over_dmsg {
+                    "--discovery-pk".into()
+                } else {
+                    "--discovery".into()
+                },
+                if spec.clients_discover_over_dmsg {
+                    discovery_key.public().to_string()
+                } else {
+                    discovery_url.clone()
+                },
                 "--entry-refresh-secs".into(),
                 spec.client_entry_refresh.as_secs().max(1).to_string(),
             ];
@@ -366,10 +382,14 @@ impl Fleet {
                 ),
             );
         }
-        let filter = spec.log_filter.clone();
-        // Members inherit the launcher's environment, plus their log filter.
+        // Members inherit the launcher's environment, plus their log filter and `spec.env`.
         for member in members.values_mut() {
-            member.set_env("RUST_LOG", &filter);
+            if let Some(filter) = &spec.log_filter {
+                member.set_env("RUST_LOG", filter);
+            }
+            for (key, value) in &spec.env {
+                member.set_env(key, value);
+            }
         }
         Ok(Self {
             members,
@@ -377,6 +397,7 @@ impl Fleet {
             dir,
             owns_dir,
             discovery_url,
+            discovery_admin,
             discovery_pk: discovery_key.public(),
         })
     }
@@ -400,6 +421,11 @@ impl Fleet {
     /// The scratch directory (keys, configs, logs).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The port of discovery's admin endpoint (health, reflection, `/metrics`).
+    pub fn discovery_admin_port(&self) -> u16 {
+        self.discovery_admin
     }
 
     /// Discovery's TCP gRPC URL.

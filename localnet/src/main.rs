@@ -99,7 +99,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     spec.redis = args.redis.clone();
     spec.dmsg_only = args.dmsg_only;
-    spec.log_filter = "info,h2=warn,tower=warn".into();
+    spec.log_filter = Some("info,h2=warn,tower=warn".into());
     spec.registration_backoff_cap = Duration::from_secs(5);
     spec.dir = dir;
     let mut fleet = Fleet::create(&spec)?;

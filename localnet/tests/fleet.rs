@@ -29,7 +29,7 @@ fn size(name: &str, default: usize) -> usize {
 fn spec(servers: usize, clients: usize) -> FleetSpec {
     let mut spec = FleetSpec::new(env!("CARGO_BIN_EXE_skywire-localnet"), servers, clients);
     spec.registration_backoff_cap = Duration::from_secs(4);
-    spec.log_filter = "info,h2=warn,tower=warn".into();
+    spec.log_filter = Some("info,h2=warn,tower=warn".into());
     spec
 }
 

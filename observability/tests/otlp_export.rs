@@ -6,11 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{attribute, start_collector};
+use testkit::otlp::{attribute, start_collector};
 
 use observability::{TelemetryConfig, TraceLayer};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;

@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::start_collector;
 use observability::TelemetryConfig;
+use testkit::otlp::start_collector;
 
 #[tokio::test(flavor = "current_thread")]
 async fn guard_shutdown_delivers_spans_on_a_current_thread_runtime() {

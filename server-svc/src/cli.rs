@@ -177,7 +177,15 @@ async fn execute(args: Args, keypair: Keypair) -> anyhow::Result<()> {
         Command::Entry { pk } => entry(&client, pk, timeout).await,
         Command::Servers => servers(&client, timeout).await,
         Command::Agent { admin, echo_port } => {
-            agent(&client, admin, echo_port, args.common.shutdown_grace()).await
+            // Stopping (the agent, then the client) is bounded by the grace period.
+            let grace = args.common.shutdown_grace();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let running = async {
+                let result = agent(&client, admin, echo_port, grace, stop.clone()).await;
+                client.close().await;
+                result
+            };
+            return service::process::run_until_signal(stop.clone(), grace, running).await;
         }
     };
     client.close().await;
@@ -436,17 +444,17 @@ async fn servers(client: &Client, timeout: Duration) -> anyhow::Result<()> {
 }
 
 /// `agent`: echo on `echo_port`, answer the Agent API (with health, reflection and
-/// `/metrics`) on `admin`, until a signal; then open calls get at most `grace`.
+/// `/metrics`) on `admin`, until `stop`; then open calls get at most `grace`.
 async fn agent(
     client: &Client,
     admin: std::net::SocketAddr,
     echo_port: u16,
     grace: Duration,
+    stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     use crate::agent::{AgentService, ClientCollector, serve_echo};
     use skywire_proto::skywire::client::v1::agent_server::AgentServer;
 
-    let signal = service::process::shutdown_signal();
     let port = Port::new(echo_port).context("--echo-port must be 1-65535")?;
     let listener = client.listen(port)?;
     let admin_listener = tokio::net::TcpListener::bind(admin)
@@ -457,7 +465,7 @@ async fn agent(
     metrics.register(ClientCollector::new(client.clone())?)?;
     let health = observability::HealthStates::new();
     let component = health.component("agent");
-    let stop = tokio_util::sync::CancellationToken::new();
+    // Probe and Traffic calls in flight end at once when the agent stops.
     let (endpoint, health_driver) = service::GrpcEndpoint::new(Default::default())
         .add_service(AgentServer::new(AgentService::new(
             client.clone(),
@@ -478,20 +486,13 @@ async fn agent(
         %admin,
         "agent echoing on port {echo_port}, admin on {admin}"
     );
-    let served = endpoint.serve(
-        tokio_stream::wrappers::TcpListenerStream::new(admin_listener),
-        stop.clone(),
-        grace,
-    );
-    tokio::pin!(served);
-    let served = tokio::select! {
-        result = &mut served => result,
-        () = signal => {
-            // Calls in flight (a long Traffic) end at once instead of holding the exit.
-            stop.cancel();
-            served.await
-        }
-    };
+    let served = endpoint
+        .serve(
+            tokio_stream::wrappers::TcpListenerStream::new(admin_listener),
+            stop.clone(),
+            grace,
+        )
+        .await;
     stop.cancel();
     drop(component);
     tasks.close();

@@ -103,7 +103,7 @@ impl GrpcEndpoint {
         names
     }
 
-    /// Adds health (the overall status and one per served service, all driven by `health`)
+    /// Adds health (the overall status and one per listed service, all driven by `health`)
     /// and reflection listing exactly [`GrpcEndpoint::service_names`]. Also returns the task
     /// that keeps health in step with `health` until `stop` (then every name reads
     /// NOT_SERVING): spawn it in the process's task set.
@@ -137,7 +137,7 @@ impl GrpcEndpoint {
         if let Some(metrics) = &self.metrics {
             routes = Routes::from(routes.into_axum_router().merge(metrics.router()));
         }
-        let served: Vec<String> = self.served.iter().map(|name| (*name).to_owned()).collect();
+        let served: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
         let health = drive_health(
             reporter,
             served,

@@ -32,7 +32,7 @@ pub struct CommonArgs {
 
     /// Refuse every dmsg handshake that does not complete the ML-KEM-768 hybrid (by default a
     /// classical completion is allowed, logged and counted).
-    #[arg(long, env = "SKYWIRE_REQUIRE_PQ")]
+    #[arg(long, env = "SKYWIRE_REQUIRE_PQ", value_parser = clap::builder::BoolishValueParser::new())]
     pub require_pq: bool,
 
     /// Seconds a stopping process waits for open calls and its own clean-up after SIGINT or

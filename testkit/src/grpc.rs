@@ -104,3 +104,145 @@ pub async fn wait_health(
         .await
         .unwrap_or_else(|_| panic!("{service:?} did not report {status:?} within {deadline:?}"));
 }
+
+/// The names of `services`, sorted, for comparing sets.
+fn sorted(services: impl IntoIterator<Item = impl Into<String>>) -> Vec<String> {
+    let mut names: Vec<String> = services.into_iter().map(Into::into).collect();
+    names.sort();
+    names
+}
+
+/// Panics unless the port behind `channel` serves exactly `expected` (besides health and
+/// both reflection versions, which every port has): both reflection versions list exactly
+/// those, health answers SERVING for each by name, and one unary method of each (the first
+/// its descriptor lists; reflection has none and answered the listing) does not answer
+/// UNIMPLEMENTED to an empty request.
+pub async fn assert_serves_exactly(channel: Channel, expected: &[&str]) {
+    let expected = sorted(expected.iter().copied().chain([
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]));
+    assert_eq!(
+        sorted(list_services_v1(channel.clone()).await),
+        expected,
+        "reflection v1"
+    );
+    assert_eq!(
+        sorted(list_services_v1alpha(channel.clone()).await),
+        expected,
+        "reflection v1alpha"
+    );
+    for name in &expected {
+        let status = health(channel.clone(), name).await;
+        assert!(
+            matches!(status, Ok(ServingStatus::Serving)),
+            "health of {name}: {status:?}"
+        );
+        let Some(method) = first_unary_method(channel.clone(), name).await else {
+            continue;
+        };
+        let path = format!("/{name}/{method}");
+        let answer = call_empty(channel.clone(), &path).await;
+        if let Err(status) = &answer {
+            assert_ne!(
+                status.code(),
+                tonic::Code::Unimplemented,
+                "{path} is listed but not served: {status:?}"
+            );
+        }
+    }
+}
+
+/// The first unary method of `service`, read from its descriptor through reflection v1.
+pub async fn first_unary_method(channel: Channel, service: &str) -> Option<String> {
+    use prost::Message;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(service.to_owned())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let files = match responses.next().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::FileDescriptorResponse(files)) => files.file_descriptor_proto,
+        other => panic!("no descriptor of {service}: {other:?}"),
+    };
+    let (package, short) = service.rsplit_once('.').unwrap_or(("", service));
+    files
+        .iter()
+        .map(|bytes| prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap())
+        .filter(|file| file.package() == package)
+        .flat_map(|file| file.service)
+        .find(|s| s.name() == short)
+        .unwrap_or_else(|| panic!("the descriptor of {service} does not define it"))
+        .method
+        .iter()
+        .find(|m| !m.client_streaming() && !m.server_streaming())
+        .map(|m| m.name().to_owned())
+}
+
+/// Sends an empty message to the unary method at `path` and returns the answer's bytes.
+pub async fn call_empty(channel: Channel, path: &str) -> Result<bytes::Bytes, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let path = http::uri::PathAndQuery::try_from(path).unwrap();
+    grpc.unary(tonic::Request::new(bytes::Bytes::new()), path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A codec passing message bytes through unchanged.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Self::Item,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Self::Error> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, Self::Error> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}

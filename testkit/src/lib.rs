@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod grpc;
+pub mod metrics;
+pub mod otlp;
 pub mod process;
 pub mod redis;
 

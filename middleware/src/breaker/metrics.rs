@@ -104,9 +104,25 @@ fn metrics() -> Option<&'static Arc<BreakerMetrics>> {
         .as_ref()
 }
 
-/// Lists a new breaker for the state gauge.
+/// Every transition a breaker can make, so each counter is on `/metrics` from the start.
+const TRANSITIONS: [(BreakerState, BreakerState); 5] = [
+    (BreakerState::Closed, BreakerState::Open),
+    (BreakerState::Open, BreakerState::HalfOpen),
+    (BreakerState::HalfOpen, BreakerState::Closed),
+    (BreakerState::HalfOpen, BreakerState::Open),
+    (BreakerState::Open, BreakerState::Closed),
+];
+
+/// Lists a new breaker for the state gauge, and starts its family's transition counters at 0.
 pub(super) fn track(shared: &Arc<Shared>) {
     if let Some(metrics) = metrics() {
+        for (from, to) in TRANSITIONS {
+            let _ = metrics.transitions.with_label_values(&[
+                &shared.family,
+                from.as_str(),
+                to.as_str(),
+            ]);
+        }
         let mut live = metrics.live.lock().unwrap_or_else(PoisonError::into_inner);
         // Keyed sets create and drop breakers; keep the list near the live count.
         if live.len() >= 64 && live.len().is_power_of_two() {

@@ -1,6 +1,5 @@
-//! An in-process OTLP/gRPC trace collector for tests.
-
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+//! An in-process OTLP/gRPC trace collector: point `OTEL_EXPORTER_OTLP_ENDPOINT` of the
+//! processes under test at [`RunningCollector::endpoint`] and read what they exported.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -13,7 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::Span;
+pub use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -24,7 +23,11 @@ use tonic::{Request, Response, Status};
 #[derive(Clone, Default)]
 struct Collector {
     spans: Arc<Mutex<Vec<(String, Span)>>>,
+    resources: Arc<Mutex<Vec<Resource>>>,
 }
+
+/// The resource attributes of one export, as text.
+pub type Resource = Vec<(String, String)>;
 
 #[tonic::async_trait]
 impl TraceService for Collector {
@@ -34,6 +37,13 @@ impl TraceService for Collector {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let mut spans = self.spans.lock().unwrap();
         for resource_spans in request.into_inner().resource_spans {
+            let attributes: Resource = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .filter_map(|kv| Some((kv.key.clone(), string_value(kv.value.as_ref()?)?)))
+                .collect();
+            self.resources.lock().unwrap().push(attributes);
             let service = resource_spans
                 .resource
                 .iter()
@@ -83,6 +93,11 @@ impl RunningCollector {
     /// Every span received so far, with its resource's `service.name`.
     pub fn spans(&self) -> Vec<(String, Span)> {
         self.collector.spans.lock().unwrap().clone()
+    }
+
+    /// The resource attributes of every export so far.
+    pub fn resources(&self) -> Vec<Resource> {
+        self.collector.resources.lock().unwrap().clone()
     }
 
     /// Stops the collector and waits for it.

@@ -176,7 +176,7 @@ async fn seed(addr: &SocketAddr) -> pb::GetEntryRequest {
         .await
         .unwrap();
     pb::GetEntryRequest {
-        pk: Some(pk_to_proto(&owner.public())),
+        pk: pk_to_proto(&owner.public()),
     }
 }
 

@@ -24,12 +24,8 @@ async fn start(args: Args) -> anyhow::Result<()> {
 
 async fn serve(settings: Settings, keypair: Keypair) -> anyhow::Result<()> {
     // Bind first: nothing below may delay accepting.
-    let grpc = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let admin = tokio::net::TcpListener::bind(settings.admin)
-        .await
-        .with_context(|| format!("cannot listen on the admin address {}", settings.admin))?;
+    let grpc = service::process::bind(settings.listen, "listen").await?;
+    let admin = service::process::bind(settings.admin, "admin").await?;
     tracing::info!(
         addr = %grpc.local_addr()?,
         admin = %admin.local_addr()?,

@@ -29,7 +29,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::{DEFAULT_PREFIX, RedisStore};
 use crate::transport::TransportService;
 
-/// Largest request the services decode (an entry is at most 4 KiB).
+/// Largest request the services decode (an entry is at most 8 KiB).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 /// How often the store's health is checked for `grpc.health.v1`.
 const STORE_HEALTH_EVERY: Duration = Duration::from_secs(5);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dmsg::discovery::rejected_status;
+use dmsg::discovery::{field_status, rejected_status};
 use dmsg::entry::{Entry, pk_from_proto, pk_to_proto, unix_nanos_now, validate_delete};
 use dmsg::identity::PublicKey;
 use prost::Message;
@@ -68,10 +68,6 @@ impl DiscoveryService {
     }
 }
 
-fn bad_key(error: dmsg::entry::Rejected) -> Status {
-    rejected_status(&error)
-}
-
 /// Orders servers randomly, weighted by free sessions (Efraimidis–Spirakis: key `u^(1/w)`,
 /// largest first), and keeps at most `limit`.
 pub fn weighted_order(mut servers: Vec<Entry>, limit: usize, rng: &mut impl Rng) -> Vec<Entry> {
@@ -103,7 +99,8 @@ impl Discovery for DiscoveryService {
         &self,
         request: Request<pb::GetEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
-        let pk = pk_from_proto(request.get_ref().pk.as_ref(), "pk").map_err(bad_key)?;
+        let pk = pk_from_proto(&request.get_ref().pk, "GetEntryRequest.pk")
+            .map_err(|error| field_status(&error))?;
         match self
             .store
             .call("get_proto", |store| store.get_proto(&pk))
@@ -156,7 +153,8 @@ impl Discovery for DiscoveryService {
         request: Request<pb::DeleteEntryRequest>,
     ) -> Result<Response<pb::DeleteEntryResponse>, Status> {
         let request = request.into_inner();
-        let pk = pk_from_proto(request.pk.as_ref(), "pk").map_err(bad_key)?;
+        let pk = pk_from_proto(&request.pk, "DeleteEntryRequest.pk")
+            .map_err(|error| field_status(&error))?;
         validate_delete(
             &pk,
             request.timestamp_unix_nanos,
@@ -234,7 +232,7 @@ impl Discovery for DiscoveryService {
             store_healthy: health.is_ok(),
             store_error: health.err().map(|e| e.to_string()).unwrap_or_default(),
             dmsg_servers: (self.connected)().iter().map(pk_to_proto).collect(),
-            pk: Some(pk_to_proto(&self.own_pk)),
+            pk: pk_to_proto(&self.own_pk),
         }))
     }
 }

@@ -1,8 +1,9 @@
 //! The `skywire.discovery.v1.TransportRegistry` service: transports signed by both edges.
 
-use dmsg::discovery::rejected_status;
+use dmsg::discovery::{field_status, rejected_status};
 use dmsg::entry::{
-    Rejected, TransportEntry, deregister_signing_bytes, pk_from_proto, unix_nanos_now,
+    Rejected, TransportEntry, deregister_signing_bytes, id_from_proto, id_to_proto, pk_from_proto,
+    unix_nanos_now,
 };
 use dmsg::identity::SIGNATURE_LEN;
 use skywire_proto::skywire::discovery::v1::transport_registry_server::TransportRegistry;
@@ -26,10 +27,9 @@ impl TransportService {
     }
 }
 
-fn transport_id(bytes: &[u8]) -> Result<[u8; 16], Status> {
-    bytes
-        .try_into()
-        .map_err(|_| Status::invalid_argument("a transport id is 16 bytes"))
+/// The transport id in `field`, or INVALID_ARGUMENT naming it.
+fn transport_id(text: &str, field: &str) -> Result<[u8; 16], Status> {
+    id_from_proto(text, field).map_err(|error| field_status(&error))
 }
 
 #[tonic::async_trait]
@@ -67,7 +67,7 @@ impl TransportRegistry for TransportService {
         &self,
         request: Request<pb::GetTransportRequest>,
     ) -> Result<Response<pb::TransportEntry>, Status> {
-        let id = transport_id(&request.get_ref().id)?;
+        let id = transport_id(&request.get_ref().id, "GetTransportRequest.id")?;
         match self
             .store
             .call("transport", |store| store.transport(&id))
@@ -76,7 +76,7 @@ impl TransportRegistry for TransportService {
             Some(transport) => Ok(Response::new(transport.to_proto())),
             None => Err(Status::not_found(format!(
                 "no transport {}",
-                hex::encode(id)
+                id_to_proto(&id)
             ))),
         }
     }
@@ -85,8 +85,8 @@ impl TransportRegistry for TransportService {
         &self,
         request: Request<pb::TransportsByEdgeRequest>,
     ) -> Result<Response<pb::TransportList>, Status> {
-        let edge = pk_from_proto(request.get_ref().edge.as_ref(), "edge")
-            .map_err(|e| rejected_status(&e))?;
+        let edge = pk_from_proto(&request.get_ref().edge, "TransportsByEdgeRequest.edge")
+            .map_err(|error| field_status(&error))?;
         let transports = self
             .store
             .call("transports_by_edge", |store| {
@@ -103,8 +103,9 @@ impl TransportRegistry for TransportService {
         request: Request<pb::DeregisterTransportRequest>,
     ) -> Result<Response<pb::DeregisterTransportResponse>, Status> {
         let request = request.into_inner();
-        let id = transport_id(&request.id)?;
-        let edge = pk_from_proto(request.edge.as_ref(), "edge").map_err(|e| rejected_status(&e))?;
+        let id = transport_id(&request.id, "DeregisterTransportRequest.id")?;
+        let edge = pk_from_proto(&request.edge, "DeregisterTransportRequest.edge")
+            .map_err(|error| field_status(&error))?;
         let signature: [u8; SIGNATURE_LEN] = request
             .signature
             .as_slice()
@@ -123,7 +124,7 @@ impl TransportRegistry for TransportService {
         else {
             return Err(Status::not_found(format!(
                 "no transport {}",
-                hex::encode(id)
+                id_to_proto(&id)
             )));
         };
         if edge != stored.edge_a && edge != stored.edge_b {

@@ -7,84 +7,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dmsg::discovery::{Discovery as _, DiscoveryClient};
 use dmsg::identity::PublicKey;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn run(command: &mut Command, what: &str) {
-    let output = command
-        .output()
-        .unwrap_or_else(|error| panic!("{what}: {error}"));
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A venv with grpcio, grpcio-tools and cryptography, under target/ (reused between runs).
-fn venv() -> Option<PathBuf> {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("\n==== SKIPPED: python3 is not installed (CI installs it) ====\n");
-        return None;
-    }
-    let dir = workspace().join("target").join("py-venv");
-    let python = dir.join("bin").join("python");
-    let ready = dir.join(".ready");
-    if !ready.exists() {
-        run(
-            Command::new("python3").args(["-m", "venv"]).arg(&dir),
-            "python3 -m venv",
-        );
-        run(
-            Command::new(&python).args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "grpcio==1.85.3",
-                "grpcio-tools==1.85.1",
-                "protobuf==7.36.2",
-                "cryptography",
-            ]),
-            "pip install",
-        );
-        std::fs::write(&ready, b"").unwrap();
-    }
-    Some(python)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_grpcio_client_puts_and_reads_a_signed_entry() {
-    let Some(python) = tokio::task::spawn_blocking(venv).await.unwrap() else {
+    // Stubs from proto/, generated now.
+    let Some((python, stubs)) = testkit::python::discovery_stubs("py-stubs").await else {
         return;
     };
-
-    // Stubs from proto/, generated now.
-    let stubs = tempdir("py-stubs");
-    let proto = workspace().join("proto");
-    run(
-        Command::new(&python)
-            .args(["-m", "grpc_tools.protoc", "-I"])
-            .arg(&proto)
-            .arg(format!("--python_out={}", stubs.display()))
-            .arg(format!("--grpc_python_out={}", stubs.display()))
-            .arg(proto.join("skywire/common/v1/common.proto"))
-            .arg(proto.join("skywire/discovery/v1/discovery.proto")),
-        "grpc_tools.protoc",
-    );
 
     let port = common::free_port();
     let _discovery = testkit::ChildProcess::spawn(
@@ -124,13 +59,6 @@ async fn a_python_grpcio_client_puts_and_reads_a_signed_entry() {
         .expect("the Python entry is stored");
     assert!(entry.signature_valid());
     assert_eq!(entry.version, "python-0.1");
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 async fn wait_for_port(port: u16) {

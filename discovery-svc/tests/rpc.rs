@@ -132,15 +132,19 @@ async fn bad_input_is_refused(store: StoreConfig) {
 
     // Malformed: a short key.
     let mut short = server_entry(&owner, 10).to_proto();
-    short.owner = Some(skywire_proto::skywire::common::v1::PublicKey { key: vec![1, 2, 3] });
-    assert_eq!(
-        put(&discovery, short).await.unwrap_err().code(),
-        Code::InvalidArgument
+    short.owner = "010203".into();
+    let status = put(&discovery, short).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .contains("Entry.owner: expected 64 hex characters, got 6 characters"),
+        "{status:?}"
     );
 
     // Delete by a non-owner.
     let mut not_owner = delete_request(&mallory);
-    not_owner.pk = Some(pk_to_proto(&owner.public()));
+    not_owner.pk = pk_to_proto(&owner.public());
     let status = discovery
         .raw()
         .await
@@ -156,7 +160,7 @@ async fn bad_input_is_refused(store: StoreConfig) {
         .raw()
         .await
         .get_entry(pb::GetEntryRequest {
-            pk: Some(pk_to_proto(&nobody.public())),
+            pk: pk_to_proto(&nobody.public()),
         })
         .await
         .unwrap_err();
@@ -267,7 +271,7 @@ async fn transports_are_registered_by_both_edges_and_removed_by_one() {
         .unwrap();
     let listed = registry
         .transports_by_edge(pb::TransportsByEdgeRequest {
-            edge: Some(pk_to_proto(&b.public())),
+            edge: pk_to_proto(&b.public()),
         })
         .await
         .unwrap()
@@ -277,8 +281,8 @@ async fn transports_are_registered_by_both_edges_and_removed_by_one() {
     let deregister = |who: &Keypair| {
         let timestamp = unix_nanos_now();
         pb::DeregisterTransportRequest {
-            id: transport.id.to_vec(),
-            edge: Some(pk_to_proto(&who.public())),
+            id: dmsg::entry::id_to_proto(&transport.id),
+            edge: pk_to_proto(&who.public()),
             timestamp_unix_nanos: timestamp,
             signature: who
                 .sign(&deregister_signing_bytes(
@@ -298,7 +302,7 @@ async fn transports_are_registered_by_both_edges_and_removed_by_one() {
     registry.deregister_transport(deregister(&a)).await.unwrap();
     let status = registry
         .get_transport(pb::GetTransportRequest {
-            id: transport.id.to_vec(),
+            id: dmsg::entry::id_to_proto(&transport.id),
         })
         .await
         .unwrap_err();
@@ -326,7 +330,7 @@ async fn a_killed_redis_fails_fast_and_recovers_without_a_restart() {
 
     redis.kill();
     let get = pb::GetEntryRequest {
-        pk: Some(pk_to_proto(&owner.public())),
+        pk: pk_to_proto(&owner.public()),
     };
     let mut saw_breaker = false;
     for _ in 0..6 {

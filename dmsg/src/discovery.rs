@@ -67,6 +67,17 @@ pub enum DiscoveryError {
     },
 }
 
+/// The status for a key or id field that does not parse: INVALID_ARGUMENT naming the field,
+/// with a `google.rpc.BadRequest` field violation in the details.
+pub fn field_status(error: &crate::hexfield::FieldError) -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    tonic::Status::with_error_details(
+        Code::InvalidArgument,
+        error.to_string(),
+        ErrorDetails::with_bad_request_violation(error.field.clone(), error.reason.clone()),
+    )
+}
+
 /// Builds the status for a refused entry, with the stored sequence in its details when that
 /// is what the client needs to resync (PROTOCOL.md §14.3). Used by dmsg-discovery.
 pub fn rejected_status(rejected: &Rejected) -> tonic::Status {
@@ -302,7 +313,7 @@ pub async fn publish(
 impl Discovery for DiscoveryClient {
     async fn entry(&self, pk: &PublicKey) -> Result<Option<Entry>, DiscoveryError> {
         let request = pb::GetEntryRequest {
-            pk: Some(pk_to_proto(pk)),
+            pk: pk_to_proto(pk),
         };
         match self.grpc.clone().get_entry(request).await {
             Ok(response) => Entry::from_proto(&response.into_inner())

@@ -5,15 +5,15 @@
 //! same code, so both ends agree byte for byte on what a signature covers.
 
 use ring::digest::{SHA256, digest};
-use skywire_proto::skywire::common::v1 as common_pb;
 use skywire_proto::skywire::discovery::v1 as pb;
 
+pub use crate::hexfield::{FieldError, id_from_proto, id_to_proto, pk_from_proto, pk_to_proto};
 use crate::identity::{Keypair, PublicKey, SIGNATURE_LEN};
 
 /// Most delegated servers a client entry may list.
 pub const MAX_DELEGATED_SERVERS: usize = 64;
-/// Largest encoded (protobuf) entry.
-pub const MAX_ENTRY_BYTES: usize = 4096;
+/// Largest encoded (protobuf) entry: 64 delegated keys as hex text fit with room to spare.
+pub const MAX_ENTRY_BYTES: usize = 8192;
 /// Longest version string.
 pub const MAX_VERSION_LEN: usize = 32;
 /// Longest server address.
@@ -24,6 +24,12 @@ pub const MAX_TYPE_LEN: usize = 32;
 pub const MAX_AGE_NANOS: i64 = 60 * 1_000_000_000;
 /// … and at most this far in the future.
 pub const MAX_FUTURE_NANOS: i64 = 5 * 1_000_000_000;
+
+impl From<FieldError> for Rejected {
+    fn from(error: FieldError) -> Self {
+        Self::Malformed(error.to_string())
+    }
+}
 
 /// Why an entry or request is refused. Each maps to one gRPC code (PROTOCOL.md §14.3).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -283,7 +289,7 @@ impl Entry {
     /// The protobuf form.
     pub fn to_proto(&self) -> pb::Entry {
         pb::Entry {
-            owner: Some(pk_to_proto(&self.owner)),
+            owner: pk_to_proto(&self.owner),
             sequence: self.sequence,
             timestamp_unix_nanos: self.timestamp,
             version: self.version.clone(),
@@ -302,7 +308,7 @@ impl Entry {
 
     /// Reads the protobuf form, checking that keys and the signature are well formed.
     pub fn from_proto(entry: &pb::Entry) -> Result<Self, Rejected> {
-        let owner = pk_from_proto(entry.owner.as_ref(), "owner")?;
+        let owner = pk_from_proto(&entry.owner, "Entry.owner")?;
         let signature: [u8; SIGNATURE_LEN] = entry
             .signature
             .as_slice()
@@ -317,7 +323,10 @@ impl Entry {
                 delegated_servers: client
                     .delegated_servers
                     .iter()
-                    .map(|pk| pk_from_proto(Some(pk), "delegated server"))
+                    .enumerate()
+                    .map(|(n, pk)| {
+                        pk_from_proto(pk, &format!("Entry.client.delegated_servers[{n}]"))
+                    })
                     .collect::<Result<_, _>>()?,
             }),
         };
@@ -338,20 +347,6 @@ impl Entry {
     }
 }
 
-/// A public key in protobuf form.
-pub fn pk_to_proto(pk: &PublicKey) -> common_pb::PublicKey {
-    common_pb::PublicKey {
-        key: pk.as_bytes().to_vec(),
-    }
-}
-
-/// A public key from protobuf form; `what` names the field in the error.
-pub fn pk_from_proto(pk: Option<&common_pb::PublicKey>, what: &str) -> Result<PublicKey, Rejected> {
-    let pk = pk.ok_or_else(|| Rejected::Malformed(format!("missing {what} key")))?;
-    PublicKey::from_slice(&pk.key)
-        .map_err(|error| Rejected::Malformed(format!("{what} key: {error}")))
-}
-
 /// The bytes an owner signs to delete its entry (PROTOCOL.md §14.2).
 pub fn delete_signing_bytes(pk: &PublicKey, timestamp: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(DELETE_LABEL.len() + 40);
@@ -365,7 +360,7 @@ pub fn delete_signing_bytes(pk: &PublicKey, timestamp: i64) -> Vec<u8> {
 pub fn delete_request(keypair: &Keypair) -> pb::DeleteEntryRequest {
     let timestamp = unix_nanos_now();
     pb::DeleteEntryRequest {
-        pk: Some(pk_to_proto(&keypair.public())),
+        pk: pk_to_proto(&keypair.public()),
         timestamp_unix_nanos: timestamp,
         signature: keypair
             .sign(&delete_signing_bytes(&keypair.public(), timestamp))
@@ -509,9 +504,9 @@ impl TransportEntry {
     /// The protobuf form.
     pub fn to_proto(&self) -> pb::TransportEntry {
         pb::TransportEntry {
-            id: self.id.to_vec(),
-            edge_a: Some(pk_to_proto(&self.edge_a)),
-            edge_b: Some(pk_to_proto(&self.edge_b)),
+            id: id_to_proto(&self.id),
+            edge_a: pk_to_proto(&self.edge_a),
+            edge_b: pk_to_proto(&self.edge_b),
             r#type: self.kind.clone(),
             timestamp_unix_nanos: self.timestamp,
             signature_a: self.signature_a.to_vec(),
@@ -527,13 +522,9 @@ impl TransportEntry {
                 .map_err(|_| Rejected::Malformed("signatures must be 64 bytes".into()))
         };
         Ok(Self {
-            id: entry
-                .id
-                .as_slice()
-                .try_into()
-                .map_err(|_| Rejected::Malformed("transport id must be 16 bytes".into()))?,
-            edge_a: pk_from_proto(entry.edge_a.as_ref(), "edge_a")?,
-            edge_b: pk_from_proto(entry.edge_b.as_ref(), "edge_b")?,
+            id: id_from_proto(&entry.id, "TransportEntry.id")?,
+            edge_a: pk_from_proto(&entry.edge_a, "TransportEntry.edge_a")?,
+            edge_b: pk_from_proto(&entry.edge_b, "TransportEntry.edge_b")?,
             kind: entry.r#type.clone(),
             timestamp: entry.timestamp_unix_nanos,
             signature_a: signature(&entry.signature_a)?,

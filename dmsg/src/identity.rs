@@ -27,9 +27,12 @@ pub struct PublicKey([u8; PUBLIC_KEY_LEN]);
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidKey {
-    /// Not 32 bytes (or not 64 hex characters).
-    #[error("a public key is 32 bytes (64 hex characters), got {0} bytes")]
+    /// Not 32 bytes.
+    #[error("a public key is 32 bytes, got {0} bytes")]
     Length(usize),
+    /// Text that is not 64 characters.
+    #[error("a public key is 64 hex characters, got {0} characters")]
+    TextLength(usize),
     /// Not hexadecimal.
     #[error("a public key is written in hex: {0}")]
     Hex(#[from] hex::FromHexError),
@@ -102,7 +105,7 @@ impl FromStr for PublicKey {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.len() != 2 * PUBLIC_KEY_LEN {
-            return Err(InvalidKey::Length(s.len() / 2));
+            return Err(InvalidKey::TextLength(s.chars().count()));
         }
         let mut bytes = [0u8; PUBLIC_KEY_LEN];
         hex::decode_to_slice(s, &mut bytes)?;

@@ -39,6 +39,7 @@ pub mod discovery;
 pub mod entry;
 pub mod grpc;
 mod handshake_io;
+pub mod hexfield;
 pub mod identity;
 pub mod mux;
 pub mod noise;

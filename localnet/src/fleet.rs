@@ -556,7 +556,7 @@ impl Fleet {
         let channel = self.channel(from)?;
         agent_pb::agent_client::AgentClient::new(channel)
             .probe(agent_pb::ProbeRequest {
-                pk: Some(pk_to_proto(&pk)),
+                pk: pk_to_proto(&pk),
                 port: u32::from(ECHO_PORT),
                 bytes,
             })
@@ -574,7 +574,7 @@ impl Fleet {
         chunk_bytes: u32,
     ) -> Result<agent_pb::TrafficRequest, FleetError> {
         Ok(agent_pb::TrafficRequest {
-            pk: Some(pk_to_proto(&self.member(to)?.pk)),
+            pk: pk_to_proto(&self.member(to)?.pk),
             port: u32::from(ECHO_PORT),
             millis: u32::try_from(duration.as_millis()).unwrap_or(u32::MAX),
             chunk_bytes,
@@ -806,7 +806,7 @@ async fn entry_of(
 ) -> Result<Option<Entry>, FleetError> {
     let answer = discovery
         .get_entry(discovery_pb::GetEntryRequest {
-            pk: Some(pk_to_proto(pk)),
+            pk: pk_to_proto(pk),
         })
         .await;
     match answer {
@@ -846,7 +846,9 @@ async fn check_client(
                 .into_inner()
                 .connected_servers
                 .iter()
-                .filter_map(|pk| dmsg::entry::pk_from_proto(Some(pk), "server").ok())
+                .filter_map(|pk| {
+                    dmsg::entry::pk_from_proto(pk, "StatusResponse.connected_servers").ok()
+                })
                 .collect();
             (!delegated.iter().all(|s| connected.contains(s)))
                 .then(|| format!("{role} not connected to the servers it names"))

@@ -463,7 +463,9 @@ async fn status_table(fleet: &mut Fleet, transfer: &Transfer, target: Option<Rol
             Ok(status) => status
                 .connected_servers
                 .iter()
-                .filter_map(|pk| dmsg::entry::pk_from_proto(Some(pk), "server").ok())
+                .filter_map(|pk| {
+                    dmsg::entry::pk_from_proto(pk, "StatusResponse.connected_servers").ok()
+                })
                 .map(|pk| {
                     fleet
                         .role_of(&pk)

@@ -58,7 +58,7 @@ async fn homes(fleet: &mut Fleet) -> BTreeMap<Role, Vec<PublicKey>> {
             status
                 .connected_servers
                 .iter()
-                .map(|pk| pk_from_proto(Some(pk), "server").unwrap())
+                .map(|pk| pk_from_proto(pk, "StatusResponse.connected_servers").unwrap())
                 .collect(),
         );
     }
@@ -235,7 +235,7 @@ async fn c_kill_9_of_a_server_under_traffic() {
             let servers: Vec<PublicKey> = status
                 .connected_servers
                 .iter()
-                .map(|pk| pk_from_proto(Some(pk), "server").unwrap())
+                .map(|pk| pk_from_proto(pk, "StatusResponse.connected_servers").unwrap())
                 .collect();
             if !servers.is_empty() && !servers.contains(&victim_pk) {
                 break;
@@ -262,7 +262,7 @@ async fn c_kill_9_of_a_server_under_traffic() {
         let done = answer.unwrap_or_else(|status| panic!("{from} → {to}: {status}"));
         let done = done.into_inner();
         assert!(done.round_trips > 10, "{from} → {to}: {done:?}");
-        let via = pk_from_proto(done.via_server.as_ref(), "via").unwrap();
+        let via = pk_from_proto(&done.via_server, "TrafficResponse.via_server").unwrap();
         assert_ne!(via, victim_pk);
     }
     // Re-homed clients republished: the fleet converges without the victim.
@@ -402,7 +402,7 @@ async fn f_rolling_restart_leaves_no_zombie_entry_and_keeps_clients_reachable() 
             let mut longest = Duration::ZERO;
             while !watching.is_cancelled() {
                 let probe = skywire_proto::skywire::client::v1::ProbeRequest {
-                    pk: Some(dmsg::entry::pk_to_proto(&pk)),
+                    pk: dmsg::entry::pk_to_proto(&pk),
                     port: u32::from(localnet::ECHO_PORT),
                     bytes: 512,
                 };

@@ -316,13 +316,7 @@ fn help_lists_keys_and_the_environment_and_member_help_exits_0() {
                 "{binary} --help lacks {key}:\n{stdout}"
             );
         }
-        for variable in [
-            "RUST_LOG",
-            "SKYWIRE_LOG_FORMAT",
-            "SKYWIRE_REQUIRE_PQ",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_RESOURCE_ATTRIBUTES",
-        ] {
+        for variable in service::config::ENVIRONMENT_VARIABLES {
             assert!(
                 stdout.contains(variable),
                 "{binary} --help lacks {variable}"

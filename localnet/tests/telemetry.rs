@@ -52,7 +52,7 @@ async fn one_trace_through_an_agent_to_discovery(over_dmsg: bool) {
     let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
     let caller_span = format!("{:016x}", rand::random::<u64>() | 1);
     let mut request = tonic::Request::new(agent_pb::ProbeRequest {
-        pk: Some(pk_to_proto(&fleet.member(Role::Client(1)).unwrap().pk)),
+        pk: pk_to_proto(&fleet.member(Role::Client(1)).unwrap().pk),
         port: u32::from(ECHO_PORT),
         bytes: 512,
     });

@@ -56,7 +56,7 @@ fn phase_to_proto(phase: &Phase) -> pb::registration::State {
 fn stats_response(view: &AdminView, stats: &ServerStats) -> pb::StatsResponse {
     let registration = view.registration.borrow().clone();
     pb::StatsResponse {
-        pk: Some(pk_to_proto(&view.server.public_key())),
+        pk: pk_to_proto(&view.server.public_key()),
         public_address: view.public_address.clone(),
         sessions: stats.sessions,
         sessions_total: stats.sessions_total,

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use dmsg::addr::{DmsgAddr, Port};
 use dmsg::client::{Client, Listener};
+use dmsg::discovery::field_status;
 use dmsg::entry::{pk_from_proto, pk_to_proto};
 use dmsg::identity::PublicKey;
 use dmsg::stream::DmsgStream;
 use skywire_proto::skywire::client::v1 as pb;
-use skywire_proto::skywire::common::v1::PublicKey as PkProto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -95,9 +95,9 @@ impl AgentService {
     }
 
     /// Dials `pk:port` by discovery, as a gRPC status on failure.
-    async fn dial(&self, pk: Option<&PkProto>, port: u32) -> Result<DmsgStream, Status> {
-        let pk: PublicKey =
-            pk_from_proto(pk, "pk").map_err(|error| Status::invalid_argument(error.to_string()))?;
+    /// `field` names the key's field in errors.
+    async fn dial(&self, pk: &str, field: &str, port: u32) -> Result<DmsgStream, Status> {
+        let pk: PublicKey = pk_from_proto(pk, field).map_err(|error| field_status(&error))?;
         let port = u16::try_from(port)
             .ok()
             .and_then(Port::new)
@@ -143,7 +143,7 @@ impl pb::agent_server::Agent for AgentService {
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         Ok(Response::new(pb::StatusResponse {
-            pk: Some(pk_to_proto(&self.client.public_key())),
+            pk: pk_to_proto(&self.client.public_key()),
             connected_servers: self
                 .client
                 .connected_servers()
@@ -169,14 +169,16 @@ impl pb::agent_server::Agent for AgentService {
         let _slot = self.slot()?;
         self.until_stopped(async {
             let started = Instant::now();
-            let mut stream = self.dial(request.pk.as_ref(), request.port).await?;
+            let mut stream = self
+                .dial(&request.pk, "ProbeRequest.pk", request.port)
+                .await?;
             let payload: Vec<u8> = (0..request.bytes).map(|i| (i % 251) as u8).collect();
             let mut back = vec![0u8; payload.len()];
             round_trip(&mut stream, &payload, &mut back).await?;
             let elapsed = started.elapsed();
             Ok(Response::new(pb::ProbeResponse {
                 elapsed_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                via_server: Some(pk_to_proto(&stream.session().remote())),
+                via_server: pk_to_proto(&stream.session().remote()),
             }))
         })
         .await
@@ -199,7 +201,9 @@ impl pb::agent_server::Agent for AgentService {
         }
         let _slot = self.slot()?;
         self.until_stopped(async {
-            let mut stream = self.dial(request.pk.as_ref(), request.port).await?;
+            let mut stream = self
+                .dial(&request.pk, "TrafficRequest.pk", request.port)
+                .await?;
             let payload: Vec<u8> = (0..request.chunk_bytes).map(|i| (i % 253) as u8).collect();
             let mut back = vec![0u8; payload.len()];
             let until = Instant::now() + duration;
@@ -218,7 +222,7 @@ impl pb::agent_server::Agent for AgentService {
             Ok(Response::new(pb::TrafficResponse {
                 bytes_echoed: round_trips * u64::from(request.chunk_bytes),
                 round_trips,
-                via_server: Some(pk_to_proto(&stream.session().remote())),
+                via_server: pk_to_proto(&stream.session().remote()),
             }))
         })
         .await

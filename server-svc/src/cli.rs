@@ -457,9 +457,7 @@ async fn agent(
 
     let port = Port::new(echo_port).context("--echo-port must be 1-65535")?;
     let listener = client.listen(port)?;
-    let admin_listener = tokio::net::TcpListener::bind(admin)
-        .await
-        .with_context(|| format!("cannot listen on {admin}"))?;
+    let admin_listener = service::process::bind(admin, "admin").await?;
     let admin = admin_listener.local_addr()?;
     let metrics = observability::MetricsRegistry::new();
     metrics.register(ClientCollector::new(client.clone())?)?;

@@ -32,6 +32,15 @@ pub struct Binary {
     pub env_prefix: &'static str,
 }
 
+/// The variables every binary reads besides its own, listed in [`ENVIRONMENT_HELP`].
+pub const ENVIRONMENT_VARIABLES: [&str; 5] = [
+    "RUST_LOG",
+    "SKYWIRE_LOG_FORMAT",
+    "SKYWIRE_REQUIRE_PQ",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_RESOURCE_ATTRIBUTES",
+];
+
 /// The environment section that ends every binary's `--help`.
 pub const ENVIRONMENT_HELP: &str = "\
 Environment (besides the variable shown with each option):

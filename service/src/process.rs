@@ -117,6 +117,28 @@ where
     result
 }
 
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} (--{flag}): {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: std::net::SocketAddr,
+    /// The flag that named it.
+    pub flag: &'static str,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// Binds the TCP listener of `--<flag>` at `addr`.
+pub async fn bind(
+    addr: std::net::SocketAddr,
+    flag: &'static str,
+) -> Result<tokio::net::TcpListener, BindError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, flag, source })
+}
+
 /// Drives `running` (a service that stops when `shutdown` is cancelled) until it ends by itself
 /// or SIGINT/SIGTERM arrives; then cancels `shutdown` and waits for it at most `grace`.
 ///

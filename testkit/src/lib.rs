@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod otlp;
 pub mod process;
+pub mod python;
 pub mod redis;
 
 pub use process::ChildProcess;

@@ -16,14 +16,13 @@ import grpc  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: E402
 
-from skywire.common.v1 import common_pb2  # noqa: E402
 from skywire.discovery.v1 import discovery_pb2, discovery_pb2_grpc  # noqa: E402
 
 
 def signing_bytes(entry):
     """PROTOCOL.md §14.1, field by field."""
     out = bytearray(b"skywire-discovery/1 entry")
-    out += entry.owner.key
+    out += bytes.fromhex(entry.owner)
     out += struct.pack(">Q", entry.sequence)
     out += struct.pack(">q", entry.timestamp_unix_nanos)
     version = entry.version.encode()
@@ -34,7 +33,7 @@ def signing_bytes(entry):
     if has_client:
         out += struct.pack(">H", len(entry.client.delegated_servers))
         for server in entry.client.delegated_servers:
-            out += server.key
+            out += bytes.fromhex(server)
     if has_server:
         address = entry.server.address.encode()
         out += struct.pack(">H", len(address)) + address
@@ -49,11 +48,11 @@ def main():
     owner = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     delegated = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     entry = discovery_pb2.Entry(
-        owner=common_pb2.PublicKey(key=owner),
+        owner=owner.hex(),
         sequence=1,
         timestamp_unix_nanos=time.time_ns(),
         version="python-0.1",
-        client=discovery_pb2.ClientPart(delegated_servers=[common_pb2.PublicKey(key=delegated)]),
+        client=discovery_pb2.ClientPart(delegated_servers=[delegated.hex()]),
         pq_capable=False,
     )
     entry.signature = key.sign(signing_bytes(entry))
@@ -62,7 +61,7 @@ def main():
         stub = discovery_pb2_grpc.DiscoveryStub(channel)
         created = stub.PutEntry(discovery_pb2.PutEntryRequest(entry=entry), timeout=10).created
         assert created, "the entry is new"
-        back = stub.GetEntry(discovery_pb2.GetEntryRequest(pk=common_pb2.PublicKey(key=owner)), timeout=10)
+        back = stub.GetEntry(discovery_pb2.GetEntryRequest(pk=owner.hex()), timeout=10)
         assert back == entry, f"read back differs:\n{back}\nvs\n{entry}"
 
         forged = discovery_pb2.Entry()

@@ -8,7 +8,7 @@ fn public_keys_print_and_parse_as_hex() {
     assert_eq!(text.parse::<PublicKey>().unwrap(), keypair.public());
     assert!(matches!(
         "abc".parse::<PublicKey>(),
-        Err(InvalidKey::Length(_))
+        Err(InvalidKey::TextLength(3))
     ));
     assert!(matches!(
         "zz".repeat(32).parse::<PublicKey>(),

@@ -181,13 +181,7 @@ fn every_flag_has_its_variable_and_help_ends_with_keys_and_environment() {
         help.rfind("Config file keys").unwrap() < environment,
         "{help}"
     );
-    for variable in [
-        "RUST_LOG",
-        "SKYWIRE_LOG_FORMAT",
-        "SKYWIRE_REQUIRE_PQ",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_RESOURCE_ATTRIBUTES",
-    ] {
+    for variable in ENVIRONMENT_VARIABLES {
         assert!(
             help[environment..].contains(variable),
             "{variable} in\n{help}"

@@ -16,7 +16,6 @@
 //! - [`metrics`]: a Prometheus text registry and its `/metrics` route.
 //! - [`json_log`]: JSON log lines carrying the trace and span ids.
 //! - [`export`]: trace export that warns when the collector is unreachable.
-//! - [`reflection`]: gRPC reflection (v1 and v1alpha) of a process's services.
 //! - [`health`]: `grpc.health.v1` status driven by a watch of component states.
 //! - [`test`]: the test subscriber.
 
@@ -26,7 +25,6 @@ pub mod health;
 pub mod json_log;
 pub mod metrics;
 pub mod propagation;
-pub mod reflection;
 pub mod rpc;
 pub mod rpc_metrics;
 pub mod telemetry;

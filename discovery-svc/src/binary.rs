@@ -12,11 +12,10 @@ use tokio_util::sync::CancellationToken;
 /// Runs the `dmsg-discovery` binary with `args` (the first is the program name) and returns its
 /// exit code: what `main` does, callable from a multi-call binary such as `skywire-localnet`.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    service::process::main(&BINARY, args, start)
+    service::process::main::<Args, _, _>(&BINARY, args, start)
 }
 
-async fn start(args: Args) -> anyhow::Result<()> {
-    let settings = args.resolve()?;
+async fn start(settings: Settings) -> anyhow::Result<()> {
     let keypair = Keypair::load_or_ephemeral(settings.key_file.as_deref())?;
     let instance = Some(keypair.public().short());
     service::process::with_telemetry(BINARY.name, instance, serve(settings, keypair)).await

@@ -90,9 +90,11 @@ pub struct Settings {
     pub client_ttl: Duration,
 }
 
-impl Args {
+impl service::process::Resolve for Args {
+    type Settings = Settings;
+
     /// Checks the settings that need more than their own type.
-    pub fn resolve(self) -> Result<Settings, ConfigError> {
+    fn resolve(self) -> Result<Settings, ConfigError> {
         let mut store: StoreConfig = self.store.parse().map_err(ConfigError::Invalid)?;
         if let StoreConfig::Redis { prefix, .. } = &mut store {
             *prefix = self.redis_prefix;
@@ -113,6 +115,7 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use service::process::Resolve;
 
     fn resolve(args: &[&str]) -> Result<Settings, ConfigError> {
         service::config::parse::<Args>(

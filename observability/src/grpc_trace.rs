@@ -97,11 +97,9 @@ impl OnOutcome for SpanOutcome {
     fn on_outcome(self, outcome: RpcOutcome) {
         let code = outcome.code();
         if let Some(path) = &self.counted {
-            let (service, method) = split_grpc_path(path);
             crate::rpc_metrics::record(
                 self.side == Side::Server,
-                service,
-                method,
+                path,
                 code,
                 self.started.elapsed(),
             );

@@ -94,15 +94,26 @@ where
         );
         line.insert("target".into(), Value::String(metadata.target().into()));
         line.insert("fields".into(), Value::Object(fields));
-        if let Some(span) = ctx.event_span(event) {
+        // The event's span from the whole subscriber, not this layer's filtered view: a WARN
+        // line inside an INFO span still names it under `RUST_LOG=warn`.
+        let dispatch = self.dispatch.get().and_then(|weak| weak.upgrade());
+        let current = || {
+            let dispatch = dispatch.as_ref()?;
+            let current = dispatch.current_span();
+            Some((current.id()?.clone(), current.metadata()?.name()))
+        };
+        let span = match event.parent() {
+            Some(id) => ctx.span(id).map(|span| (id.clone(), span.name())),
+            None if event.is_contextual() => current(),
+            None => None,
+        };
+        if let Some((id, name)) = span {
             let mut about = Map::new();
-            about.insert("name".into(), Value::String(span.name().into()));
+            about.insert("name".into(), Value::String(name.into()));
             line.insert("span".into(), Value::Object(about));
-            let id = span.id();
-            drop(span);
-            let dispatch = self.dispatch.get().and_then(|weak| weak.upgrade());
             if let Some(context) = dispatch
-                .and_then(|dispatch| tracing_opentelemetry::get_otel_context(&id, &dispatch))
+                .as_ref()
+                .and_then(|dispatch| tracing_opentelemetry::get_otel_context(&id, dispatch))
             {
                 let span = context.span();
                 let ids = span.span_context();

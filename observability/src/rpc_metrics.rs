@@ -4,10 +4,13 @@
 //! Families (the labels of go-grpc-prometheus): `grpc_server_handled_total` and
 //! `grpc_client_handled_total` {`grpc_service`, `grpc_method`, `grpc_code`};
 //! `grpc_server_handling_seconds` and `grpc_client_handling_seconds` {`grpc_service`,
-//! `grpc_method`}. A call answered UNIMPLEMENTED is counted under service and method
-//! `unknown`, so a peer sending made-up paths cannot grow the label sets.
+//! `grpc_method`}. On the server side a call is counted under its own service and method
+//! only if the process serves that method ([`serve_methods`]); everything else is
+//! `unknown`, so a peer sending made-up paths cannot grow the label sets. Client-side paths
+//! are the process's own.
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
@@ -78,18 +81,42 @@ fn code_label(code: Code) -> String {
     }
 }
 
-/// Records one finished RPC.
-pub(crate) fn record(server: bool, service: &str, method: &str, code: Code, elapsed: Duration) {
+/// The paths (`/service/method`) this process serves: their calls keep their names.
+fn served() -> &'static RwLock<HashSet<String>> {
+    static SERVED: OnceLock<RwLock<HashSet<String>>> = OnceLock::new();
+    SERVED.get_or_init(RwLock::default)
+}
+
+/// Declares methods a port of this process serves, as `(service, method)` (the endpoint
+/// builder calls it with what its descriptors list).
+pub fn serve_methods(methods: impl IntoIterator<Item = (String, String)>) {
+    let mut served = served().write().unwrap_or_else(PoisonError::into_inner);
+    served.extend(
+        methods
+            .into_iter()
+            .map(|(service, method)| format!("/{service}/{method}")),
+    );
+}
+
+/// Records one finished RPC to `path` (`/service/method`).
+pub(crate) fn record(server: bool, path: &str, code: Code, elapsed: Duration) {
+    let (service, method) = crate::rpc::split_grpc_path(path);
     let Some(metrics) = metrics() else { return };
     let side = if server {
         &metrics.server
     } else {
         &metrics.client
     };
-    let (service, method) = if code == Code::Unimplemented {
-        ("unknown", "unknown")
-    } else {
+    let known = !server
+        || code != Code::Unimplemented
+            && served()
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(path);
+    let (service, method) = if known {
         (service, method)
+    } else {
+        ("unknown", "unknown")
     };
     side.handled
         .with_label_values(&[service, method, &code_label(code)])

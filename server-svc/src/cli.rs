@@ -80,6 +80,15 @@ struct Args {
     command: Command,
 }
 
+impl service::process::Resolve for Args {
+    type Settings = Self;
+
+    /// Each command checks what it needs.
+    fn resolve(self) -> Result<Self, service::ConfigError> {
+        Ok(self)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Writes a new secret key file (mode 0600; never overwrites) and prints its public key.
@@ -133,7 +142,7 @@ enum Command {
 
 /// Runs `dmsg-cli` with `args` (the first is the program name); returns its exit code.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    service::process::main(&BINARY, args, start)
+    service::process::main::<Args, _, _>(&BINARY, args, start)
 }
 
 async fn start(args: Args) -> anyhow::Result<()> {

@@ -114,9 +114,11 @@ pub struct Settings {
     pub ping_interval: Duration,
 }
 
-impl Args {
+impl service::process::Resolve for Args {
+    type Settings = Settings;
+
     /// Checks the settings that only make sense together.
-    pub fn resolve(self) -> Result<Settings, ConfigError> {
+    fn resolve(self) -> Result<Settings, ConfigError> {
         let servers = self.servers;
         if let Some(url) = &self.discovery
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -164,6 +166,7 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use service::process::Resolve;
 
     fn resolve(args: &[&str]) -> Result<Settings, ConfigError> {
         service::config::parse::<Args>(

@@ -127,6 +127,12 @@ fn conventions(command: Command, env_prefix: &str, table: &str) -> Command {
             "{env_prefix}{table}{}",
             arg.get_id().as_str().to_uppercase()
         );
+        // A switch's variable takes 1/0, yes/no, on/off as well as true/false.
+        let arg = if matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse) {
+            arg.value_parser(clap::builder::BoolishValueParser::new())
+        } else {
+            arg
+        };
         // Leaked once per flag at start-up: clap keeps `&'static str` names.
         arg.env(&*Box::leak(name.into_boxed_str()))
     });
@@ -177,10 +183,11 @@ fn config_keys(command: &Command) -> impl Iterator<Item = &str> {
 }
 
 /// Whether a flag is a key of the config file (the command is not built yet, so a
-/// subcommand does not list the root's global flags).
+/// subcommand does not list the root's global flags). A required flag is not: it must be on
+/// the command line before the file is read.
 fn is_key(arg: &clap::Arg) -> bool {
     let id = arg.get_id().as_str();
-    !arg.is_positional() && !is_builtin(id) && id != CONFIG_FLAG
+    !arg.is_positional() && !is_builtin(id) && id != CONFIG_FLAG && !arg.is_required_set()
 }
 
 /// Parses `args` (the first is the program name) into `T`, with the file named by
@@ -313,12 +320,10 @@ fn file_args_in(
                     .iter()
                     .map(|item| scalar(key, item).map_err(file_error))
                     .collect::<Result<Vec<_>, _>>()?;
-                let delimiter = arg.get_value_delimiter().unwrap_or(',');
-                if matches!(arg.get_action(), ArgAction::Append) {
-                    out.extend(flag_values(items));
-                } else {
-                    out.extend(flag_values(vec![items.join(&delimiter.to_string())]));
+                if !matches!(arg.get_action(), ArgAction::Append) {
+                    return Err(file_error(format!("`{key}` takes one value, not an array")));
                 }
+                out.extend(flag_values(items));
             }
             (_, value) => out.extend(flag_values(vec![scalar(key, value).map_err(file_error)?])),
         }

@@ -51,28 +51,47 @@ pub struct EndStreams<S> {
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for EndStreams<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
 {
     type Response = http::Response<EndingBody<ResBody>>;
     type Error = S::Error;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = EndStreamsFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let future = self.inner.call(request);
-        let stop = self.stop.clone();
-        Box::pin(async move {
-            let response = future.await?;
-            Ok(response.map(|inner| EndingBody {
-                inner,
-                stopped: stop.cancelled_owned(),
-                ended: false,
-            }))
-        })
+        EndStreamsFuture {
+            inner: self.inner.call(request),
+            stop: Some(self.stop.clone()),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`EndStreams`].
+    pub struct EndStreamsFuture<F> {
+        #[pin]
+        inner: F,
+        stop: Option<CancellationToken>,
+    }
+}
+
+impl<F, B, E> std::future::Future for EndStreamsFuture<F>
+where
+    F: std::future::Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<EndingBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let stop = this.stop.take().unwrap_or_default();
+        Poll::Ready(Ok(response.map(|inner| EndingBody {
+            inner,
+            stopped: stop.cancelled_owned(),
+            ended: false,
+        })))
     }
 }
 

@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
-use middleware::{ServerStackConfig, server_stack};
+use middleware::{ServerStackConfig, ServerStackLayer, server_stack};
 use observability::{HealthStates, MetricsRegistry, drive_health};
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -144,21 +144,29 @@ impl GrpcEndpoint {
             health.subscribe(),
             stop.clone().cancelled_owned(),
         );
+        observability::rpc_metrics::serve_methods(methods_of(&names, &self.descriptor_sets));
         Ok((
             Endpoint {
                 routes,
-                stack: self.stack,
+                stack: server_stack(&self.stack),
+                http1: self.metrics.is_some(),
             },
             health,
         ))
     }
 }
 
-/// A built gRPC port, ready to serve on any number of listeners (TCP, dmsg).
+/// How long after the stop signal open response streams are ended, so a health `Watch`
+/// first hears NOT_SERVING.
+pub const STREAM_END_DELAY: Duration = Duration::from_millis(200);
+
+/// A built gRPC port, ready to serve on any number of listeners (TCP, dmsg), which share one
+/// server stack (one bound on concurrent requests across all of them).
 #[derive(Clone)]
 pub struct Endpoint {
     routes: Routes,
-    stack: ServerStackConfig,
+    stack: ServerStackLayer,
+    http1: bool,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -168,8 +176,11 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// Serves the routes on `incoming` (TCP or dmsg) until `stop`; then lets open calls
-    /// finish for at most `grace` and cuts the rest.
+    /// Serves the routes on `incoming` (TCP or dmsg) until `stop`; then accepts no more,
+    /// ends open response streams after [`STREAM_END_DELAY`] (UNAVAILABLE: see
+    /// [`crate::drain`]), lets other calls finish for at most `grace`, and returns. Calls
+    /// still open then are left to end with the process (tonic runs each connection in a
+    /// task of its own).
     pub fn serve<I, IO, IE>(
         &self,
         incoming: I,
@@ -186,10 +197,12 @@ impl Endpoint {
             + 'static,
         IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
+        let end_streams = CancellationToken::new();
         let serving = tonic::transport::Server::builder()
-            .accept_http1(true)
-            .layer(server_stack(&self.stack))
-            .layer(crate::drain::EndStreamsLayer::new(stop.clone()))
+            // HTTP/1.1 only where `GET /metrics` is served.
+            .accept_http1(self.http1)
+            .layer(self.stack.clone())
+            .layer(crate::drain::EndStreamsLayer::new(end_streams.clone()))
             .add_routes(self.routes.clone())
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
         async move {
@@ -198,7 +211,14 @@ impl Endpoint {
                 result = &mut serving => return result.map_err(EndpointError::from),
                 () = stop.cancelled() => {}
             }
-            match tokio::time::timeout(grace, &mut serving).await {
+            let draining = async {
+                let (result, ()) = tokio::join!(&mut serving, async {
+                    tokio::time::sleep(STREAM_END_DELAY).await;
+                    end_streams.cancel();
+                });
+                result
+            };
+            match tokio::time::timeout(grace, draining).await {
                 Ok(result) => result.map_err(EndpointError::from),
                 Err(_) => {
                     // Open streams (a health Watch, say) never end by themselves.
@@ -211,4 +231,35 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// The `(service, method)` pairs of `services`, read from the descriptor sets (Skywire's,
+/// health's and reflection's).
+fn methods_of(services: &[&str], descriptor_sets: &[&[u8]]) -> Vec<(String, String)> {
+    use prost::Message;
+    let sets = descriptor_sets.iter().copied().chain([
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]);
+    let mut methods = Vec::new();
+    for set in sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+            continue;
+        };
+        for file in set.file {
+            for service in &file.service {
+                let name = format!("{}.{}", file.package(), service.name());
+                if services.contains(&name.as_str()) {
+                    methods.extend(
+                        service
+                            .method
+                            .iter()
+                            .map(|method| (name.clone(), method.name().to_owned())),
+                    );
+                }
+            }
+        }
+    }
+    methods
 }

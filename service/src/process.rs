@@ -15,26 +15,39 @@ use crate::config::{self, Binary, ConfigError};
 
 /// How long a stopping binary waits for its service before it gives up, by default.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// Time the process gives its own clean-up (closing clients, flushing) after the endpoints'
+/// grace period, before it exits anyway.
+pub const CLEANUP_MARGIN: Duration = Duration::from_secs(1);
 /// Exit code after a second signal (128 + SIGINT, what a shell reports for Ctrl-C).
 pub const SECOND_SIGNAL_EXIT: i32 = 130;
 
+/// Settings checked beyond what each flag's type checks (values that only make sense
+/// together): a binary's definition resolves into what its service runs with.
+pub trait Resolve {
+    /// What the service runs with.
+    type Settings;
+
+    /// Checks the settings together.
+    fn resolve(self) -> Result<Self::Settings, ConfigError>;
+}
+
 /// A binary's `main`: parses `T` from `args` (the first is the program name) with
-/// [`config::parse`], then runs `body` on a new multi-threaded tokio runtime.
+/// [`config::parse`], resolves it, then runs `body` on a new multi-threaded tokio runtime.
 ///
-/// `--help` and `--version` print and exit 0; a bad command line or config file, and an error
-/// `body` returns, are printed as `<program>: <error:#>` (one JSON object under
-/// `SKYWIRE_LOG_FORMAT=json`) with exit code 2 and 1.
+/// `--help` and `--version` print and exit 0; a bad command line, config file or
+/// combination of settings exits 2, an error `body` returns exits 1; both are printed as
+/// `<program>: <error:#>` (one JSON object under `SKYWIRE_LOG_FORMAT=json`).
 pub fn main<T, E, F>(
     binary: &Binary,
     args: impl IntoIterator<Item = OsString>,
-    body: impl FnOnce(T) -> F,
+    body: impl FnOnce(T::Settings) -> F,
 ) -> ExitCode
 where
-    T: CommandFactory + FromArgMatches,
+    T: CommandFactory + FromArgMatches + Resolve,
     E: Display,
     F: Future<Output = Result<(), E>>,
 {
-    let settings = match config::parse::<T>(binary, args) {
+    let settings = match config::parse::<T>(binary, args).and_then(T::resolve) {
         Ok(settings) => settings,
         Err(ConfigError::Command(error))
             if log_format() != LogFormat::Json || !error.use_stderr() =>
@@ -140,9 +153,10 @@ pub async fn bind(
 }
 
 /// Drives `running` (a service that stops when `shutdown` is cancelled) until it ends by itself
-/// or SIGINT/SIGTERM arrives; then cancels `shutdown` and waits for it at most `grace`.
+/// or SIGINT/SIGTERM arrives; then cancels `shutdown` and waits for it at most `grace` plus
+/// [`CLEANUP_MARGIN`] (its endpoints drain for at most `grace`, then it cleans up).
 ///
-/// A service still stopping after `grace` is abandoned with a WARN and `Ok(())`: what it had
+/// A service still stopping after that is abandoned with a WARN and `Ok(())`: what it had
 /// left (calls still open, say) ends with the process. A second signal while it stops ends
 /// the process at once with exit code 130.
 pub async fn run_until_signal<E>(
@@ -162,7 +176,7 @@ pub async fn run_until_signal<E>(
     let second = shutdown_signal();
     tokio::select! {
         output = &mut running => output,
-        () = tokio::time::sleep(grace) => {
+        () = tokio::time::sleep(grace + CLEANUP_MARGIN) => {
             tracing::warn!(?grace, "still stopping after the grace period; exiting anyway");
             Ok(())
         }

@@ -26,17 +26,22 @@ const STATES: [BreakerState; 3] = [
     BreakerState::HalfOpen,
 ];
 
+/// The state family (one is registered for its description; each scrape fills a new one).
+fn state_gauge() -> Result<IntGaugeVec, prometheus::Error> {
+    IntGaugeVec::new(
+        Opts::new(
+            "circuit_breaker_state",
+            "Circuit breakers in each state (closed, open, half_open), by breaker",
+        ),
+        &["breaker", "state"],
+    )
+}
+
 impl BreakerMetrics {
     fn new() -> Result<Self, prometheus::Error> {
         Ok(Self {
             live: Mutex::new(Vec::new()),
-            state: IntGaugeVec::new(
-                Opts::new(
-                    "circuit_breaker_state",
-                    "Circuit breakers in each state (closed, open, half_open), by breaker",
-                ),
-                &["breaker", "state"],
-            )?,
+            state: state_gauge()?,
             transitions: IntCounterVec::new(
                 Opts::new(
                     "circuit_breaker_transitions_total",
@@ -72,16 +77,16 @@ impl Collector for Registered {
                 }
             }
         }
-        self.0.state.reset();
+        // A gauge of this scrape's own, so concurrent scrapes never see each other's resets.
+        let Ok(state) = state_gauge() else {
+            return self.0.transitions.collect();
+        };
         for (family, per_state) in &counts {
-            for (state, count) in STATES.iter().zip(per_state) {
-                self.0
-                    .state
-                    .with_label_values(&[family, state.as_str()])
-                    .set(*count);
+            for (s, count) in STATES.iter().zip(per_state) {
+                state.with_label_values(&[family, s.as_str()]).set(*count);
             }
         }
-        let mut families = self.0.state.collect();
+        let mut families = state.collect();
         families.extend(self.0.transitions.collect());
         families
     }

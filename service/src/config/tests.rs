@@ -115,6 +115,15 @@ fn unknown_keys_and_bad_values_name_the_key_and_the_file() {
         "{text}"
     );
 
+    let path = write("array.toml", "listen = [\"127.0.0.1:2\"]\n");
+    let text = parse_args(&["--config", path.to_str().unwrap()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("`listen` takes one value, not an array"),
+        "{text}"
+    );
+
     let path = write("switch.toml", "quiet = 1\n");
     let text = parse_args(&["--config", path.to_str().unwrap()])
         .unwrap_err()
@@ -206,6 +215,7 @@ fn the_environment_sits_between_the_file_and_the_flags() {
             .env("SKYWIRE_SKELETON_TEST_REFRESH_SECS", "11")
             .env("SKYWIRE_SKELETON_TEST_LISTEN", "127.0.0.1:3")
             .env("SKYWIRE_REQUIRE_PQ", "1")
+            .env("SKYWIRE_SKELETON_TEST_QUIET", "yes")
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -229,7 +239,7 @@ fn the_environment_sits_between_the_file_and_the_flags() {
         "127.0.0.1:4".parse().unwrap(),
         "the flag beats the variable"
     );
-    assert!(args.quiet, "the file fills what neither gave");
+    assert!(args.quiet, "a switch's variable takes yes/1/on");
     assert!(
         args.common.require_pq,
         "SKYWIRE_REQUIRE_PQ=1 is --require-pq"

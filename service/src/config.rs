@@ -163,14 +163,37 @@ fn help_tail(command: &Command) -> String {
 }
 
 fn key_lines(command: &Command) -> String {
-    let keys: Vec<&str> = config_keys(command).collect();
-    let mut text = format!("  {}\n", keys.join(", "));
+    let mut text = wrapped("  ", config_keys(command));
     for sub in command.get_subcommands() {
-        let keys: Vec<&str> = config_keys(sub).collect();
-        if !keys.is_empty() {
-            text.push_str(&format!("  [{}] {}\n", sub.get_name(), keys.join(", ")));
+        if config_keys(sub).next().is_some() {
+            text.push_str(&wrapped(
+                &format!("  [{}] ", sub.get_name()),
+                config_keys(sub),
+            ));
         }
     }
+    text
+}
+
+/// `keys` after `lead`, comma-separated, in lines of at most 90 characters.
+fn wrapped<'a>(lead: &str, keys: impl Iterator<Item = &'a str>) -> String {
+    const WIDTH: usize = 90;
+    let mut text = String::new();
+    let mut line = lead.to_owned();
+    let mut first = true;
+    for key in keys {
+        if !first && line.len() + key.len() + 2 > WIDTH {
+            text.push_str(&line);
+            text.push_str(",\n");
+            line = " ".repeat(lead.len());
+        } else if !first {
+            line.push_str(", ");
+        }
+        line.push_str(key);
+        first = false;
+    }
+    text.push_str(&line);
+    text.push('\n');
     text
 }
 

@@ -338,3 +338,47 @@ fn help_lists_keys_and_the_environment_and_member_help_exits_0() {
             .contains("member <dmsg-discovery|dmsg-server|dmsg-cli>")
     );
 }
+
+/// A collector that cannot be reached is said in the logs (WARN), not silently dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_otlp_collector_is_logged_at_warn() {
+    let dead = testkit::free_port();
+    let (listen, admin) = (testkit::free_port(), testkit::free_port());
+    let mut child = testkit::ChildProcess::spawn(
+        "dmsg-discovery",
+        Command::new(LAUNCHER)
+            .args(["member", "dmsg-discovery", "--listen"])
+            .arg(format!("127.0.0.1:{listen}"))
+            .arg("--admin")
+            .arg(format!("127.0.0.1:{admin}"))
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{dead}"),
+            )
+            .env("SKYWIRE_LOG_FORMAT", "json")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
+    // One RPC, so there is a span to export; the flush at shutdown tries to send it.
+    let channel = channel(listen).await;
+    let _ = testkit::grpc::call_empty(channel, "/skywire.discovery.v1.Discovery/Status").await;
+    child.stop_cleanly().await;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.child_mut().stderr.take().unwrap(), &mut stderr)
+        .unwrap();
+    let warning = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| {
+            line["level"] == "WARN"
+                && line["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("cannot export spans"))
+        })
+        .unwrap_or_else(|| panic!("no export warning in\n{stderr}"));
+    assert_eq!(
+        warning["fields"]["endpoint"],
+        format!("http://127.0.0.1:{dead}").as_str()
+    );
+}

@@ -159,9 +159,6 @@ async fn start(args: Args) -> anyhow::Result<()> {
     telemetry.instance_id = Some(keypair.public().short());
     let telemetry = observability::init_with(telemetry)?;
     let result = execute(args, keypair).await;
-    if let Err(error) = &result {
-        tracing::debug!("{error:#}");
-    }
     telemetry.shutdown().await;
     result
 }

@@ -5,7 +5,8 @@
 //! GrpcEndpoint::new(stack)            the server stack (tracing, panics, limits, deadlines)
 //!     .add_service(FooServer::new(..)) each served service, by its gRPC name
 //!     .with_metrics(&metrics)          GET /metrics on the same port (admin endpoints)
-//!     .build(&health)?                 + grpc.health.v1 (each name) + reflection v1/v1alpha
+//!     .build(&health, &stop)?          + grpc.health.v1 (each name) + reflection v1/v1alpha,
+//!                                      and the task keeping health in step
 //!     .serve(incoming, stop, grace)    until `stop`, then at most `grace` for open calls
 //! ```
 
@@ -29,6 +30,15 @@ pub const REFLECTION_SERVICES: [&str; 2] = [
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
+/// The encoded descriptor sets of every service a port can serve: Skywire's, health's and
+/// reflection's (for reflection itself and for the RPC metrics' method names).
+const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    skywire_proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
 /// Why an endpoint could not be built or stopped serving.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -45,7 +55,6 @@ pub enum EndpointError {
 pub struct GrpcEndpoint {
     routes: Routes,
     served: Vec<&'static str>,
-    descriptor_sets: Vec<&'static [u8]>,
     metrics: Option<MetricsRegistry>,
     stack: ServerStackConfig,
 }
@@ -66,7 +75,6 @@ impl GrpcEndpoint {
         Self {
             routes: Routes::default(),
             served: Vec::new(),
-            descriptor_sets: vec![skywire_proto::FILE_DESCRIPTOR_SET],
             metrics: None,
             stack,
         }
@@ -114,16 +122,10 @@ impl GrpcEndpoint {
     ) -> Result<(Endpoint, impl Future<Output = ()> + Send + 'static), EndpointError> {
         let names = self.service_names();
         let reflection = || {
-            let builder = ReflectionBuilder::configure()
-                .include_reflection_service(false)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(
-                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-                );
-            let builder = self.descriptor_sets.iter().fold(builder, |builder, set| {
-                builder.register_encoded_file_descriptor_set(set)
-            });
+            let builder = DESCRIPTOR_SETS.iter().fold(
+                ReflectionBuilder::configure().include_reflection_service(false),
+                |builder, set| builder.register_encoded_file_descriptor_set(set),
+            );
             names
                 .iter()
                 .fold(builder, |builder, name| builder.with_service_name(*name))
@@ -144,7 +146,7 @@ impl GrpcEndpoint {
             health.subscribe(),
             stop.clone().cancelled_owned(),
         );
-        observability::rpc_metrics::serve_methods(methods_of(&names, &self.descriptor_sets));
+        observability::rpc_metrics::serve_methods(methods_of(&names));
         Ok((
             Endpoint {
                 routes,
@@ -233,17 +235,11 @@ impl Endpoint {
     }
 }
 
-/// The `(service, method)` pairs of `services`, read from the descriptor sets (Skywire's,
-/// health's and reflection's).
-fn methods_of(services: &[&str], descriptor_sets: &[&[u8]]) -> Vec<(String, String)> {
+/// The `(service, method)` pairs of `services`, read from [`DESCRIPTOR_SETS`].
+fn methods_of(services: &[&str]) -> Vec<(String, String)> {
     use prost::Message;
-    let sets = descriptor_sets.iter().copied().chain([
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ]);
     let mut methods = Vec::new();
-    for set in sets {
+    for set in DESCRIPTOR_SETS {
         let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
             continue;
         };

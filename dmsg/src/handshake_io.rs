@@ -9,8 +9,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::identity::{Keypair, PublicKey};
-use crate::mux::goaway_frame;
-use crate::noise::{self, Aead, Established, HandshakeError, PqSettings, PqStatus, ResponderNext};
+use crate::mux::refusal_frame;
+use crate::noise::{self, Established, HandshakeError, PqSettings, PqStatus, ResponderNext};
 use crate::wire::{
     Code, HandshakeRefusal, MAX_HANDSHAKE_MESSAGE, PREAMBLE_LEN, PROTOCOL_VERSION, Pattern,
     Preamble, PreambleError,
@@ -130,9 +130,8 @@ pub(crate) async fn respond_session<T: AsyncRead + AsyncWrite + Unpin>(
     let refusal = (outcome.pq() == PqStatus::Classical
         && pq.required_for(&outcome.remote(), false).is_some())
     .then(|| {
-        let mut send = Aead::new(&outcome.keys.send);
-        goaway_frame(
-            &mut send,
+        refusal_frame(
+            &outcome,
             Code::PqRequired,
             "this server requires a post-quantum hybrid session with you",
         )

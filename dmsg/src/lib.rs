@@ -5,20 +5,18 @@
 //! sections.
 //!
 //! # IO contract
-//! The protocol logic has no IO and no clock of its own: [`wire`] parses bytes, [`noise`]
-//! runs handshakes as typestates over byte messages, and [`mux::Mux`] is a session state
-//! machine fed with received bytes and `now`, whose output is bytes to write, events and a
-//! next timeout. The tokio layer ([`session`], [`stream`], [`server`], [`client`]) owns sockets
-//! and tasks: one driver task per session, cheap handles that lock the mux only to issue a
-//! command (never across an await), and every task owned by a tracker that shutdown joins.
+//! The protocol logic is the `dmsg-core` crate, re-exported here ([`identity`], [`addr`],
+//! [`wire`], [`noise`], [`mux`]): it has no IO and no clock of its own — [`wire`] parses
+//! bytes, [`noise`] runs handshakes as typestates over byte messages, and [`mux::Mux`] is a
+//! session state machine fed with received bytes and `now`, whose output is bytes to write,
+//! events and a next timeout. This crate is the tokio layer ([`session`], [`stream`],
+//! [`server`], [`client`]): it owns sockets and tasks — one driver task per session, cheap
+//! handles that lock the mux only to issue a command (never across an await), and every task
+//! owned by a tracker that shutdown joins.
 //!
 //! # Layout
-//! - [`identity`]: Ed25519 key pairs (one key for signatures and Noise), key files.
-//! - [`addr`]: `dmsg://<pk>:<port>` addresses and ports, `PK@HOST:PORT` server addresses.
+//! - [`identity`], [`addr`], [`wire`], [`noise`], [`mux`]: the protocol core (`dmsg-core`).
 //! - [`backoff`]: full-jitter exponential backoff.
-//! - [`wire`]: constants, frame headers, bodies and the numbered codes.
-//! - [`noise`]: XK/KK handshakes hybridised with ML-KEM-768, the PQ policy gate, traffic keys.
-//! - [`mux`]: the sans-IO session multiplexer: frames, flow-control windows, pings.
 //! - [`session`]: a session at runtime: its driver task and handles.
 //! - [`stream`]: raw streams (what a relay moves) and end-to-end encrypted [`stream::DmsgStream`]s.
 //! - [`server`]: the relay server core: accept loop, session table, relay, stats.
@@ -30,7 +28,8 @@
 //! - [`entry`]: discovery and transport entries: model, signing bytes, validation.
 //! - [`discovery`]: the discovery client (gRPC over TCP or dmsg) and its publish loop.
 
-pub mod addr;
+pub use dmsg_core::{addr, identity, mux, noise, wire};
+
 pub mod backoff;
 mod changes;
 pub mod client;
@@ -40,14 +39,10 @@ pub mod entry;
 pub mod grpc;
 mod handshake_io;
 pub mod hexfield;
-pub mod identity;
-pub mod mux;
-pub mod noise;
 pub mod port;
 pub mod server;
 pub mod session;
 pub mod stream;
-pub mod wire;
 
 #[cfg(test)]
 mod tests;

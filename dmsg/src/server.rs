@@ -575,7 +575,8 @@ impl Server {
     }
 }
 
-/// One direction of a splice: a DATA body waiting for credit, and whether FIN went through.
+/// One direction of a splice: a DATA body waiting for credit, and whether the direction is
+/// over (FIN went through, or the receiving end stopped reading and the sender was told).
 #[derive(Default)]
 struct Pump {
     held: Option<(Bytes, bool)>,
@@ -583,6 +584,13 @@ struct Pump {
 }
 
 impl Pump {
+    /// The receiving end stopped reading: tell the sender, drop what is held.
+    fn stop(&mut self, from: &mut RawStream, code: Code) {
+        from.stop(code);
+        self.held = None;
+        self.done = true;
+    }
+
     /// Moves what it can from `from` to `to`; `Ready(Some(error))` if either stream failed.
     fn poll(
         &mut self,
@@ -597,7 +605,11 @@ impl Pump {
                     Poll::Ready(Ok(Some(chunk))) => self.held = Some(chunk),
                     Poll::Ready(Ok(None)) => self.done = true,
                     Poll::Ready(Err(error)) => return Poll::Ready(Some(error)),
-                    Poll::Pending => return Poll::Pending,
+                    // Nothing to move: pass on a STOP from the receiving end, if it came.
+                    Poll::Pending => match to.poll_stopped(cx) {
+                        Poll::Ready(code) => self.stop(from, code),
+                        Poll::Pending => return Poll::Pending,
+                    },
                 }
             }
             if let Some((body, fin)) = &self.held {
@@ -607,6 +619,7 @@ impl Pump {
                         self.done = *fin;
                         self.held = None;
                     }
+                    Poll::Ready(Err(StreamError::Stopped(code))) => self.stop(from, code),
                     Poll::Ready(Err(error)) => return Poll::Ready(Some(error)),
                     Poll::Pending => return Poll::Pending,
                 }
@@ -618,7 +631,7 @@ impl Pump {
 
 /// Moves DATA bodies between two streams as they are (same boundaries, same FIN flags), each
 /// direction paced by the other side's credit. Ends when both directions finished or either
-/// stream fails; a reset on one side resets the other.
+/// stream fails; a reset on one side resets the other, a STOP is passed on to the sender.
 async fn splice(mut a: RawStream, mut b: RawStream, relayed: &AtomicU64) {
     let mut forward = Pump::default();
     let mut backward = Pump::default();

@@ -399,6 +399,18 @@ impl Session {
         Poll::Ready(sent)
     }
 
+    /// Polls until the peer stopped reading `id` (its STOP); returns the code.
+    pub(crate) fn poll_stopped(&self, cx: &mut Context<'_>, id: u32) -> Poll<Code> {
+        let mut state = self.lock();
+        match state.mux.send_stopped(id) {
+            Some(code) => Poll::Ready(code),
+            None => {
+                state.writers.insert(id, cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
     /// Forgets a stream whose handle is gone, giving back credit it still held.
     pub(crate) fn release(&self, id: u32, reserved: usize) {
         let mut state = self.lock();
@@ -483,6 +495,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SessionDriver<T> {
                 MuxEvent::Readable(id) => wake(&mut state.readers, id),
                 MuxEvent::Writable(id) => wake(&mut state.writers, id),
                 MuxEvent::WritableAll => state.writers.drain().for_each(|(_, w)| w.wake()),
+                MuxEvent::Stopped { stream, .. } => wake(&mut state.writers, stream),
                 MuxEvent::Reset { stream, .. } => {
                     wake(&mut state.readers, stream);
                     wake(&mut state.writers, stream);

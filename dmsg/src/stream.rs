@@ -28,8 +28,9 @@ const AD_DATA: &[u8] = &[0];
 /// Associated data of the record that ends the stream.
 const AD_FIN: &[u8] = &[1];
 
-/// A stream of DATA bodies, carried as they are. Dropping it resets the stream unless both
-/// directions finished.
+/// A stream of DATA bodies, carried as they are. Dropping it after this end finished
+/// sending loses nothing (the peer still gets every body and the FIN, PROTOCOL.md §6.2);
+/// dropping it before aborts the stream with a reset.
 #[derive(Debug)]
 pub struct RawStream {
     session: Session,
@@ -129,6 +130,17 @@ impl RawStream {
         self.send(body, fin)
     }
 
+    /// Stops reading: the peer is told to send no more; sending is not affected.
+    pub fn stop(&mut self, code: Code) {
+        let id = self.id;
+        self.session.with_mux(|mux| mux.stop_stream(id, code));
+    }
+
+    /// Resolves once the peer stopped reading (its STOP); returns its code.
+    pub fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<Code> {
+        self.session.poll_stopped(cx, self.id)
+    }
+
     /// Aborts the stream with `code`.
     pub fn reset(self, code: Code) {
         let id = self.id;
@@ -171,7 +183,7 @@ fn io_error(error: StreamError) -> io::Error {
     let kind = match error {
         StreamError::Reset(_) => io::ErrorKind::ConnectionReset,
         StreamError::SessionClosed(_) => io::ErrorKind::ConnectionAborted,
-        StreamError::Finished => io::ErrorKind::BrokenPipe,
+        StreamError::Finished | StreamError::Stopped(_) => io::ErrorKind::BrokenPipe,
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, error)
@@ -371,8 +383,12 @@ impl AsyncWrite for DmsgStream {
         if this.write_closed {
             return Poll::Ready(Ok(()));
         }
-        ready!(this.raw.poll_reserve(cx, TAG_LEN, TAG_LEN)).map_err(io_error)?;
-        this.send_record(&[], true)?;
+        match ready!(this.raw.poll_reserve(cx, TAG_LEN, TAG_LEN)) {
+            Ok(_) => this.send_record(&[], true)?,
+            // The peer stopped reading: this direction is over either way.
+            Err(StreamError::Stopped(_)) => {}
+            Err(error) => return Poll::Ready(Err(io_error(error))),
+        }
         this.write_closed = true;
         Poll::Ready(Ok(()))
     }

@@ -239,6 +239,56 @@ async fn an_abandoned_stream_is_reset_as_cancelled() {
     server.stop().await;
 }
 
+/// PROTOCOL.md §6.2: write, shut down and drop at once — before the peer read anything —
+/// loses nothing: the peer reads all 10 MB and a clean EOF through the relay, and only its
+/// own writes learn that nobody reads them any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_shut_down_and_dropped_at_once_delivers_every_byte_and_eof() {
+    const TOTAL: usize = 10 * 1024 * 1024;
+    let server = TestServer::start(ServerConfig::default()).await;
+    let (alice, session) = connected(&server, ClientConfig::default()).await;
+    let (bob, _bob_session) = connected(&server, ClientConfig::default()).await;
+    let mut listener = bob.listen(port(80)).unwrap();
+    let mut stream = alice.dial_via(&session, addr(&bob, 80)).await.unwrap();
+    let mut peer = listener.accept().await.unwrap();
+
+    let payload: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
+    let expected = payload.clone();
+    let writer = tokio::spawn(async move {
+        stream.write_all(&payload).await.unwrap();
+        stream.shutdown().await.unwrap();
+        drop(stream);
+    });
+    // The reader starts late, so the writer's last windows' worth is still unread (buffered
+    // at the relay and at bob) when the writer drops its handle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut received = Vec::with_capacity(TOTAL);
+    tokio::time::timeout(Duration::from_secs(60), peer.read_to_end(&mut received))
+        .await
+        .expect("the reader finished")
+        .expect("a clean EOF, not a reset");
+    writer.await.unwrap();
+    assert_eq!(received.len(), TOTAL);
+    assert!(received == expected, "the bytes arrived altered");
+
+    let error = loop {
+        match peer.write_all(b"anyone there?").await {
+            Ok(()) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+    peer.shutdown().await.unwrap();
+    drop(peer);
+    common::wait_until("the relay forgets the stream", || {
+        server.server.stats().streams == 0
+    })
+    .await;
+    alice.close().await;
+    bob.close().await;
+    server.stop().await;
+}
+
 /// PROTOCOL.md §10: newest session wins — a second session from the same key replaces the
 /// first (which is told REPLACED), and the old session's end never evicts the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! type's maximum, and the mux treats arbitrary input as a violation, never a crash.
 #![no_main]
 
-use dmsg::wire::{HEADER_LEN, MAX_DATA_BODY, TAG_LEN, check_frame};
+use dmsg_core::wire::{HEADER_LEN, MAX_DATA_BODY, TAG_LEN, check_frame};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(header.frame_len(), HEADER_LEN + header.body_len + TAG_LEN);
         assert!(header.frame_len() <= data.len());
     }
-    let mut mux = dmsg::mux::fuzzing::session(dmsg::mux::Role::Responder);
+    let mut mux = dmsg_core::mux::fuzzing::session(dmsg_core::mux::Role::Responder);
     let mut input = bytes::BytesMut::from(data);
     if mux.handle_input(tokio::time::Instant::now(), &mut input).is_err() {
         assert!(mux.is_closed());

@@ -2,8 +2,8 @@
 //! the exact documented lengths.
 #![no_main]
 
-use dmsg::noise::{CT_LEN, Confirm, EK_LEN, parse_answer, parse_offer};
-use dmsg::wire::{PREAMBLE_LEN, Preamble};
+use dmsg_core::noise::{CT_LEN, Confirm, EK_LEN, parse_answer, parse_offer};
+use dmsg_core::wire::{PREAMBLE_LEN, Preamble};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! re-encodes to the same bytes and its handshake message is within the maximum.
 #![no_main]
 
-use dmsg::wire::{AcceptBody, MAX_HANDSHAKE_MESSAGE, ReasonBody, StreamRequest};
+use dmsg_core::wire::{AcceptBody, MAX_HANDSHAKE_MESSAGE, ReasonBody, StreamRequest};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

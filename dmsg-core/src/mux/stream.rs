@@ -44,6 +44,10 @@ pub(crate) struct StreamState {
     pub(crate) recv_fin: bool,
     /// The peer reset the stream with this code.
     pub(crate) reset: Option<Code>,
+    /// The peer stopped reading (STOP with this code): this end sends no more.
+    pub(crate) send_stopped: Option<Code>,
+    /// This end stopped reading (it sent STOP): what still arrives is dropped.
+    pub(crate) recv_stopped: bool,
 }
 
 impl StreamState {
@@ -58,11 +62,23 @@ impl StreamState {
             recv_consumed: 0,
             recv_fin: false,
             reset: None,
+            send_stopped: None,
+            recv_stopped: false,
         }
+    }
+
+    /// True once this end sends nothing more: it sent FIN, or the peer stopped reading.
+    pub(crate) fn send_finished(&self) -> bool {
+        self.send_fin || self.send_stopped.is_some()
+    }
+
+    /// True once this end reads nothing more: everything up to FIN was read, or it stopped.
+    pub(crate) fn recv_finished(&self) -> bool {
+        self.recv_stopped || (self.recv_fin && self.recv.is_empty())
     }
 
     /// True once both directions are finished and everything received was read.
     pub(crate) fn is_done(&self) -> bool {
-        self.send_fin && self.recv_fin && self.recv.is_empty()
+        self.send_finished() && self.recv_finished()
     }
 }

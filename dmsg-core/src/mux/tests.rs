@@ -181,15 +181,18 @@ fn the_session_window_bounds_all_streams_together() {
     assert_eq!(buffered, u64::from(INITIAL_SESSION_WINDOW));
 }
 
-/// PROTOCOL.md §6: sending beyond a stream's window resets that stream (FLOW_CONTROL).
+/// PROTOCOL.md §6: sending beyond a stream's window resets that stream (FLOW_CONTROL), and
+/// the frames already in flight behind the overflowing one are dropped, not a violation.
 #[test]
 fn exceeding_a_stream_window_resets_the_stream() {
     let mut p = Pair::new(config());
     let id = p.open();
+    let sibling = p.open();
     // Pretend `a` was granted more than `b` allowed.
-    p.a.streams.get_mut(&id).unwrap().send_credit = u64::from(INITIAL_STREAM_WINDOW) * 2;
+    p.a.streams.get_mut(&id).unwrap().send_credit = u64::from(INITIAL_STREAM_WINDOW) * 3;
     let chunk = vec![0u8; MAX_DATA_BODY];
-    for _ in 0..5 {
+    // Four frames fill the window; four more are in flight when `b` resets the stream.
+    for _ in 0..8 {
         p.a.send_data(id, &chunk, false).unwrap();
     }
     p.deliver();
@@ -205,6 +208,16 @@ fn exceeding_a_stream_window_resets_the_stream() {
         !p.a.is_closed() && !p.b.is_closed(),
         "only the stream is reset"
     );
+    // The session's credit for the dropped frames came back: the sibling still moves data.
+    p.a.send_data(sibling, b"still here", true).unwrap();
+    p.deliver();
+    assert_eq!(
+        p.b.recv(sibling).unwrap(),
+        Some((Bytes::from_static(b"still here"), true))
+    );
+    // The overflowing frame and the three behind it were counted as consumed (to be granted
+    // back), as was what the sibling read.
+    assert_eq!(p.b.session_recv_consumed, 4 * MAX_DATA_BODY as u64 + 10);
 }
 
 /// PROTOCOL.md §5.3: a frame altered in flight closes the session.
@@ -289,6 +302,88 @@ fn goaway_fails_every_stream() {
         p.a.open_stream(b"x"),
         Err(StreamError::SessionClosed(Code::Replaced))
     );
+}
+
+/// PROTOCOL.md §6.2: a handle dropped after FIN loses nothing — the peer still reads every
+/// body and the FIN — while the peer's own sends stop with STOPPED.
+#[test]
+fn releasing_a_finished_sender_delivers_everything_and_stops_the_peer() {
+    let mut p = Pair::new(config());
+    let id = p.open();
+    p.a.send_data(id, b"first", false).unwrap();
+    p.a.send_data(id, b"last", true).unwrap();
+    p.a.release_stream(id);
+    p.deliver();
+    assert!(p.a.streams.is_empty(), "a forgot the stream");
+    assert!(p.b_events.contains(&MuxEvent::Stopped {
+        stream: id,
+        code: Code::Cancelled
+    }));
+    assert_eq!(
+        p.b.recv(id).unwrap(),
+        Some((Bytes::from_static(b"first"), false))
+    );
+    assert_eq!(
+        p.b.recv(id).unwrap(),
+        Some((Bytes::from_static(b"last"), true))
+    );
+    assert!(p.b.recv_finished(id));
+    assert_eq!(
+        p.b.send_capacity(id),
+        Err(StreamError::Stopped(Code::Cancelled))
+    );
+    // b's data still in flight towards a is dropped there, with the session credit back.
+    p.b.release_stream(id);
+    p.deliver();
+    assert!(p.b.streams.is_empty());
+    assert!(!p.a.is_closed() && !p.b.is_closed());
+}
+
+/// PROTOCOL.md §6.2: a handle dropped before it finished sending aborts the stream: the
+/// peer sees RESET CANCELLED and its unread data is discarded.
+#[test]
+fn releasing_an_unfinished_sender_resets_the_stream() {
+    let mut p = Pair::new(config());
+    let id = p.open();
+    p.a.send_data(id, b"half", false).unwrap();
+    p.a.release_stream(id);
+    p.deliver();
+    assert!(p.b_events.contains(&MuxEvent::Reset {
+        stream: id,
+        code: Code::Cancelled
+    }));
+    assert_eq!(p.b.recv(id), Err(StreamError::Reset(Code::Cancelled)));
+}
+
+/// PROTOCOL.md §6.2: a STOP while data is in flight: the stopped side's frames are dropped
+/// with their session credit returned; the other direction keeps flowing.
+#[test]
+fn stop_drops_what_is_in_flight_and_keeps_the_other_direction() {
+    let mut p = Pair::new(config());
+    let id = p.open();
+    p.a.send_data(id, &[7u8; 1000], false).unwrap();
+    p.b.stop_stream(id, Code::Cancelled);
+    p.deliver();
+    assert!(p.a_events.contains(&MuxEvent::Stopped {
+        stream: id,
+        code: Code::Cancelled
+    }));
+    assert_eq!(
+        p.b.recv(id).unwrap(),
+        None,
+        "the in-flight body was dropped"
+    );
+    assert_eq!(
+        p.a.send_data(id, b"more", false),
+        Err(StreamError::Stopped(Code::Cancelled))
+    );
+    p.b.send_data(id, b"reply", true).unwrap();
+    p.deliver();
+    assert_eq!(
+        p.a.recv(id).unwrap(),
+        Some((Bytes::from_static(b"reply"), true))
+    );
+    assert_eq!(p.b.session_recv_consumed, 1000);
 }
 
 proptest! {

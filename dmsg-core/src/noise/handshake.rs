@@ -68,6 +68,11 @@ impl HandshakeOutcome {
     pub fn pq(&self) -> PqStatus {
         self.pq
     }
+
+    /// A fresh cipher for what this end sends (its counter at 0).
+    pub(crate) fn send_cipher(&self) -> super::Aead {
+        super::Aead::new(&self.keys.send)
+    }
 }
 
 /// The prologue both ends mix in: label, version, pattern, mode and the pattern's binding

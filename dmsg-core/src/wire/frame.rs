@@ -36,6 +36,9 @@ pub enum FrameType {
     GoAway = 0x09,
     /// The responder accepted the session (its first frame); body: empty.
     Ready = 0x0a,
+    /// The sender stopped reading a stream: stop sending on it; body: code `u16`. What
+    /// either side already sent the other is still delivered (PROTOCOL.md §6.2).
+    Stop = 0x0b,
 }
 
 impl FrameType {
@@ -51,6 +54,7 @@ impl FrameType {
             0x08 => Self::Pong,
             0x09 => Self::GoAway,
             0x0a => Self::Ready,
+            0x0b => Self::Stop,
             _ => return None,
         })
     }
@@ -67,7 +71,7 @@ impl FrameType {
             Self::Reject | Self::GoAway => (3, 3 + MAX_REASON_LEN),
             Self::Data => (0, MAX_DATA_BODY),
             Self::Window => (4, 4),
-            Self::Reset => (2, 2),
+            Self::Reset | Self::Stop => (2, 2),
             Self::Ping | Self::Pong => (8, 8),
             Self::Ready => (0, 0),
         }

@@ -22,7 +22,7 @@ pub use ping::PingConfig;
 use ping::{PingAction, PingState};
 use stream::{Chunk, Phase, StreamState};
 
-use crate::noise::{Aead, AeadError};
+use crate::noise::{Aead, AeadError, HandshakeOutcome};
 use crate::wire::{
     self, Code, FIN, FrameError, FrameType, HEADER_LEN, Header, INITIAL_SESSION_WINDOW,
     INITIAL_STREAM_WINDOW, MAX_DATA_BODY, MAX_WINDOW, ReasonBody, TAG_LEN,
@@ -94,6 +94,14 @@ pub enum MuxEvent {
     Writable(u32),
     /// The session got send credit: every blocked writer may proceed.
     WritableAll,
+    /// The peer stopped reading a stream: sends on it fail with [`StreamError::Stopped`];
+    /// what it sent is still delivered.
+    Stopped {
+        /// The stream.
+        stream: u32,
+        /// Why.
+        code: Code,
+    },
     /// The peer reset a stream.
     Reset {
         /// The stream.
@@ -139,6 +147,9 @@ pub enum StreamError {
     /// The peer reset the stream.
     #[error("stream reset by the peer: {}", .0.description())]
     Reset(Code),
+    /// The peer stopped reading the stream; nothing more can be sent on it.
+    #[error("the peer stopped reading the stream: {}", .0.description())]
+    Stopped(Code),
     /// The session ended.
     #[error("session closed: {}", .0.description())]
     SessionClosed(Code),
@@ -445,6 +456,18 @@ impl Mux {
                     self.consume_session(dropped);
                 }
             }
+            FrameType::Stop => {
+                let code =
+                    wire::decode_reset(&body).map_err(|_| MuxError::Violation("STOP body"))?;
+                if let Some(stream) = self.streams.get_mut(&id)
+                    && stream.phase == Phase::Open
+                    && stream.send_stopped.is_none()
+                {
+                    stream.send_stopped = Some(code);
+                    self.events
+                        .push_back(MuxEvent::Stopped { stream: id, code });
+                }
+            }
             FrameType::Ping => {
                 let value =
                     wire::decode_ping(&body).map_err(|_| MuxError::Violation("PING body"))?;
@@ -503,7 +526,13 @@ impl Mux {
             self.consume_session(len);
             return Ok(());
         };
-        if stream.phase != Phase::Open || stream.recv_fin || stream.reset.is_some() {
+        if stream.reset.is_some() || stream.recv_stopped {
+            // Sent before the peer saw this end's RESET or STOP (more may be in flight):
+            // dropped, the session credit given back.
+            self.consume_session(len);
+            return Ok(());
+        }
+        if stream.phase != Phase::Open || stream.recv_fin {
             return Err(MuxError::Violation(
                 "DATA on a stream that is not open for it",
             ));
@@ -570,6 +599,9 @@ impl Mux {
     /// Bytes that can be sent on `id` now (stream credit, session credit, frame limit).
     pub fn send_capacity(&self, id: u32) -> Result<usize, StreamError> {
         let stream = self.stream(id)?;
+        if let Some(code) = stream.send_stopped {
+            return Err(StreamError::Stopped(code));
+        }
         if stream.send_fin {
             return Err(StreamError::Finished);
         }
@@ -692,16 +724,19 @@ impl Mux {
                 credit: reserved,
             });
         }
-        match self.stream(id).map(|s| s.send_fin) {
-            Err(error) => {
+        let refused = match self.stream(id) {
+            Err(error) => Some(error),
+            Ok(stream) => match stream.send_stopped {
+                Some(code) => Some(StreamError::Stopped(code)),
+                None => stream.send_fin.then_some(StreamError::Finished),
+            },
+        };
+        match refused {
+            Some(error) => {
                 self.unreserve(id, reserved);
                 Err(error)
             }
-            Ok(true) => {
-                self.unreserve(id, reserved);
-                Err(StreamError::Finished)
-            }
-            Ok(false) => Ok(()),
+            None => Ok(()),
         }
     }
 
@@ -757,6 +792,11 @@ impl Mux {
             .is_some_and(|s| s.recv_fin && s.recv.is_empty())
     }
 
+    /// The code of the peer's STOP on `id`, if it stopped reading.
+    pub fn send_stopped(&self, id: u32) -> Option<Code> {
+        self.streams.get(&id).and_then(|s| s.send_stopped)
+    }
+
     /// True if `id` has received data waiting.
     pub fn has_data(&self, id: u32) -> bool {
         self.streams.get(&id).is_some_and(|s| !s.recv.is_empty())
@@ -772,10 +812,41 @@ impl Mux {
         }
     }
 
-    /// Forgets a stream whose handle is gone: silently if it finished both ways, else with a
-    /// RESET ([`Code::Cancelled`]).
+    /// Stops reading `id`: the peer is told (STOP with `code`) to send no more, what is
+    /// buffered is dropped and what still arrives is discarded. Sending is not affected.
+    pub fn stop_stream(&mut self, id: u32, code: Code) {
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if stream.phase != Phase::Open || stream.recv_finished() || stream.reset.is_some() {
+            return;
+        }
+        stream.recv_stopped = true;
+        let dropped = std::mem::take(&mut stream.recv_buffered);
+        stream.recv.clear();
+        self.queue(FrameType::Stop, 0, id, &code.number().to_be_bytes());
+        self.consume_session(dropped);
+    }
+
+    /// Forgets a stream whose handle is gone (PROTOCOL.md §6.2).
+    ///
+    /// If this end finished sending, nothing it sent is lost: the stream is forgotten,
+    /// with a STOP ([`Code::Cancelled`]) if the peer may still send. If it had not finished
+    /// sending, the stream is aborted with a RESET ([`Code::Cancelled`]) — the peer cannot
+    /// tell a truncated stream from a complete one otherwise.
     pub fn release_stream(&mut self, id: u32) {
-        self.reset_stream(id, Code::Cancelled);
+        let Some(stream) = self.streams.get(&id) else {
+            return;
+        };
+        let graceful = stream.phase == Phase::Open && stream.send_finished();
+        if !graceful || stream.reset.is_some() {
+            self.reset_stream(id, Code::Cancelled);
+            return;
+        }
+        self.stop_stream(id, Code::Cancelled);
+        if let Some(stream) = self.streams.remove(&id) {
+            self.consume_session(stream.recv_buffered);
+        }
     }
 
     // === internals ===
@@ -913,12 +984,14 @@ pub(crate) fn seal_frame_with(
     }
 }
 
-/// A lone sealed GOAWAY, for a responder refusing a session right after its handshake.
-pub(crate) fn goaway_frame(send: &mut Aead, code: Code, reason: &str) -> BytesMut {
+/// A lone sealed GOAWAY under a completed handshake's keys, for a responder refusing the
+/// session right after its handshake (PROTOCOL.md §4.5): the peer gets a typed reason.
+pub fn refusal_frame(outcome: &HandshakeOutcome, code: Code, reason: &str) -> BytesMut {
+    let mut send = outcome.send_cipher();
     let mut out = BytesMut::new();
     // A fresh cipher cannot have exhausted its nonces.
     let _ = seal_frame(
-        send,
+        &mut send,
         &mut out,
         FrameType::GoAway,
         0,

@@ -17,7 +17,9 @@
 //! # Layout
 //! - [`identity`], [`addr`], [`wire`], [`noise`], [`mux`]: the protocol core (`dmsg-core`).
 //! - [`backoff`]: full-jitter exponential backoff.
-//! - [`session`]: a session at runtime: its driver task and handles.
+//! - [`net`]: the [`net::Dial`] / [`net::Listen`] seam (TCP, or any byte stream).
+//! - [`handshake`]: the session handshake over any byte stream.
+//! - [`session`]: a session at runtime over any byte stream: its driver task and handles.
 //! - [`stream`]: raw streams (what a relay moves) and end-to-end encrypted [`stream::DmsgStream`]s.
 //! - [`server`]: the relay server core: accept loop, session table, relay, stats.
 //! - [`client`]: the client core (connect, listen, dial through a session) and its lifecycle
@@ -37,8 +39,9 @@ pub mod deployment;
 pub mod discovery;
 pub mod entry;
 pub mod grpc;
-mod handshake_io;
+pub mod handshake;
 pub mod hexfield;
+pub mod net;
 pub mod port;
 pub mod server;
 pub mod session;

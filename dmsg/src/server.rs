@@ -14,17 +14,19 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::{TcpListener, TcpStream};
+use futures::FutureExt;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handshake_io::{refuse, respond_session};
+use crate::handshake::{refuse, respond};
 use crate::identity::{Keypair, PublicKey};
-use crate::mux::{Mux, MuxConfig, Role, StreamError};
+use crate::mux::{MuxConfig, Role, StreamError};
+use crate::net::{Io, Listen};
 use crate::noise::{HandshakeCounts, PqSettings};
-use crate::session::{IncomingHandler, IncomingOpen, OpenAnswer, Session};
+use crate::session::{IncomingHandler, IncomingOpen, OpenAnswer, Session, SessionSetup};
 use crate::stream::RawStream;
 use crate::wire::{Code, HANDSHAKE_TIMEOUT, HandshakeRefusal, StreamRequest};
 
@@ -340,11 +342,12 @@ impl Server {
         self.inner.counters.rejects[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Runs the accept loop on `listener` until [`Server::shutdown`].
+    /// Runs the accept loop on `listener` (a bound `TcpListener`, or any [`Listen`]) until
+    /// [`Server::shutdown`].
     ///
     /// Returns `Err` if accepting fails persistently: the caller must treat that as the
     /// data plane dying (health NOT_SERVING, exit non-zero).
-    pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
+    pub async fn serve<L: Listen>(&self, mut listener: L) -> std::io::Result<()> {
         let mut bucket = TokenBucket::new(
             self.inner.config.accept_rate,
             self.inner.config.accept_burst,
@@ -356,9 +359,9 @@ impl Server {
                 accepted = listener.accept() => accepted,
             };
             match accepted {
-                Ok((tcp, addr)) => {
+                Ok((io, addr)) => {
                     failures = 0;
-                    self.admit(tcp, addr, &mut bucket);
+                    self.admit(io, addr, &mut bucket);
                 }
                 Err(error) => {
                     // Out of file descriptors or an aborted connection: back off and retry;
@@ -374,71 +377,65 @@ impl Server {
         }
     }
 
-    fn admit(&self, tcp: TcpStream, addr: SocketAddr, bucket: &mut TokenBucket) {
+    fn admit<T: Io>(&self, mut io: T, addr: Option<SocketAddr>, bucket: &mut TokenBucket) {
         if !bucket.try_take(Instant::now()) {
             self.reject(RejectReason::RateLimited);
             return; // dropping the socket closes it: the client backs off and retries
         }
         let Ok(permit) = self.inner.handshakes.clone().try_acquire_owned() else {
             self.reject(RejectReason::HandshakeBusy);
-            // A fresh socket's send buffer is empty: this never blocks.
-            let _ = tcp.try_write(&HandshakeRefusal::Busy.encode());
+            // A fresh socket's send buffer is empty: one poll writes it, never a wait.
+            let _ = io
+                .write_all(&HandshakeRefusal::Busy.encode())
+                .now_or_never();
             return;
         };
         let server = self.clone();
         self.inner
             .tasks
-            .spawn(async move { server.run_connection(tcp, addr, permit).await });
+            .spawn(async move { server.run_connection(io, addr, permit).await });
     }
 
-    async fn run_connection(
+    async fn run_connection<T: Io>(
         self,
-        mut tcp: TcpStream,
-        addr: SocketAddr,
+        mut io: T,
+        addr: Option<SocketAddr>,
         permit: OwnedSemaphorePermit,
     ) {
-        let _ = tcp.set_nodelay(true);
         let inner = &self.inner;
         let handshake = tokio::select! {
             () = inner.shutdown.cancelled() => return,
             result = tokio::time::timeout(
                 inner.config.handshake_timeout,
-                respond_session(&mut tcp, &inner.keypair, &inner.config.pq),
+                respond(&mut io, &inner.keypair, &inner.config.pq),
             ) => result,
         };
         drop(permit);
-        let (established, read_ahead) = match handshake {
+        let handshake = match handshake {
             Ok(Ok(done)) => done,
             Ok(Err(error)) => {
                 self.reject(RejectReason::HandshakeFailed);
-                tracing::debug!(%addr, %error, "session handshake failed");
+                tracing::debug!(?addr, %error, "session handshake failed");
                 return;
             }
             Err(_) => {
                 self.reject(RejectReason::HandshakeFailed);
-                let _ = refuse(&mut tcp, HandshakeRefusal::Other(0xff)).await;
-                tracing::debug!(%addr, "session handshake timed out");
+                let _ = refuse(&mut io, HandshakeRefusal::Other(0xff)).await;
+                tracing::debug!(?addr, "session handshake timed out");
                 return;
             }
         };
-        let remote = established.remote();
-        let pq = established.pq();
-        let (send, recv) = established.into_ciphers();
-        let mux = Mux::new(
-            Role::Responder,
-            inner.config.mux,
-            send,
-            recv,
-            Instant::now(),
-        );
-        let (session, driver) = Session::new(
-            tcp,
-            read_ahead,
-            mux,
-            remote,
-            Some(addr),
-            pq,
-            self.incoming_handler(),
+        let remote = handshake.established.remote();
+        let pq = handshake.established.pq();
+        let (session, driver) = Session::over(
+            io,
+            handshake,
+            SessionSetup {
+                role: Role::Responder,
+                mux: inner.config.mux,
+                remote_addr: addr,
+                incoming: self.incoming_handler(),
+            },
         );
 
         // Newest session wins: the old one is told why and closed.
@@ -457,7 +454,7 @@ impl Server {
             .sessions_total
             .fetch_add(1, Ordering::Relaxed);
         self.note_session_start();
-        tracing::debug!(%remote, %addr, ?pq, "session established");
+        tracing::debug!(%remote, ?addr, ?pq, "session established");
         if inner.shutdown.is_cancelled() {
             session.close(Code::ShuttingDown, "server shutting down");
         }

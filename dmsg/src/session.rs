@@ -20,8 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
+use crate::handshake::Handshake;
 use crate::identity::PublicKey;
-use crate::mux::{Mux, MuxEvent, StreamError};
+use crate::mux::{Mux, MuxConfig, MuxEvent, Role, StreamError};
 use crate::noise::PqStatus;
 use crate::stream::RawStream;
 use crate::wire::{Code, MAX_DATA_BODY, ReasonBody};
@@ -46,10 +47,25 @@ static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How a stream open was answered.
 #[derive(Debug)]
-pub(crate) enum OpenAnswer {
+pub enum OpenAnswer {
+    /// Accepted, with the ACCEPT body.
     Accepted(Bytes),
+    /// Refused by the peer.
     Rejected(ReasonBody),
+    /// The session ended first.
     Closed(Code),
+}
+
+/// How to run a session once its handshake is done ([`Session::over`]).
+pub struct SessionSetup {
+    /// Which end this is (the handshake's initiator is the session's initiator).
+    pub role: Role,
+    /// Mux settings.
+    pub mux: MuxConfig,
+    /// The peer's socket address, if the byte stream has one.
+    pub remote_addr: Option<SocketAddr>,
+    /// Called for every stream the peer opens.
+    pub incoming: IncomingHandler,
 }
 
 /// A stream the peer asked to open; answer it with [`IncomingOpen::accept`] or
@@ -160,9 +176,36 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// Builds a session over `io` and the driver that must be spawned to run it.
-    /// `read_ahead` holds bytes already read from `io` past the handshake.
-    pub(crate) fn new<T>(
+    /// Runs a session over `io`, any byte stream, after its handshake: returns the handle and
+    /// the driver, which must be spawned (on a tracked task) to run it.
+    ///
+    /// This is the seam every transport uses: TCP in the client and server, the visor's
+    /// transports, an in-memory pipe in tests.
+    pub fn over<T>(io: T, handshake: Handshake, setup: SessionSetup) -> (Self, SessionDriver<T>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Handshake {
+            established,
+            read_ahead,
+        } = handshake;
+        let remote = established.remote();
+        let pq = established.pq();
+        let (send, recv) = established.into_ciphers();
+        let mux = Mux::new(setup.role, setup.mux, send, recv, Instant::now());
+        Self::from_mux(
+            io,
+            read_ahead,
+            mux,
+            remote,
+            setup.remote_addr,
+            pq,
+            setup.incoming,
+        )
+    }
+
+    /// A session over `io` around a mux already built (tests that forge a peer use it).
+    pub(crate) fn from_mux<T>(
         io: T,
         read_ahead: BytesMut,
         mux: Mux,
@@ -264,7 +307,7 @@ impl Session {
     }
 
     /// Waits until the responder accepted the session (its READY), or it ended first.
-    pub(crate) async fn ready(&self) -> Result<(), Code> {
+    pub async fn ready(&self) -> Result<(), Code> {
         let mut ready = self.shared.ready.subscribe();
         let mut closed = self.shared.closed.subscribe();
         loop {
@@ -287,8 +330,9 @@ impl Session {
         self.with_mux(|mux| mux.close(code, reason));
     }
 
-    /// Opens a stream with an OPEN body; resolves when the peer answers.
-    pub(crate) fn open(&self, request: &[u8]) -> Result<PendingOpen, StreamError> {
+    /// Opens a stream with an OPEN body (what the peer reads as its request); await
+    /// [`PendingOpen::answer`] for the peer's answer.
+    pub fn open(&self, request: &[u8]) -> Result<PendingOpen, StreamError> {
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut state = self.lock();
@@ -425,7 +469,8 @@ impl Session {
 }
 
 /// A stream open waiting for the peer's answer. Dropping it cancels the stream.
-pub(crate) struct PendingOpen {
+#[derive(Debug)]
+pub struct PendingOpen {
     session: Session,
     id: u32,
     rx: oneshot::Receiver<OpenAnswer>,
@@ -434,7 +479,7 @@ pub(crate) struct PendingOpen {
 
 impl PendingOpen {
     /// Waits for the answer: the accepted stream and its ACCEPT body, or the refusal.
-    pub(crate) async fn answer(mut self) -> Result<(RawStream, Bytes), OpenAnswer> {
+    pub async fn answer(mut self) -> Result<(RawStream, Bytes), OpenAnswer> {
         let answer = (&mut self.rx)
             .await
             .unwrap_or(OpenAnswer::Closed(Code::SessionClosed));

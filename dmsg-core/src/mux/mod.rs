@@ -1001,24 +1001,10 @@ pub fn refusal_frame(outcome: &HandshakeOutcome, code: Code, reason: &str) -> By
     out
 }
 
-/// A mux with fixed keys, for fuzzing its input handling (not for real sessions).
+/// Drivers that feed a mux fuzzer-chosen frames sealed with its real keys (not for real
+/// sessions).
 #[doc(hidden)]
-pub mod fuzzing {
-    use super::{Mux, MuxConfig, Role};
-    use crate::noise::Aead;
-
-    /// A mux whose keys are all-zero constants.
-    pub fn session(role: Role) -> Mux {
-        let key = [0u8; 32];
-        Mux::new(
-            role,
-            MuxConfig::default(),
-            Aead::new(&key),
-            Aead::new(&key),
-            tokio::time::Instant::now(),
-        )
-    }
-}
+pub mod fuzzing;
 
 #[cfg(test)]
 mod tests;

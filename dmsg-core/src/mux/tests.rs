@@ -397,4 +397,18 @@ proptest! {
             prop_assert!(p.b.is_closed());
         }
     }
+
+    /// Fuzzer-chosen frames sealed with the session's real key reach frame handling and
+    /// never panic it or break its accounting (the `mux_frames` fuzz target's property).
+    #[test]
+    fn sealed_arbitrary_frames_keep_the_accounting(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        fuzzing::sealed_frames(&bytes);
+    }
+
+    /// Two muxes driven by arbitrary commands never see a violation from each other and keep
+    /// their windows within bounds (the `mux_pair` fuzz target's property).
+    #[test]
+    fn two_muxes_under_arbitrary_commands_stay_consistent(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+        fuzzing::pair(&bytes);
+    }
 }

@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,12 +33,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::addr::{DmsgAddr, Port, ServerAddr};
 use crate::discovery::Discovery;
-use crate::handshake_io::initiate_session;
+use crate::handshake::initiate;
 use crate::identity::{Keypair, PublicKey};
-use crate::mux::{Mux, MuxConfig, Role, StreamError};
+use crate::mux::{MuxConfig, Role, StreamError};
+use crate::net::Dialer;
 use crate::noise::{self, HandshakeCounts, HandshakeError, PqSettings, ResponderNext};
 use crate::port::{PortAllocator, PortError, PortGuard};
-use crate::session::{IncomingHandler, IncomingOpen, OpenAnswer, Session};
+use crate::session::{IncomingHandler, IncomingOpen, OpenAnswer, Session, SessionSetup};
 use crate::stream::DmsgStream;
 use crate::wire::{
     ACCEPT_BACKLOG, AcceptBody, BodyError, Code, HANDSHAKE_TIMEOUT, Pattern, StreamRequest,
@@ -54,12 +54,14 @@ pub struct ClientConfig {
     pub pq: PqSettings,
     /// Streams a listener holds before refusing with "accept queue full".
     pub accept_backlog: usize,
-    /// Deadline for TCP connect plus the session handshake.
+    /// Deadline for connecting plus the session handshake.
     pub handshake_timeout: Duration,
     /// Deadline for a stream open to be answered.
     pub open_timeout: Duration,
     /// Server choice, reconnects, entry publishing and dialing by address.
     pub lifecycle: LifecycleConfig,
+    /// How sessions reach servers (TCP by default).
+    pub dialer: Dialer,
 }
 
 impl Default for ClientConfig {
@@ -72,6 +74,7 @@ impl Default for ClientConfig {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             open_timeout: HANDSHAKE_TIMEOUT,
             lifecycle: LifecycleConfig::default(),
+            dialer: Dialer::default(),
         }
     }
 }
@@ -161,7 +164,7 @@ impl Default for LifecycleConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// TCP connect failed.
+    /// Connecting (TCP, or the configured dialer) failed.
     #[error("cannot reach the server: {0}")]
     Tcp(std::io::Error),
     /// The handshake failed or was refused.
@@ -408,11 +411,12 @@ impl Client {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Opens a session to the server `pk` at `addr`.
+    /// Opens a session to the server `pk` at `addr` (`host:port` for TCP; whatever the
+    /// configured [`crate::net::Dial`] understands).
     pub async fn connect(
         &self,
         pk: PublicKey,
-        addr: impl ToSocketAddrs,
+        addr: impl std::fmt::Display,
     ) -> Result<Session, ConnectError> {
         self.connect_with(pk, addr, false).await
     }
@@ -422,7 +426,7 @@ impl Client {
     pub async fn connect_with(
         &self,
         pk: PublicKey,
-        addr: impl ToSocketAddrs,
+        addr: impl std::fmt::Display,
         advertises_pq: bool,
     ) -> Result<Session, ConnectError> {
         if self.inner.shutdown.is_cancelled() {
@@ -430,35 +434,39 @@ impl Client {
         }
         let deadline = self.inner.config.handshake_timeout;
         let started = Instant::now();
+        let address = addr.to_string();
         let connect = async {
-            let mut tcp = TcpStream::connect(addr).await.map_err(ConnectError::Tcp)?;
-            let _ = tcp.set_nodelay(true);
-            let peer = tcp.peer_addr().ok();
-            let (established, read_ahead) = initiate_session(
-                &mut tcp,
+            let mut connection = self
+                .inner
+                .config
+                .dialer
+                .0
+                .dial(&address)
+                .await
+                .map_err(ConnectError::Tcp)?;
+            let handshake = initiate(
+                &mut connection.io,
                 &self.inner.keypair,
                 pk,
                 &self.inner.config.pq,
                 advertises_pq,
             )
             .await?;
-            Ok::<_, ConnectError>((tcp, peer, established, read_ahead))
+            Ok::<_, ConnectError>((connection, handshake))
         };
-        let (tcp, peer, established, read_ahead) =
-            tokio::time::timeout(deadline, connect)
-                .await
-                .map_err(|_| ConnectError::Timeout(deadline))??;
-        let pq = established.pq();
-        let (send, recv) = established.into_ciphers();
-        let mux = Mux::new(
-            Role::Initiator,
-            self.inner.config.mux,
-            send,
-            recv,
-            Instant::now(),
+        let (connection, handshake) = tokio::time::timeout(deadline, connect)
+            .await
+            .map_err(|_| ConnectError::Timeout(deadline))??;
+        let (session, driver) = Session::over(
+            connection.io,
+            handshake,
+            SessionSetup {
+                role: Role::Initiator,
+                mux: self.inner.config.mux,
+                remote_addr: connection.peer,
+                incoming: self.incoming_handler(),
+            },
         );
-        let (session, driver) =
-            Session::new(tcp, read_ahead, mux, pk, peer, pq, self.incoming_handler());
         let client = self.clone();
         let owned = session.clone();
         let shutdown = self.inner.shutdown.clone();

@@ -129,7 +129,7 @@ async fn a_request_for_someone_else_is_refused() {
     });
     let (tcp, read_ahead, mux) = fake.accept().await;
     let _client_session = connect.await.unwrap();
-    let (fake_session, driver) = crate::session::Session::new(
+    let (fake_session, driver) = crate::session::Session::from_mux(
         tcp,
         read_ahead,
         mux,

@@ -10,12 +10,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::client::{Client, ClientConfig};
-use crate::handshake_io::{initiate_session, respond_session};
+use crate::handshake::{initiate, respond};
 use crate::identity::Keypair;
 use crate::mux::{Mux, MuxConfig, Role};
 use crate::noise::PqSettings;
 use crate::server::{Server, ServerConfig};
-use crate::session::{IncomingHandler, IncomingOpen, Session};
+use crate::session::{IncomingHandler, IncomingOpen, Session, SessionSetup};
 
 /// A relay server on 127.0.0.1:0.
 pub(crate) struct Relay {
@@ -62,7 +62,7 @@ pub(crate) async fn raw_session(
     handler: IncomingHandler,
 ) -> (Session, JoinHandle<crate::wire::Code>) {
     let mut tcp = TcpStream::connect(relay.addr).await.unwrap();
-    let (established, read_ahead) = initiate_session(
+    let handshake = initiate(
         &mut tcp,
         keypair,
         relay.server.public_key(),
@@ -71,22 +71,15 @@ pub(crate) async fn raw_session(
     )
     .await
     .unwrap();
-    let (send, recv) = established.into_ciphers();
-    let mux = Mux::new(
-        Role::Initiator,
-        MuxConfig::default(),
-        send,
-        recv,
-        Instant::now(),
-    );
-    let (session, driver) = Session::new(
+    let (session, driver) = Session::over(
         tcp,
-        read_ahead,
-        mux,
-        relay.server.public_key(),
-        None,
-        crate::noise::PqStatus::Hybrid,
-        handler,
+        handshake,
+        SessionSetup {
+            role: Role::Initiator,
+            mux: MuxConfig::default(),
+            remote_addr: None,
+            incoming: handler,
+        },
     );
     let task = tokio::spawn(driver);
     session.ready().await.unwrap();
@@ -122,11 +115,11 @@ impl FakeServer {
     /// read past the handshake, and the mux.
     pub(crate) async fn accept(&self) -> (TcpStream, bytes::BytesMut, Mux) {
         let (mut tcp, _) = self.listener.accept().await.unwrap();
-        let (established, read_ahead) =
-            respond_session(&mut tcp, &self.keypair, &PqSettings::default())
-                .await
-                .unwrap();
-        let (send, recv) = established.into_ciphers();
+        let handshake = respond(&mut tcp, &self.keypair, &PqSettings::default())
+            .await
+            .unwrap();
+        let read_ahead = handshake.read_ahead;
+        let (send, recv) = handshake.established.into_ciphers();
         let mut mux = Mux::new(
             Role::Responder,
             MuxConfig::default(),

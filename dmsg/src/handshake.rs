@@ -1,5 +1,6 @@
-//! Running the session handshake over a socket (PROTOCOL.md §4.1): preamble, refusal or
-//! the three `XK` messages, each framed as `u16 length ‖ message`.
+//! The session handshake over any byte stream (PROTOCOL.md §4.1): preamble, refusal or
+//! the three `XK` messages, each framed as `u16 length ‖ message`. Its result, a
+//! [`Handshake`], is what [`crate::session::Session::over`] runs a session on.
 //!
 //! Reads go through a small buffer (a message arrives in one segment; reading it in pieces
 //! would cost a system call per field). Bytes read past the handshake are returned with the
@@ -34,21 +35,31 @@ async fn read_message<T: AsyncRead + Unpin>(io: &mut T) -> Result<Vec<u8>, Hands
     Ok(message)
 }
 
+/// A completed session handshake: the keys (past the PQ policy) and the bytes the peer sent
+/// right behind it, which become the session's first input.
+#[derive(Debug)]
+pub struct Handshake {
+    /// The peer, the PQ status and the traffic ciphers.
+    pub established: Established,
+    /// Bytes read past the handshake.
+    pub read_ahead: BytesMut,
+}
+
 /// Size of the handshake read buffer: holds the largest handshake message.
 const HANDSHAKE_BUFFER: usize = 4096;
 
-/// The initiator's side: returns the established session keys and the bytes read past the
-/// handshake.
+/// The initiator's side (a client to `server`), over `io`. Not bounded in time: the caller
+/// sets the deadline.
 ///
 /// `advertised` says the server is known to support PQ (config or its signed entry), which
 /// makes a classical completion an error whatever the policy.
-pub(crate) async fn initiate_session<T: AsyncRead + AsyncWrite + Unpin>(
+pub async fn initiate<T: AsyncRead + AsyncWrite + Unpin>(
     io: &mut T,
     local: &Keypair,
     server: PublicKey,
     pq: &PqSettings,
     advertised: bool,
-) -> Result<(Established, BytesMut), HandshakeError> {
+) -> Result<Handshake, HandshakeError> {
     let mut reader = BufReader::with_capacity(HANDSHAKE_BUFFER, io);
     let io = &mut reader;
     let mode = pq.offer();
@@ -70,7 +81,10 @@ pub(crate) async fn initiate_session<T: AsyncRead + AsyncWrite + Unpin>(
     // Applied before message 3: a refused downgrade never completes on either end.
     let established = pq.check(answered.outcome, advertised, "session")?;
     write_message(io, &msg3).await?;
-    Ok((established, BytesMut::from(reader.buffer())))
+    Ok(Handshake {
+        established,
+        read_ahead: BytesMut::from(reader.buffer()),
+    })
 }
 
 /// Writes a refusal and returns it as the error.
@@ -83,13 +97,13 @@ pub(crate) async fn refuse<T: AsyncWrite + Unpin>(
     HandshakeError::Refused(refusal)
 }
 
-/// The responder's side: returns the established session keys and the bytes read past the
-/// handshake.
-pub(crate) async fn respond_session<T: AsyncRead + AsyncWrite + Unpin>(
+/// The responder's side (a server), over `io`. Not bounded in time: the caller sets the
+/// deadline.
+pub async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
     io: &mut T,
     local: &Keypair,
     pq: &PqSettings,
-) -> Result<(Established, BytesMut), HandshakeError> {
+) -> Result<Handshake, HandshakeError> {
     let mut reader = BufReader::with_capacity(HANDSHAKE_BUFFER, io);
     let io = &mut reader;
     let mut raw = [0u8; PREAMBLE_LEN];
@@ -142,5 +156,8 @@ pub(crate) async fn respond_session<T: AsyncRead + AsyncWrite + Unpin>(
         let _ = io.shutdown().await;
     }
     let established = checked?;
-    Ok((established, BytesMut::from(reader.buffer())))
+    Ok(Handshake {
+        established,
+        read_ahead: BytesMut::from(reader.buffer()),
+    })
 }

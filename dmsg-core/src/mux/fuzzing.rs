@@ -205,10 +205,10 @@ pub fn pair(data: &[u8]) {
                 }
             }
             10..=14 => {
-                if let Some(id) = this.incoming.pop_front() {
-                    if this.mux.accept_stream(id, b"accept").is_ok() {
-                        this.streams.push(id);
-                    }
+                if let Some(id) = this.incoming.pop_front()
+                    && this.mux.accept_stream(id, b"accept").is_ok()
+                {
+                    this.streams.push(id);
                 }
             }
             15..=16 => {
@@ -220,7 +220,7 @@ pub fn pair(data: &[u8]) {
             17..=44 => {
                 let pick = input.u8();
                 let len = usize::from(input.u16()) % (MAX_DATA_BODY + 1);
-                let fin = input.u8() % 8 == 0;
+                let fin = input.u8().is_multiple_of(8);
                 if let Some(id) = this.stream(pick)
                     && let Ok(reserved) = this.mux.reserve(id, 1, len)
                     && reserved > 0

@@ -421,17 +421,20 @@ impl Mux {
                 let increment = u64::from(
                     wire::decode_window(&body).map_err(|_| MuxError::Violation("WINDOW body"))?,
                 );
+                // Checked before it is applied: a refused grant leaves the credit as it was.
                 if id == 0 {
-                    self.session_send_credit += increment;
-                    if self.session_send_credit > MAX_WINDOW {
+                    let credit = self.session_send_credit + increment;
+                    if credit > MAX_WINDOW {
                         return Err(MuxError::Violation("session window overflow"));
                     }
+                    self.session_send_credit = credit;
                     self.events.push_back(MuxEvent::WritableAll);
                 } else if let Some(stream) = self.streams.get_mut(&id) {
-                    stream.send_credit += increment;
-                    if stream.send_credit > MAX_WINDOW {
+                    let credit = stream.send_credit + increment;
+                    if credit > MAX_WINDOW {
                         return Err(MuxError::Violation("stream window overflow"));
                     }
+                    stream.send_credit = credit;
                     self.events.push_back(MuxEvent::Writable(id));
                 }
             }

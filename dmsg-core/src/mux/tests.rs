@@ -386,6 +386,20 @@ fn stop_drops_what_is_in_flight_and_keeps_the_other_direction() {
     assert_eq!(p.b.session_recv_consumed, 1000);
 }
 
+/// PROTOCOL.md §6.1: a WINDOW that would push credit past 2³¹ closes the session and is
+/// not applied (found by the `mux_frames` fuzz target: the credit was raised first).
+#[test]
+fn an_overflowing_grant_is_refused_before_it_is_applied() {
+    let mut p = Pair::new(config());
+    let before = p.b.session_send_credit;
+    let mut frame = BytesMut::new();
+    let grant = u32::MAX.to_be_bytes();
+    seal_frame(&mut p.a.send, &mut frame, FrameType::Window, 0, 0, &grant).unwrap();
+    assert!(p.b.handle_input(p.now, &mut frame).is_err());
+    assert!(p.b.is_closed());
+    assert_eq!(p.b.session_send_credit, before);
+}
+
 proptest! {
     /// Arbitrary bytes fed to a session never panic it and never leave it open after garbage.
     #[test]

@@ -46,6 +46,7 @@ pub mod port;
 pub mod server;
 pub mod session;
 pub mod stream;
+mod sync;
 
 #[cfg(test)]
 mod tests;

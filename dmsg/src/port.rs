@@ -2,7 +2,7 @@
 //! up) for dialing streams. A reservation is released when its guard drops.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use crate::addr::Port;
 
@@ -32,7 +32,7 @@ pub struct PortAllocator {
 
 impl PortAllocator {
     fn lock(&self) -> std::sync::MutexGuard<'_, Ports> {
-        self.ports.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.ports)
     }
 
     /// Reserves `port` (a listener's).

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -276,10 +276,7 @@ impl Server {
     /// When the latest sessions (at most [`RECENT_SESSIONS`]) were established, in Unix
     /// milliseconds, oldest first: shows whether reconnects arrive spread or in a burst.
     pub fn recent_session_starts(&self) -> Vec<i64> {
-        self.inner
-            .recent_sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner.recent_sessions)
             .iter()
             .copied()
             .collect()
@@ -287,11 +284,7 @@ impl Server {
 
     fn note_session_start(&self) {
         let now = crate::entry::unix_nanos_now() / 1_000_000;
-        let mut recent = self
-            .inner
-            .recent_sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut recent = crate::sync::lock(&self.inner.recent_sessions);
         if recent.len() >= RECENT_SESSIONS {
             recent.pop_front();
         }
@@ -332,10 +325,7 @@ impl Server {
     }
 
     fn sessions(&self) -> MutexGuard<'_, HashMap<PublicKey, Session>> {
-        self.inner
-            .sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner.sessions)
     }
 
     fn reject(&self, reason: RejectReason) {

@@ -1,6 +1,7 @@
 //! The client lifecycle against an in-process server on loopback: `close()` at any moment —
 //! even while the maintenance loop is half-way through a connect — returns promptly and
-//! leaves no task behind, and a connect abandoned by its caller closes its session.
+//! leaves no task behind, a connect abandoned by its caller closes its session, and dropping
+//! every handle without `close()` shuts the client down.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +14,7 @@ use dmsg::addr::ServerAddr;
 use dmsg::client::{Client, ClientConfig, LifecycleConfig};
 use dmsg::identity::Keypair;
 use dmsg::server::ServerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_at_any_moment_returns_and_leaves_no_task() {
@@ -65,5 +67,136 @@ async fn a_connect_abandoned_by_its_caller_closes_its_session() {
         .await
         .expect("close returns");
     assert_eq!(client.task_count(), 0);
+    server.stop().await;
+}
+
+/// Dropping every `Client` handle without `close()` — with its lifecycle running, sessions
+/// up, a listener and a stream open — ends all its tasks: the runtime's task count and the
+/// server's sessions return to where they were, and the stream still held fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_without_close_shuts_the_client_down() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let seed = ServerAddr {
+        pk: server.server.public_key(),
+        address: server.addr.to_string(),
+    };
+    let config = ClientConfig {
+        lifecycle: LifecycleConfig {
+            seeds: vec![seed],
+            start_jitter: Duration::ZERO,
+            ..LifecycleConfig::default()
+        },
+        ..ClientConfig::default()
+    };
+    let alice = Client::new(Keypair::generate(), config.clone());
+    let bob = Client::new(Keypair::generate(), config);
+    let session = alice
+        .connect(server.server.public_key(), server.addr)
+        .await
+        .unwrap();
+    common::wait_until("bob's lifecycle connected", || !bob.sessions().is_empty()).await;
+    let mut listener = bob.listen(common::port(80)).unwrap();
+    let mut stream = alice
+        .dial_via(&session, common::addr(&bob, 80))
+        .await
+        .unwrap();
+    let mut peer = listener.accept().await.unwrap();
+    stream.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 5];
+    peer.read_exact(&mut buf).await.unwrap();
+    assert!(metrics.num_alive_tasks() > baseline);
+    assert_eq!(server.server.session_count(), 2);
+
+    let extra_handle = alice.clone();
+    drop((alice, extra_handle, bob, listener, session));
+    common::wait_until("every task of both clients ended", || {
+        metrics.num_alive_tasks() == baseline
+    })
+    .await;
+    common::wait_until("the server saw both sessions end", || {
+        server.server.session_count() == 0
+    })
+    .await;
+    let mut rest = Vec::new();
+    assert!(
+        peer.read_to_end(&mut rest).await.is_err(),
+        "a stream of a dropped client fails"
+    );
+    drop((stream, peer));
+    server.stop().await;
+}
+
+/// One session per (client, server): the lifecycle and twenty concurrent `connect` calls all
+/// want a session to the same server at once; they share one connect, the server ends with
+/// exactly one session from the client, and every stream opened on the answers completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_path_to_one_server_shares_one_session() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let seed = ServerAddr {
+        pk: server.server.public_key(),
+        address: server.addr.to_string(),
+    };
+    let (bob, _bob_session) = common::connected(&server, ClientConfig::default()).await;
+    let mut listener = bob.listen(common::port(7)).unwrap();
+    let echo = tokio::spawn(async move {
+        let mut served = 0;
+        while let Some(mut stream) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                stream.read_to_end(&mut buf).await.unwrap();
+                stream.write_all(&buf).await.unwrap();
+                stream.shutdown().await.unwrap();
+            });
+            served += 1;
+            if served == 20 {
+                return served;
+            }
+        }
+        served
+    });
+    let alice = Client::new(
+        Keypair::generate(),
+        ClientConfig {
+            lifecycle: LifecycleConfig {
+                seeds: vec![seed],
+                start_jitter: Duration::ZERO,
+                ..LifecycleConfig::default()
+            },
+            ..ClientConfig::default()
+        },
+    );
+    let callers: Vec<_> = (0..20u8)
+        .map(|i| {
+            let alice = alice.clone();
+            let server_pk = server.server.public_key();
+            let addr = server.addr;
+            let dst = common::addr(&bob, 7);
+            tokio::spawn(async move {
+                let session = alice.connect(server_pk, addr).await.unwrap();
+                let mut stream = alice.dial_via(&session, dst).await.unwrap();
+                let message = vec![i; 1000];
+                stream.write_all(&message).await.unwrap();
+                stream.shutdown().await.unwrap();
+                let mut back = Vec::new();
+                stream.read_to_end(&mut back).await.unwrap();
+                assert_eq!(back, message, "caller {i}");
+                session.id()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for caller in callers {
+        ids.push(caller.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every caller got the same session");
+    assert_eq!(echo.await.unwrap(), 20, "no stream lost");
+    assert_eq!(alice.sessions().len(), 1);
+    assert_eq!(server.server.session_count(), 2, "alice's one session and bob's");
+    assert_eq!(server.server.stats().sessions_total, 2, "no session was replaced");
+    alice.close().await;
+    bob.close().await;
     server.stop().await;
 }

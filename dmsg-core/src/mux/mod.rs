@@ -523,41 +523,45 @@ impl Mux {
         if len > self.session_recv_allowed {
             return Err(MuxError::Violation("session window exceeded"));
         }
-        self.session_recv_allowed -= len;
-        let Some(stream) = self.streams.get_mut(&id) else {
-            // A stream this end already closed: drop, and give the session credit back.
-            self.consume_session(len);
-            return Ok(());
-        };
-        if stream.reset.is_some() || stream.recv_stopped {
-            // Sent before the peer saw this end's RESET or STOP (more may be in flight):
-            // dropped, the session credit given back.
-            self.consume_session(len);
-            return Ok(());
-        }
-        if stream.phase != Phase::Open || stream.recv_fin {
-            return Err(MuxError::Violation(
-                "DATA on a stream that is not open for it",
-            ));
-        }
-        if len > stream.recv_allowed {
-            // The peer ignored this stream's window: reset just this stream.
-            self.consume_session(len);
-            self.queue_reset(id, Code::FlowControl);
-            if let Some(stream) = self.streams.get_mut(&id) {
-                stream.reset = Some(Code::FlowControl);
+        // Decided before anything is counted: a violation leaves the accounting untouched.
+        let fate = match self.streams.get(&id) {
+            // A stream this end already closed, or one it reset or stopped reading (sent
+            // before the peer saw that; more may be in flight): dropped.
+            None => DataFate::Drop,
+            Some(stream) if stream.reset.is_some() || stream.recv_stopped => DataFate::Drop,
+            Some(stream) if stream.phase != Phase::Open || stream.recv_fin => {
+                return Err(MuxError::Violation(
+                    "DATA on a stream that is not open for it",
+                ));
             }
-            self.events.push_back(MuxEvent::Reset {
-                stream: id,
-                code: Code::FlowControl,
-            });
-            return Ok(());
+            // The peer ignored this stream's window: reset just this stream.
+            Some(stream) if len > stream.recv_allowed => DataFate::Overflow,
+            Some(_) => DataFate::Buffer,
+        };
+        self.session_recv_allowed -= len;
+        match fate {
+            DataFate::Drop => self.consume_session(len),
+            DataFate::Overflow => {
+                self.consume_session(len);
+                self.queue_reset(id, Code::FlowControl);
+                if let Some(stream) = self.streams.get_mut(&id) {
+                    stream.reset = Some(Code::FlowControl);
+                }
+                self.events.push_back(MuxEvent::Reset {
+                    stream: id,
+                    code: Code::FlowControl,
+                });
+            }
+            DataFate::Buffer => {
+                if let Some(stream) = self.streams.get_mut(&id) {
+                    stream.recv_allowed -= len;
+                    stream.recv_buffered += len;
+                    stream.recv_fin = fin;
+                    stream.recv.push_back(Chunk { body, fin });
+                }
+                self.events.push_back(MuxEvent::Readable(id));
+            }
         }
-        stream.recv_allowed -= len;
-        stream.recv_buffered += len;
-        stream.recv_fin = fin;
-        stream.recv.push_back(Chunk { body, fin });
-        self.events.push_back(MuxEvent::Readable(id));
         Ok(())
     }
 
@@ -926,6 +930,16 @@ impl Mux {
             );
         }
     }
+}
+
+/// What becomes of a received DATA body.
+enum DataFate {
+    /// Dropped, its session credit given back.
+    Drop,
+    /// Beyond the stream's window: the stream is reset.
+    Overflow,
+    /// Buffered for the reader.
+    Buffer,
 }
 
 /// Appends one sealed frame to `out` (PROTOCOL.md §5.3): the header in clear and

@@ -400,6 +400,27 @@ fn an_overflowing_grant_is_refused_before_it_is_applied() {
     assert_eq!(p.b.session_send_credit, before);
 }
 
+/// Inputs the fuzz targets once crashed on (`testdata/fuzz/`), replayed on every test run.
+#[test]
+fn past_fuzzer_findings_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("mux_frames-") {
+            fuzzing::sealed_frames(&data);
+        } else if name.starts_with("mux_pair-") {
+            fuzzing::pair(&data);
+        } else {
+            panic!("{name}: name it after its target");
+        }
+        replayed += 1;
+    }
+    assert!(replayed >= 2, "the findings are in {}", dir.display());
+}
+
 proptest! {
     /// Arbitrary bytes fed to a session never panic it and never leave it open after garbage.
     #[test]

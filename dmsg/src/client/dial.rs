@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -363,10 +363,7 @@ impl Client {
     }
 
     fn lock_entries(&self) -> std::sync::MutexGuard<'_, EntryCache> {
-        self.inner
-            .entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner.entries)
     }
 
     /// The entry of `pk`: cached if fresh, else from discovery (then cached). Entries whose

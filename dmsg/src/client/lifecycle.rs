@@ -3,7 +3,7 @@
 //! weakly between steps, and stops on [`super::Client::close`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
@@ -138,10 +138,7 @@ async fn stopped_during(stop: &CancellationToken, delay: Duration) -> bool {
 
 impl Client {
     pub(crate) fn lock_known(&self) -> std::sync::MutexGuard<'_, KnownServers> {
-        self.inner
-            .servers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner.servers)
     }
 
     /// Servers to connect to, best first: discovery's list (available servers, capacity
@@ -286,12 +283,7 @@ async fn publish(weak: WeakClient, stop: CancellationToken) {
             if servers.is_empty() || (!refresh && published_set.as_ref() == Some(&servers)) {
                 break;
             }
-            let sequence = client
-                .inner
-                .published
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .map_or(1, |last| last + 1);
+            let sequence = crate::sync::lock(&client.inner.published).map_or(1, |last| last + 1);
             let entry = Entry {
                 pq_capable,
                 ..Entry::client(client.public_key(), sequence, servers.clone())
@@ -305,11 +297,7 @@ async fn publish(weak: WeakClient, stop: CancellationToken) {
             }
             let outcome = crate::discovery::publish(discovery.as_ref(), &keypair, entry).await;
             let Some(client) = weak.upgrade() else { return };
-            let mut published = client
-                .inner
-                .published
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut published = crate::sync::lock(&client.inner.published);
             match outcome {
                 Ok(Published::Stored { entry, .. }) => {
                     *published = Some(entry.sequence);
@@ -339,12 +327,7 @@ async fn publish(weak: WeakClient, stop: CancellationToken) {
 
 /// Deletes the client entry, if one was published (after the publisher was joined).
 pub(crate) async fn delete_entry(client: &Client) {
-    let published = client
-        .inner
-        .published
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
+    let published = crate::sync::lock(&client.inner.published).take();
     if published.is_none() {
         return;
     }

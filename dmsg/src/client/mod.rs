@@ -23,10 +23,11 @@ pub mod dial;
 pub mod lifecycle;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -231,6 +232,8 @@ struct Inner {
     keypair: Keypair,
     config: ClientConfig,
     sessions: Mutex<HashMap<PublicKey, Session>>,
+    /// The one connect under way to each server (see [`Client::connect_with`]).
+    connecting: Mutex<HashMap<PublicKey, ConnectSlot>>,
     listeners: Mutex<HashMap<u16, mpsc::Sender<DmsgStream>>>,
     ports: PortAllocator,
     /// Session drivers and incoming-stream handshakes.
@@ -261,7 +264,7 @@ pub struct WeakClient(std::sync::Weak<Inner>);
 impl WeakClient {
     /// The client, if it still exists.
     pub fn upgrade(&self) -> Option<Client> {
-        self.0.upgrade().map(|inner| Client { inner })
+        self.0.upgrade().map(|inner| Client { inner, _user: None })
     }
 }
 
@@ -271,10 +274,31 @@ impl std::fmt::Debug for WeakClient {
     }
 }
 
-/// A dmsg client. Clones share the client.
+/// A dmsg client. Clones share the client; dropping the last clone shuts it down (its
+/// tasks end, its sessions close) — [`Client::close`] does the same in order and waits for
+/// it, and also deletes the client entry from discovery.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Counts the user's handles; `None` in the client's own tasks, which must not keep it
+    /// alive (mini-redis's `DbDropGuard`, quinn's endpoint).
+    _user: Option<Arc<DropGuard>>,
+}
+
+/// Shuts the client down when the last user handle is dropped.
+struct DropGuard {
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        // Stops the lifecycle and ends every session driver; the tasks then end by
+        // themselves and the last of them frees the client. (No entry delete: that needs
+        // an await — `close` does it.)
+        self.stop.cancel();
+        self.shutdown.cancel();
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -314,6 +338,7 @@ impl Client {
             keypair,
             config,
             sessions: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashMap::new()),
             listeners: Mutex::new(HashMap::new()),
             ports: PortAllocator::default(),
             tasks: TaskTracker::new(),
@@ -325,9 +350,21 @@ impl Client {
             session_changes: crate::changes::Changes::new(),
             published: Mutex::new(None),
         });
-        let client = Self { inner };
-        lifecycle::start(&client);
+        let user = Some(Arc::new(DropGuard {
+            stop: inner.stop.clone(),
+            shutdown: inner.shutdown.clone(),
+        }));
+        let client = Self { inner, _user: user };
+        lifecycle::start(&client.internal());
         client
+    }
+
+    /// A handle for the client's own tasks: it does not keep the client alive.
+    fn internal(&self) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            _user: None,
+        }
     }
 
     /// A handle that does not keep the client alive.
@@ -351,11 +388,7 @@ impl Client {
 
     /// The sequence of the client entry discovery holds, once the lifecycle published it.
     pub fn published_sequence(&self) -> Option<u64> {
-        *self
-            .inner
-            .published
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        *crate::sync::lock(&self.inner.published)
     }
 
     /// A watch bumped whenever a session is added or removed.
@@ -398,17 +431,11 @@ impl Client {
     }
 
     fn lock_sessions(&self) -> MutexGuard<'_, HashMap<PublicKey, Session>> {
-        self.inner
-            .sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner.sessions)
     }
 
     fn lock_listeners(&self) -> MutexGuard<'_, HashMap<u16, mpsc::Sender<DmsgStream>>> {
-        self.inner
-            .listeners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner.listeners)
     }
 
     /// Opens a session to the server `pk` at `addr` (`host:port` for TCP; whatever the
@@ -423,25 +450,74 @@ impl Client {
 
     /// [`Client::connect`] to a server known to advertise PQ: a classical-only handshake is
     /// then refused whatever the policy.
+    ///
+    /// One session per server: if the client already has a live session to `pk`, that is
+    /// the answer; if a connect to `pk` is under way (the lifecycle's, a dial's, another
+    /// caller's), this waits for it and returns its session. Only when that connect failed
+    /// does this one try itself. So a client never races itself into newest-wins
+    /// replacement at the server.
     pub async fn connect_with(
         &self,
         pk: PublicKey,
         addr: impl std::fmt::Display,
         advertises_pq: bool,
     ) -> Result<Session, ConnectError> {
-        if self.inner.shutdown.is_cancelled() {
-            return Err(ConnectError::Closed);
+        let address = addr.to_string();
+        loop {
+            if self.inner.shutdown.is_cancelled() {
+                return Err(ConnectError::Closed);
+            }
+            if let Some(session) = self.session(&pk).filter(|s| !s.is_closed()) {
+                return Ok(session);
+            }
+            match self.claim_connect(pk) {
+                ConnectClaim::Mine(gate) => {
+                    let result = self.open_session(pk, &address, advertises_pq).await;
+                    drop(gate);
+                    return result;
+                }
+                // Another connect to `pk` is under way: wait for it, then look again.
+                ConnectClaim::Theirs(mut done) => {
+                    let _ = done.changed().await;
+                }
+            }
         }
+    }
+
+    /// Claims the one connect to `pk`, or returns a watch that ends when the current one
+    /// finishes.
+    fn claim_connect(&self, pk: PublicKey) -> ConnectClaim {
+        let mut connecting = crate::sync::lock(&self.inner.connecting);
+        if let Some(under_way) = connecting.get(&pk) {
+            return ConnectClaim::Theirs(under_way.done.subscribe());
+        }
+        let (tx, _) = watch::channel(());
+        let id = NEXT_CONNECT.fetch_add(1, Ordering::Relaxed);
+        connecting.insert(pk, ConnectSlot { id, done: tx });
+        ConnectClaim::Mine(ConnectGate {
+            client: self.internal(),
+            pk,
+            id,
+        })
+    }
+
+    /// Dials `address`, runs the handshake and waits for READY; the new session goes into
+    /// the session table.
+    async fn open_session(
+        &self,
+        pk: PublicKey,
+        address: &str,
+        advertises_pq: bool,
+    ) -> Result<Session, ConnectError> {
         let deadline = self.inner.config.handshake_timeout;
         let started = Instant::now();
-        let address = addr.to_string();
         let connect = async {
             let mut connection = self
                 .inner
                 .config
                 .dialer
                 .0
-                .dial(&address)
+                .dial(address)
                 .await
                 .map_err(ConnectError::Tcp)?;
             let handshake = initiate(
@@ -467,7 +543,7 @@ impl Client {
                 incoming: self.incoming_handler(),
             },
         );
-        let client = self.clone();
+        let client = self.internal();
         let owned = session.clone();
         let shutdown = self.inner.shutdown.clone();
         self.inner.tasks.spawn(async move {
@@ -529,7 +605,7 @@ impl Client {
         let (tx, rx) = mpsc::channel(self.inner.config.accept_backlog.max(1));
         self.lock_listeners().insert(port.get(), tx);
         Ok(Listener {
-            client: self.clone(),
+            client: self.internal(),
             addr: DmsgAddr::new(self.public_key(), port),
             rx,
             _guard: guard,
@@ -589,7 +665,7 @@ impl Client {
     }
 
     fn incoming_handler(&self) -> IncomingHandler {
-        let client = self.clone();
+        let client = self.internal();
         Arc::new(move |open: IncomingOpen| client.route_incoming(open))
     }
 
@@ -615,7 +691,7 @@ impl Client {
                 format!("accept queue of port {} is full", request.dst.port),
             );
         };
-        let client = self.clone();
+        let client = self.internal();
         self.inner.tasks.spawn(async move {
             if let Some(stream) = client.answer_incoming(open, request) {
                 permit.send(stream);
@@ -684,6 +760,43 @@ impl Client {
         self.inner.tasks.wait().await;
         self.inner.tasks.reopen();
         self.inner.lifecycle.reopen();
+    }
+}
+
+/// Connects under way, by server key (ids tell one claim from the next).
+struct ConnectSlot {
+    id: u64,
+    /// Dropped when the connect finishes: every waiter's `changed()` then returns.
+    done: watch::Sender<()>,
+}
+
+static NEXT_CONNECT: AtomicU64 = AtomicU64::new(1);
+
+/// Whose connect to a server this is.
+enum ConnectClaim {
+    /// This caller connects; others wait for it until the gate drops.
+    Mine(ConnectGate),
+    /// Another caller is connecting: wait on this.
+    Theirs(watch::Receiver<()>),
+}
+
+/// Held by the one caller connecting to `pk`; dropping it (done, failed, or the caller gave
+/// up) releases the waiters.
+struct ConnectGate {
+    client: Client,
+    pk: PublicKey,
+    id: u64,
+}
+
+impl Drop for ConnectGate {
+    fn drop(&mut self) {
+        let mut connecting = crate::sync::lock(&self.client.inner.connecting);
+        if connecting
+            .get(&self.pk)
+            .is_some_and(|slot| slot.id == self.id)
+        {
+            connecting.remove(&self.pk);
+        }
     }
 }
 

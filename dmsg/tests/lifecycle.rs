@@ -194,8 +194,16 @@ async fn every_path_to_one_server_shares_one_session() {
     assert_eq!(ids.len(), 1, "every caller got the same session");
     assert_eq!(echo.await.unwrap(), 20, "no stream lost");
     assert_eq!(alice.sessions().len(), 1);
-    assert_eq!(server.server.session_count(), 2, "alice's one session and bob's");
-    assert_eq!(server.server.stats().sessions_total, 2, "no session was replaced");
+    assert_eq!(
+        server.server.session_count(),
+        2,
+        "alice's one session and bob's"
+    );
+    assert_eq!(
+        server.server.stats().sessions_total,
+        2,
+        "no session was replaced"
+    );
     alice.close().await;
     bob.close().await;
     server.stop().await;

@@ -199,6 +199,94 @@ async fn two_clients_on_different_servers_move_bytes_with_dmsg_cli() {
     discovery.stop().await;
 }
 
+/// One-shot commands never race their own background lifecycle (issue: 17 of 50 dials and
+/// 3 of 5 pings failed with "replaced by a newer session"): 50 `dial` runs and 50 `ping`
+/// runs in a row against a live fleet all succeed, each dialer choosing its home server
+/// from discovery like a user's would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_one_shot_dials_and_fifty_pings_in_a_row_all_succeed() {
+    let scratch = Scratch::new("cli-repeat");
+    let discovery = DiscoveryHandle::start().await;
+    let url = discovery.url();
+    let a = ServerProcess::start(&scratch, "a", &["--discovery", &url]);
+    let b = ServerProcess::start(&scratch, "b", &["--discovery", &url]);
+    for server in [&a, &b] {
+        discovery
+            .wait_entry(&server.pk, Duration::from_secs(15), |e| e.server.is_some())
+            .await;
+    }
+    let key_file = scratch.path().join("echo.key");
+    let key_arg = key_file.display().to_string();
+    let made = run(
+        &scratch,
+        vec!["keygen".into(), "--out".into(), key_arg.clone()],
+    )
+    .await;
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let listener_pk = text(&made.stdout).trim().to_owned();
+    let listener_log = scratch.path().join("echo.log");
+    let _listener = ChildProcess::spawn(
+        "dmsg-cli listen --echo",
+        cli()
+            .args([
+                "--key-file",
+                &key_arg,
+                "--discovery",
+                &url,
+                "listen",
+                "7000",
+                "--echo",
+            ])
+            .stderr(std::fs::File::create(&listener_log).unwrap()),
+    );
+    common::eventually(
+        "the listener announces itself",
+        Duration::from_secs(20),
+        || std::fs::read_to_string(&listener_log).is_ok_and(|log| log.contains("listening on")),
+    )
+    .await;
+
+    for run_number in 0..50 {
+        let payload = format!("run {run_number}: {}\n", "x".repeat(run_number * 37));
+        let payload_file = scratch.path().join(format!("payload-{run_number}"));
+        std::fs::write(&payload_file, &payload).unwrap();
+        let args = vec![
+            "--discovery".to_owned(),
+            url.clone(),
+            "dial".into(),
+            format!("dmsg://{listener_pk}:7000"),
+        ];
+        let dialed = run_with(&scratch, &args, Some(&payload_file)).await;
+        assert!(
+            dialed.status.success(),
+            "dial run {run_number}: {}",
+            text(&dialed.stderr)
+        );
+        assert_eq!(text(&dialed.stdout), payload, "dial run {run_number}");
+    }
+    for run_number in 0..50 {
+        let pinged = run(
+            &scratch,
+            vec![
+                "--discovery".into(),
+                url.clone(),
+                "ping".into(),
+                listener_pk.clone(),
+                "--count".into(),
+                "1".into(),
+            ],
+        )
+        .await;
+        assert!(
+            pinged.status.success(),
+            "ping run {run_number}: {}",
+            text(&pinged.stderr)
+        );
+        assert_eq!(text(&pinged.stdout).matches("pong from").count(), 1);
+    }
+    discovery.stop().await;
+}
+
 #[test]
 fn help_lists_every_command() {
     testkit::process::assert_help_mentions(

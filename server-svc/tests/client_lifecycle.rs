@@ -261,14 +261,27 @@ async fn dial_errors_name_the_step_that_failed() {
         "{error}"
     );
 
-    // Its only server dies: every attempt fails, and the error lists each step.
+    // A dial that works leaves the target's entry in the dialer's cache.
+    let _listening = target.listen(Port::new(9).unwrap()).unwrap();
+    let stream = dialer
+        .dial(DmsgAddr::new(target.public_key(), Port::new(9).unwrap()))
+        .await
+        .unwrap();
+    drop(stream);
+
+    // Its only server dies: every attempt fails — through the cached entry, then through
+    // discovery's (the same servers) — and the error lists each attempt actually made.
     server.process.kill();
     let _ = server.process.wait_exit(Duration::from_secs(5)).await;
     let started = tokio::time::Instant::now();
     let error = dialer
-        .dial(DmsgAddr::new(target.public_key(), Port::new(5).unwrap()))
+        .dial(DmsgAddr::new(target.public_key(), Port::new(9).unwrap()))
         .await
         .unwrap_err();
+    assert!(
+        !error.to_string().contains("no attempt was made"),
+        "{error}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(6),
         "within the dial timeout"

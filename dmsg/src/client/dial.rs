@@ -215,9 +215,9 @@ impl Client {
         // A cached entry may be stale (the destination re-homed since): when it leads
         // nowhere, ask discovery once and try again if its servers are others.
         match self.dial_entry_or_forget(&cached, dst, attempts).await {
-            Err(
-                DialByAddrError::AllAttemptsFailed { .. } | DialByAddrError::NoDelegatedServers(_),
-            ) => {}
+            // Kept: the error after the fresh entry lists every attempt made, both rounds.
+            Err(DialByAddrError::AllAttemptsFailed { attempts: made, .. }) => *attempts = made,
+            Err(DialByAddrError::NoDelegatedServers(_)) => {}
             done => return done,
         }
         let fresh = self.fetch_entry(&dst.pk).await?;

@@ -45,6 +45,7 @@ pub mod net;
 pub mod port;
 pub mod server;
 pub mod session;
+mod session_table;
 pub mod stream;
 mod sync;
 

@@ -5,11 +5,10 @@
 //! everything else later). Accepts are rate-limited by a token bucket and handshakes capped,
 //! so a reconnect storm degrades instead of collapsing; every refusal is counted by reason.
 
-use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ use crate::mux::{MuxConfig, Role, StreamError};
 use crate::net::{Io, Listen};
 use crate::noise::{HandshakeCounts, PqSettings};
 use crate::session::{IncomingHandler, IncomingOpen, OpenAnswer, Session, SessionSetup};
+use crate::session_table::SessionTable;
 use crate::stream::RawStream;
 use crate::wire::{Code, HANDSHAKE_TIMEOUT, HandshakeRefusal, StreamRequest};
 
@@ -169,13 +169,11 @@ impl ServerStats {
 struct Inner {
     keypair: Keypair,
     config: ServerConfig,
-    sessions: Mutex<HashMap<PublicKey, Session>>,
+    sessions: SessionTable,
     counters: Counters,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     handshakes: Arc<Semaphore>,
-    /// Bumped whenever the session count changes.
-    session_changes: crate::changes::Changes,
     /// When the latest sessions were established (Unix ms), oldest first, bounded.
     recent_sessions: Mutex<std::collections::VecDeque<i64>>,
 }
@@ -237,12 +235,11 @@ impl Server {
             inner: Arc::new(Inner {
                 keypair,
                 config,
-                sessions: Mutex::new(HashMap::new()),
+                sessions: SessionTable::new(),
                 counters: Counters::default(),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 handshakes,
-                session_changes: crate::changes::Changes::new(),
                 recent_sessions: Mutex::new(std::collections::VecDeque::new()),
             }),
         }
@@ -255,7 +252,7 @@ impl Server {
 
     /// Sessions open now.
     pub fn session_count(&self) -> usize {
-        self.sessions().len()
+        self.inner.sessions.len()
     }
 
     /// The advertised free sessions: `max_sessions − sessions` (negative when over).
@@ -266,11 +263,7 @@ impl Server {
 
     /// A watch bumped whenever the session count changes (registration refreshes on it).
     pub fn session_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.session_changes.subscribe()
-    }
-
-    fn note_session_change(&self) {
-        self.inner.session_changes.bump();
+        self.inner.sessions.changes()
     }
 
     /// When the latest sessions (at most [`RECENT_SESSIONS`]) were established, in Unix
@@ -298,7 +291,7 @@ impl Server {
 
     /// The session with `pk`, if connected.
     pub fn session(&self, pk: &PublicKey) -> Option<Session> {
-        self.sessions().get(pk).cloned()
+        self.inner.sessions.get(pk)
     }
 
     /// Tasks the server owns now (session drivers and relays).
@@ -322,10 +315,6 @@ impl Server {
                 .map(|r| (*r, c.rejects[r.index()].load(Ordering::Relaxed)))
                 .collect(),
         }
-    }
-
-    fn sessions(&self) -> MutexGuard<'_, HashMap<PublicKey, Session>> {
-        crate::sync::lock(&self.inner.sessions)
     }
 
     fn reject(&self, reason: RejectReason) {
@@ -429,15 +418,11 @@ impl Server {
         );
 
         // Newest session wins: the old one is told why and closed.
-        let replaced = self.sessions().insert(remote, session.clone());
-        if let Some(old) = replaced {
-            old.close(
-                Code::Replaced,
-                "replaced by a newer session from the same key",
-            );
-        } else {
+        if inner.sessions.insert(
+            session.clone(),
+            "replaced by a newer session from the same key",
+        ) {
             inner.counters.sessions.fetch_add(1, Ordering::Relaxed);
-            self.note_session_change();
         }
         inner
             .counters
@@ -452,17 +437,8 @@ impl Server {
         let code = driver.await;
 
         // Remove only this session: a newer one for the same key must never be evicted.
-        let mut sessions = self.sessions();
-        if sessions
-            .get(&remote)
-            .is_some_and(|s| s.id() == session.id())
-        {
-            sessions.remove(&remote);
+        if inner.sessions.remove(&session) {
             inner.counters.sessions.fetch_sub(1, Ordering::Relaxed);
-            drop(sessions);
-            self.note_session_change();
-        } else {
-            drop(sessions);
         }
         tracing::debug!(%remote, code = code.label(), "session ended");
     }
@@ -553,7 +529,7 @@ impl Server {
     /// Stops accepting, closes every session and waits for every task the server owns.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
-        let sessions: Vec<Session> = self.sessions().values().cloned().collect();
+        let sessions = self.inner.sessions.all();
         for session in sessions {
             session.close(Code::ShuttingDown, "server shutting down");
         }

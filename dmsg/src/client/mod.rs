@@ -41,6 +41,7 @@ use crate::net::Dialer;
 use crate::noise::{self, HandshakeCounts, HandshakeError, PqSettings, ResponderNext};
 use crate::port::{PortAllocator, PortError, PortGuard};
 use crate::session::{IncomingHandler, IncomingOpen, OpenAnswer, Session, SessionSetup};
+use crate::session_table::SessionTable;
 use crate::stream::DmsgStream;
 use crate::wire::{
     ACCEPT_BACKLOG, AcceptBody, BodyError, Code, HANDSHAKE_TIMEOUT, Pattern, StreamRequest,
@@ -231,7 +232,7 @@ pub enum ListenError {
 struct Inner {
     keypair: Keypair,
     config: ClientConfig,
-    sessions: Mutex<HashMap<PublicKey, Session>>,
+    sessions: SessionTable,
     /// The one connect under way to each server (see [`Client::connect_with`]).
     connecting: Mutex<HashMap<PublicKey, ConnectSlot>>,
     listeners: Mutex<HashMap<u16, mpsc::Sender<DmsgStream>>>,
@@ -250,8 +251,6 @@ struct Inner {
     servers: Mutex<lifecycle::KnownServers>,
     /// Destination entries looked up by [`Client::dial`].
     entries: Mutex<dial::EntryCache>,
-    /// Bumped whenever a session is added or removed.
-    session_changes: crate::changes::Changes,
     /// The sequence of the client entry discovery holds, once published.
     published: Mutex<Option<u64>>,
 }
@@ -337,7 +336,7 @@ impl Client {
             ),
             keypair,
             config,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: SessionTable::new(),
             connecting: Mutex::new(HashMap::new()),
             listeners: Mutex::new(HashMap::new()),
             ports: PortAllocator::default(),
@@ -347,7 +346,6 @@ impl Client {
             stop: CancellationToken::new(),
             servers: Mutex::new(lifecycle::KnownServers::new(seeds)),
             entries: Mutex::new(dial::EntryCache::default()),
-            session_changes: crate::changes::Changes::new(),
             published: Mutex::new(None),
         });
         let user = Some(Arc::new(DropGuard {
@@ -379,11 +377,7 @@ impl Client {
 
     /// The servers this client has a live session with (the live set: for the uptime probe).
     pub fn connected_servers(&self) -> Vec<PublicKey> {
-        self.lock_sessions()
-            .iter()
-            .filter(|(_, session)| !session.is_closed())
-            .map(|(pk, _)| *pk)
-            .collect()
+        self.inner.sessions.live_keys()
     }
 
     /// The sequence of the client entry discovery holds, once the lifecycle published it.
@@ -393,11 +387,7 @@ impl Client {
 
     /// A watch bumped whenever a session is added or removed.
     pub fn session_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.session_changes.subscribe()
-    }
-
-    fn note_session_change(&self) {
-        self.inner.session_changes.bump();
+        self.inner.sessions.changes()
     }
 
     /// The client's public key.
@@ -422,16 +412,12 @@ impl Client {
 
     /// The live sessions, by server key.
     pub fn sessions(&self) -> Vec<Session> {
-        self.lock_sessions().values().cloned().collect()
+        self.inner.sessions.all()
     }
 
     /// The live session to `server`, if any.
     pub fn session(&self, server: &PublicKey) -> Option<Session> {
-        self.lock_sessions().get(server).cloned()
-    }
-
-    fn lock_sessions(&self) -> MutexGuard<'_, HashMap<PublicKey, Session>> {
-        crate::sync::lock(&self.inner.sessions)
+        self.inner.sessions.get(server)
     }
 
     fn lock_listeners(&self) -> MutexGuard<'_, HashMap<u16, mpsc::Sender<DmsgStream>>> {
@@ -557,15 +543,7 @@ impl Client {
                     driver.await
                 }
             };
-            let mut sessions = client.lock_sessions();
-            let removed = sessions.get(&pk).is_some_and(|s| s.id() == owned.id());
-            if removed {
-                sessions.remove(&pk);
-            }
-            drop(sessions);
-            if removed {
-                client.note_session_change();
-            }
+            client.inner.sessions.remove(&owned);
             tracing::debug!(server = %pk, code = code.label(), "session ended");
         });
 
@@ -585,10 +563,9 @@ impl Client {
             }
         }
         abandoned.defuse();
-        if let Some(old) = self.lock_sessions().insert(pk, session.clone()) {
-            old.close(Code::Replaced, "replaced by a newer session");
-        }
-        self.note_session_change();
+        self.inner
+            .sessions
+            .insert(session.clone(), "replaced by a newer session");
         if self.inner.shutdown.is_cancelled() {
             session.close(Code::ShuttingDown, "client closing");
             return Err(ConnectError::Closed);
@@ -752,7 +729,7 @@ impl Client {
         lifecycle::delete_entry(self).await;
         self.inner.shutdown.cancel();
         self.lock_listeners().clear();
-        let sessions: Vec<Session> = self.lock_sessions().drain().map(|(_, s)| s).collect();
+        let sessions = self.inner.sessions.drain();
         for session in sessions {
             session.close(Code::Normal, "client closing");
         }

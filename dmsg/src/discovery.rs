@@ -198,7 +198,9 @@ pub struct DiscoveryClient {
     breaker: Breaker,
 }
 
-/// Timeouts and breaker of discovery clients.
+/// Timeouts and breaker of discovery clients. The breaker opens for 1 s only: discovery is
+/// what every node bootstraps from, so an open breaker must not hold a first registration
+/// or publish back for long once discovery answers again (ARCHITECTURE §5).
 fn stack_config() -> (ClientStackConfig, BreakerConfig) {
     (
         ClientStackConfig {
@@ -208,7 +210,7 @@ fn stack_config() -> (ClientStackConfig, BreakerConfig) {
         BreakerConfig {
             failure_threshold: 3,
             window: Duration::from_secs(30),
-            open_for: Duration::from_secs(5),
+            open_for: Duration::from_secs(1),
             max_open: None,
         },
     )

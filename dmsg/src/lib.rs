@@ -28,7 +28,8 @@
 //! - [`port`]: port reservations (fixed and ephemeral).
 //! - [`grpc`]: tonic channels and servers over dmsg.
 //! - [`entry`]: discovery and transport entries: model, signing bytes, validation.
-//! - [`discovery`]: the discovery client (gRPC over TCP or dmsg) and its publish loop.
+//! - [`discovery`]: the discovery client (gRPC over TCP or dmsg).
+//! - [`publisher`]: the one entry publisher (servers, clients, and next visors and transports).
 
 pub use dmsg_core::{addr, identity, mux, noise, wire};
 
@@ -43,6 +44,7 @@ pub mod handshake;
 pub mod hexfield;
 pub mod net;
 pub mod port;
+pub mod publisher;
 pub mod server;
 pub mod session;
 mod session_table;

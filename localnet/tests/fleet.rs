@@ -325,16 +325,16 @@ async fn d_kill_all_servers_and_restart_them_recovers_with_spread_reconnects() {
     stop(fleet).await;
 }
 
-/// e. Discovery restarts with an empty memory store: every entry is back within one refresh
-/// period.
+/// e. Discovery restarts with an empty memory store: with the default refresh periods (60 s
+/// for servers, 300 s for clients) every entry is back within 10 s of discovery answering
+/// again — owners notice the loss by their periodic check (PROTOCOL.md §15.2), not at the
+/// next refresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e_a_wiped_discovery_is_refilled_within_one_refresh_period() {
+async fn e_a_wiped_discovery_is_refilled_within_10_s_of_answering_again() {
     let _serial = SERIAL.lock().await;
     let (servers, clients) = small();
-    let refresh = Duration::from_secs(5);
-    let mut spec = spec(servers, clients);
-    spec.registration_refresh = refresh;
-    spec.client_entry_refresh = refresh;
+    let spec = spec(servers, clients);
+    assert_eq!(spec.client_entry_refresh, Duration::from_secs(300));
     let mut fleet = converged_fleet(&spec).await;
 
     let discovery = fleet.member_mut(Role::Discovery).unwrap();
@@ -343,9 +343,13 @@ async fn e_a_wiped_discovery_is_refilled_within_one_refresh_period() {
     let restarted = Instant::now();
     // Once it answers, it really has lost the clients' entries.
     while fleet.registered_servers().await.is_err() {
-        assert!(restarted.elapsed() < refresh, "discovery answers again");
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "discovery answers again"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let answering = Instant::now();
     let mut entries = 0;
     for client in fleet.clients() {
         let pk = fleet.member(client).unwrap().pk;
@@ -353,14 +357,14 @@ async fn e_a_wiped_discovery_is_refilled_within_one_refresh_period() {
     }
     println!("{entries} of {clients} client entries present when discovery answered again");
     assert!(entries < clients, "the restarted store was not empty");
-    // One refresh period, plus slack for discovery's own start and the observer's polling.
-    let bound = refresh + Duration::from_secs(2);
-    let took = fleet.wait_converged(bound).await.unwrap();
+    let bound = Duration::from_secs(10);
+    fleet.wait_converged(bound).await.unwrap();
     println!(
-        "every entry back {:.3} s after discovery restarted (refresh period {refresh:?})",
-        took.as_secs_f64()
+        "every entry back {:.3} s after discovery answered again ({:.3} s after its restart)",
+        answering.elapsed().as_secs_f64(),
+        restarted.elapsed().as_secs_f64()
     );
-    assert!(restarted.elapsed() <= bound, "{:?}", restarted.elapsed());
+    assert!(answering.elapsed() <= bound, "{:?}", answering.elapsed());
     assert_sampled_pairs_talk(&mut fleet, 8, 5).await;
     stop(fleet).await;
 }

@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::{Client, DiscoveryTarget, WeakClient};
 use crate::addr::{DmsgAddr, ServerAddr};
 use crate::backoff::Backoff;
-use crate::discovery::{DISCOVERY_PORT, Discovery, DiscoveryClient, DiscoveryError, Published};
+use crate::discovery::{DISCOVERY_PORT, Discovery, DiscoveryClient, DiscoveryError};
 use crate::entry::Entry;
 use crate::identity::{Keypair, PublicKey};
+use crate::publisher::{EntryPublisher, PublisherConfig, Triggers};
 
 /// Longest a discovery call of the lifecycle may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,6 +92,53 @@ impl Discovery for NoDiscovery {
     }
 }
 
+/// Discovery over dmsg. A call made while the client has no live session fails at once as
+/// unavailable, before the RPC stack: finding no path at all is not a failure of discovery,
+/// so it never counts towards (or waits on) the discovery breaker.
+struct OverDmsg {
+    client: WeakClient,
+    grpc: DiscoveryClient,
+}
+
+impl OverDmsg {
+    fn path(&self) -> Result<&DiscoveryClient, DiscoveryError> {
+        let live = self
+            .client
+            .upgrade()
+            .is_some_and(|client| client.sessions().iter().any(|s| !s.is_closed()));
+        if live {
+            Ok(&self.grpc)
+        } else {
+            Err(DiscoveryError::Unavailable(
+                "no live session to any dmsg server yet".into(),
+            ))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Discovery for OverDmsg {
+    async fn entry(&self, pk: &PublicKey) -> Result<Option<Entry>, DiscoveryError> {
+        self.path()?.entry(pk).await
+    }
+
+    async fn put_entry(&self, entry: &Entry) -> Result<bool, DiscoveryError> {
+        self.path()?.put_entry(entry).await
+    }
+
+    async fn delete_entry(&self, keypair: &Keypair) -> Result<(), DiscoveryError> {
+        self.path()?.delete_entry(keypair).await
+    }
+
+    async fn available_servers(&self, limit: u32) -> Result<Vec<Entry>, DiscoveryError> {
+        self.path()?.available_servers(limit).await
+    }
+
+    async fn all_servers(&self) -> Result<Vec<Entry>, DiscoveryError> {
+        self.path()?.all_servers().await
+    }
+}
+
 /// The discovery a client uses for `target`.
 pub(crate) fn discovery_for(target: &DiscoveryTarget, client: WeakClient) -> Arc<dyn Discovery> {
     match target {
@@ -102,10 +150,13 @@ pub(crate) fn discovery_for(target: &DiscoveryTarget, client: WeakClient) -> Arc
                 Arc::new(NoDiscovery(error.to_string()))
             }
         },
-        DiscoveryTarget::Dmsg(pk) => Arc::new(DiscoveryClient::new(crate::grpc::channel_any(
+        DiscoveryTarget::Dmsg(pk) => Arc::new(OverDmsg {
+            grpc: DiscoveryClient::new(crate::grpc::channel_any(
+                client.clone(),
+                DmsgAddr::new(*pk, DISCOVERY_PORT),
+            )),
             client,
-            DmsgAddr::new(*pk, DISCOVERY_PORT),
-        ))),
+        }),
         DiscoveryTarget::Custom(discovery) => discovery.clone(),
     }
 }
@@ -121,7 +172,7 @@ pub(crate) fn start(client: &Client) {
     let tracker = &client.inner.lifecycle;
     tracker.spawn(maintain(client.downgrade(), stop.clone()));
     if config.publish_entry && !matches!(config.discovery, DiscoveryTarget::None) {
-        tracker.spawn(publish(client.downgrade(), stop.clone()));
+        *crate::sync::lock(&client.inner.publisher) = start_publisher(client);
     }
     if config.serve_ping {
         super::control::start_responder(client, stop);
@@ -252,95 +303,47 @@ async fn maintain(weak: WeakClient, stop: CancellationToken) {
     }
 }
 
-/// Publishes the client entry (its delegated servers) after session changes (debounced) and
-/// every `entry_refresh`. Builds a new entry for every publish — nothing cached is mutated —
-/// and checks for shutdown immediately before each publish.
-async fn publish(weak: WeakClient, stop: CancellationToken) {
-    let Some(client) = weak.upgrade() else { return };
-    let config = client.inner.config.lifecycle.clone();
+/// Starts the one entry publisher for the client entry: its delegated servers (the live
+/// sessions), republished after session changes (debounced, only if the set changed), every
+/// `entry_refresh`, and within `entry_check` of discovery losing it.
+fn start_publisher(client: &Client) -> EntryPublisher {
+    let config = &client.inner.config.lifecycle;
     let pq_capable = client.inner.config.pq.enabled;
-    let mut changes = client.session_changes();
-    drop(client);
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-    let mut published_set: Option<Vec<PublicKey>> = None;
-    loop {
-        let refresh = tokio::select! {
-            () = stop.cancelled() => return,
-            changed = changes.changed() => {
-                if changed.is_err() || stopped_during(&stop, config.publish_debounce).await {
-                    return;
-                }
-                false
-            }
-            () = tokio::time::sleep(config.entry_refresh) => true,
-        };
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let Some(client) = weak.upgrade() else { return };
-            let mut servers = client.connected_servers();
-            servers.sort();
-            if servers.is_empty() || (!refresh && published_set.as_ref() == Some(&servers)) {
-                break;
-            }
-            let sequence = crate::sync::lock(&client.inner.published).map_or(1, |last| last + 1);
-            let entry = Entry {
-                pq_capable,
-                ..Entry::client(client.public_key(), sequence, servers.clone())
-            };
-            let discovery = client.inner.discovery.clone();
-            let keypair = client.inner.keypair.clone();
-            drop(client);
-            // Checked right before publishing: a publish must never start after close began.
-            if stop.is_cancelled() {
-                return;
-            }
-            let outcome = crate::discovery::publish(discovery.as_ref(), &keypair, entry).await;
-            let Some(client) = weak.upgrade() else { return };
-            let mut published = crate::sync::lock(&client.inner.published);
-            match outcome {
-                Ok(Published::Stored { entry, .. }) => {
-                    *published = Some(entry.sequence);
-                    published_set = Some(servers);
-                    backoff.reset();
-                    tracing::debug!(sequence = entry.sequence, "client entry published");
-                    break;
-                }
-                Ok(Published::Superseded { stored_sequence }) => {
-                    // Discovery holds a newer entry of ours: continue from its sequence.
-                    *published = Some(stored_sequence);
-                    if attempts > 3 {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    drop(published);
-                    tracing::debug!(%error, "cannot publish the client entry yet");
-                    if stopped_during(&stop, backoff.next_delay()).await {
-                        return;
-                    }
-                }
-            }
+    let owner = client.public_key();
+    let weak = client.downgrade();
+    let source = move |sequence| {
+        let client = weak.upgrade()?;
+        let mut servers = client.connected_servers();
+        if servers.is_empty() {
+            return None;
         }
-    }
-}
-
-/// Deletes the client entry, if one was published (after the publisher was joined).
-pub(crate) async fn delete_entry(client: &Client) {
-    let published = crate::sync::lock(&client.inner.published).take();
-    if published.is_none() {
-        return;
-    }
-    let deleted = tokio::time::timeout(
-        DELETE_TIMEOUT,
-        client.inner.discovery.delete_entry(&client.inner.keypair),
+        servers.sort();
+        Some(Entry {
+            pq_capable,
+            ..Entry::client(owner, sequence, servers)
+        })
+    };
+    let via = match config.discovery {
+        DiscoveryTarget::Tcp(_) => "tcp",
+        DiscoveryTarget::Dmsg(_) => "dmsg",
+        DiscoveryTarget::None | DiscoveryTarget::Custom(_) => "",
+    };
+    EntryPublisher::start(
+        client.inner.keypair.clone(),
+        client.inner.discovery.clone(),
+        via,
+        source,
+        PublisherConfig {
+            refresh: config.entry_refresh,
+            debounce: config.publish_debounce,
+            check_every: config.entry_check,
+            delete_timeout: DELETE_TIMEOUT,
+            ..PublisherConfig::default()
+        },
+        Triggers {
+            changes: Some(client.session_changes()),
+            // A new session may be the first way to discovery over dmsg.
+            paths: Some(client.session_changes()),
+        },
     )
-    .await;
-    match deleted {
-        Ok(Ok(())) => tracing::debug!("client entry deleted"),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "could not delete the client entry; it expires on its own")
-        }
-        Err(_) => tracing::warn!("deleting the client entry timed out; it expires on its own"),
-    }
 }

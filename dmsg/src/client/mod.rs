@@ -40,6 +40,7 @@ use crate::mux::{MuxConfig, Role, StreamError};
 use crate::net::Dialer;
 use crate::noise::{self, HandshakeCounts, HandshakeError, PqSettings, ResponderNext};
 use crate::port::{PortAllocator, PortError, PortGuard};
+use crate::publisher::{EntryPublisher, Phase};
 use crate::session::{IncomingHandler, IncomingOpen, OpenAnswer, Session, SessionSetup};
 use crate::session_table::SessionTable;
 use crate::stream::DmsgStream;
@@ -131,6 +132,9 @@ pub struct LifecycleConfig {
     pub publish_debounce: Duration,
     /// Republish this often even without changes.
     pub entry_refresh: Duration,
+    /// Check this often that discovery still holds the entry (it may have restarted empty);
+    /// republish at once if not.
+    pub entry_check: Duration,
     /// How long a looked-up destination entry is reused.
     pub entry_cache_ttl: Duration,
     /// Overall deadline of [`Client::dial`].
@@ -155,6 +159,7 @@ impl Default for LifecycleConfig {
             publish_entry: true,
             publish_debounce: Duration::from_millis(500),
             entry_refresh: Duration::from_secs(300),
+            entry_check: Duration::from_secs(5),
             entry_cache_ttl: Duration::from_secs(300),
             dial_timeout: Duration::from_secs(15),
             serve_ping: true,
@@ -251,8 +256,8 @@ struct Inner {
     servers: Mutex<lifecycle::KnownServers>,
     /// Destination entries looked up by [`Client::dial`].
     entries: Mutex<dial::EntryCache>,
-    /// The sequence of the client entry discovery holds, once published.
-    published: Mutex<Option<u64>>,
+    /// Publishes the client entry (disabled without discovery or `publish_entry`).
+    publisher: Mutex<EntryPublisher>,
 }
 
 /// A handle to a client that does not keep it alive (for things the client itself owns, such
@@ -329,6 +334,7 @@ impl Client {
         if config.lifecycle.include_default_seeds {
             seeds.extend(crate::deployment::default_servers());
         }
+        let disabled_key = keypair.clone();
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
             discovery: lifecycle::discovery_for(
                 &config.lifecycle.discovery,
@@ -346,7 +352,7 @@ impl Client {
             stop: CancellationToken::new(),
             servers: Mutex::new(lifecycle::KnownServers::new(seeds)),
             entries: Mutex::new(dial::EntryCache::default()),
-            published: Mutex::new(None),
+            publisher: Mutex::new(EntryPublisher::disabled(disabled_key)),
         });
         let user = Some(Arc::new(DropGuard {
             stop: inner.stop.clone(),
@@ -382,7 +388,8 @@ impl Client {
 
     /// The sequence of the client entry discovery holds, once the lifecycle published it.
     pub fn published_sequence(&self) -> Option<u64> {
-        *crate::sync::lock(&self.inner.published)
+        let state = crate::sync::lock(&self.inner.publisher).state();
+        (state.phase == Phase::Registered).then_some(state.sequence)
     }
 
     /// A watch bumped whenever a session is added or removed.
@@ -726,7 +733,11 @@ impl Client {
         self.inner.stop.cancel();
         self.inner.lifecycle.close();
         self.inner.lifecycle.wait().await;
-        lifecycle::delete_entry(self).await;
+        let publisher = std::mem::replace(
+            &mut *crate::sync::lock(&self.inner.publisher),
+            EntryPublisher::disabled(self.inner.keypair.clone()),
+        );
+        publisher.stop().await;
         self.inner.shutdown.cancel();
         self.lock_listeners().clear();
         let sessions = self.inner.sessions.drain();

@@ -1,0 +1,410 @@
+//! The one entry publisher (ARCHITECTURE §5, PROTOCOL.md §15.2): keeps an owner's signed
+//! entry in discovery — a server's registration, a client's delegated servers, and next the
+//! visor's and its transports' entries.
+//!
+//! One background task per entry:
+//! - publishes at once, then retries a failure with full-jitter backoff — or at once when a
+//!   new path to discovery opens (`paths`);
+//! - republishes when the content changes (`changes`, debounced; an unchanged entry is not
+//!   sent again), every `refresh`, and as soon as a periodic check finds that discovery lost
+//!   the entry (it restarted empty, or the entry expired);
+//! - resyncs on a stale sequence (PROTOCOL.md §14.3);
+//! - re-checks shutdown right before every write.
+//!
+//! [`EntryPublisher::stop`] cancels the task and *joins* it (a publish in flight completes),
+//! and only then deletes the entry, within a deadline: no publish can land after the delete.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::discovery::{Discovery, DiscoveryError, Published, publish};
+use crate::entry::{Entry, unix_nanos_now};
+use crate::identity::Keypair;
+
+/// Builds the entry to publish for a sequence; `None` when there is nothing to publish yet
+/// (a client with no session has no server to name).
+pub trait EntrySource: Send + Sync + 'static {
+    /// The entry for `sequence` (unsigned; the publisher signs it).
+    fn entry(&self, sequence: u64) -> Option<Entry>;
+}
+
+impl<F: Fn(u64) -> Option<Entry> + Send + Sync + 'static> EntrySource for F {
+    fn entry(&self, sequence: u64) -> Option<Entry> {
+        self(sequence)
+    }
+}
+
+/// Publisher timing.
+#[derive(Clone, Debug)]
+pub struct PublisherConfig {
+    /// First retry ceiling.
+    pub backoff_base: Duration,
+    /// Largest retry ceiling.
+    pub backoff_cap: Duration,
+    /// Republish this often without changes.
+    pub refresh: Duration,
+    /// Content changes within this window make one publish.
+    pub debounce: Duration,
+    /// How often to check that discovery still holds the entry; it is republished at once
+    /// when it does not.
+    pub check_every: Duration,
+    /// Longest the delete on [`EntryPublisher::stop`] may take.
+    pub delete_timeout: Duration,
+}
+
+impl Default for PublisherConfig {
+    /// Retries 1 s → 30 s, refresh every 60 s, 1 s debounce, a check every 5 s, 5 s delete.
+    fn default() -> Self {
+        Self {
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(30),
+            refresh: Duration::from_secs(60),
+            debounce: Duration::from_secs(1),
+            check_every: Duration::from_secs(5),
+            delete_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What can make the publisher act before its timers.
+#[derive(Debug, Default)]
+pub struct Triggers {
+    /// Bumped when the entry's content may have changed (sessions came or went).
+    pub changes: Option<watch::Receiver<u64>>,
+    /// Bumped when a new way to discovery may have opened: a failed attempt is retried at
+    /// once instead of after its backoff.
+    pub paths: Option<watch::Receiver<u64>>,
+}
+
+/// Where publishing stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// No discovery is configured.
+    #[default]
+    Disabled,
+    /// Not stored yet (retrying).
+    Pending,
+    /// The entry is stored.
+    Registered,
+    /// Stopped: the entry was deleted (or the delete was attempted).
+    Deregistered,
+}
+
+/// The observable state of a publisher (for stats and `/metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishState {
+    /// Where it stands.
+    pub phase: Phase,
+    /// How discovery is reached: "tcp", "dmsg", "tcp+dmsg" or "".
+    pub via: String,
+    /// The stored entry's sequence (0 before the first).
+    pub sequence: u64,
+    /// Failed attempts since the last success.
+    pub failed_attempts: u32,
+    /// The last error, if the last attempt failed.
+    pub last_error: String,
+    /// Unix nanoseconds of the last successful publish (0 if none).
+    pub last_registered_nanos: i64,
+}
+
+/// A running publisher: its task and its state. Dropped without [`EntryPublisher::stop`]
+/// (an error path), it still ends its task.
+pub struct EntryPublisher {
+    state: watch::Sender<PublishState>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    discovery: Option<Arc<dyn Discovery>>,
+    keypair: Keypair,
+    delete_timeout: Duration,
+}
+
+impl std::fmt::Debug for EntryPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryPublisher")
+            .field("state", &*self.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EntryPublisher {
+    /// No discovery: nothing is published ([`Phase::Disabled`]).
+    pub fn disabled(keypair: Keypair) -> Self {
+        Self {
+            state: watch::Sender::new(PublishState::default()),
+            stop: CancellationToken::new(),
+            task: None,
+            discovery: None,
+            keypair,
+            delete_timeout: Duration::ZERO,
+        }
+    }
+
+    /// Starts publishing `source`'s entries, signed with `keypair`, through `discovery`
+    /// (reached `via`), in a background task. Call inside a tokio runtime.
+    pub fn start(
+        keypair: Keypair,
+        discovery: Arc<dyn Discovery>,
+        via: &str,
+        source: impl EntrySource,
+        config: PublisherConfig,
+        triggers: Triggers,
+    ) -> Self {
+        let state = watch::Sender::new(PublishState {
+            phase: Phase::Pending,
+            via: via.to_owned(),
+            ..PublishState::default()
+        });
+        let stop = CancellationToken::new();
+        let delete_timeout = config.delete_timeout;
+        let task = Task {
+            keypair: keypair.clone(),
+            discovery: discovery.clone(),
+            source: Box::new(source),
+            config,
+            triggers,
+            state: state.clone(),
+            stop: stop.clone(),
+            stored: None,
+        };
+        Self {
+            state,
+            stop,
+            task: Some(tokio::spawn(task.run())),
+            discovery: Some(discovery),
+            keypair,
+            delete_timeout,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> PublishState {
+        self.state.borrow().clone()
+    }
+
+    /// A watch of the state.
+    pub fn subscribe(&self) -> watch::Receiver<PublishState> {
+        self.state.subscribe()
+    }
+
+    /// Stops the task and joins it (a publish in flight completes first), then deletes the
+    /// entry if one was stored, within the delete deadline.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take()
+            && let Err(error) = task.await
+            && error.is_panic()
+        {
+            tracing::error!("the entry publisher panicked");
+        }
+        let Some(discovery) = self.discovery.take() else {
+            return;
+        };
+        let was_stored = self.state.borrow().sequence > 0;
+        self.state
+            .send_modify(|state| state.phase = Phase::Deregistered);
+        if !was_stored {
+            return;
+        }
+        let owner = self.keypair.public().short();
+        match tokio::time::timeout(self.delete_timeout, discovery.delete_entry(&self.keypair)).await
+        {
+            Ok(Ok(())) => tracing::debug!(%owner, "entry deleted from discovery"),
+            Ok(Err(error)) => {
+                tracing::warn!(%owner, %error, "could not delete the entry; it expires on its own");
+            }
+            Err(_) => {
+                tracing::warn!(%owner, "deleting the entry timed out; it expires on its own");
+            }
+        }
+    }
+}
+
+impl Drop for EntryPublisher {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Why the task woke up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// Publish even if the content is unchanged (first, retry, refresh, entry lost).
+    Publish,
+    /// The content may have changed: publish only if it did.
+    Changed,
+}
+
+/// The publishing task.
+struct Task {
+    keypair: Keypair,
+    discovery: Arc<dyn Discovery>,
+    source: Box<dyn EntrySource>,
+    config: PublisherConfig,
+    triggers: Triggers,
+    state: watch::Sender<PublishState>,
+    stop: CancellationToken,
+    /// The content of the last stored entry (sequence, time and signature cleared).
+    stored: Option<Entry>,
+}
+
+/// Completes when `watch` changes; never if there is none (or its sender is gone).
+async fn changed(watch: &mut Option<watch::Receiver<u64>>) {
+    if let Some(receiver) = watch
+        && receiver.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+/// An entry's content: what a republish would change.
+fn content(entry: &Entry) -> Entry {
+    Entry {
+        sequence: 0,
+        timestamp: 0,
+        signature: [0; crate::identity::SIGNATURE_LEN],
+        ..entry.clone()
+    }
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut backoff = Backoff::new(self.config.backoff_base, self.config.backoff_cap);
+        let mut wake = Wake::Publish;
+        let mut next_refresh = Instant::now() + self.config.refresh;
+        loop {
+            // Checked right before publishing: nothing starts after shutdown began.
+            if self.stop.is_cancelled() {
+                return;
+            }
+            // Not raced with `stop`: a publish in flight completes, and `stop` joins it.
+            match self.publish_once(wake).await {
+                Ok(published) => {
+                    backoff.reset();
+                    if published {
+                        next_refresh = Instant::now() + self.config.refresh;
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "entry not published yet; retrying");
+                    let delay = backoff.next_delay();
+                    let stopped = tokio::select! {
+                        () = self.stop.cancelled() => true,
+                        () = tokio::time::sleep(delay) => false,
+                        () = changed(&mut self.triggers.paths) => false,
+                        () = changed(&mut self.triggers.changes) => false,
+                    };
+                    if stopped {
+                        return;
+                    }
+                    wake = Wake::Publish;
+                    continue;
+                }
+            }
+            wake = match self.wait(next_refresh).await {
+                Some(wake) => wake,
+                None => return,
+            };
+        }
+    }
+
+    /// Waits for the next reason to publish; `None` once stopped.
+    async fn wait(&mut self, next_refresh: Instant) -> Option<Wake> {
+        loop {
+            let check = tokio::time::sleep(self.config.check_every);
+            let woke = tokio::select! {
+                () = self.stop.cancelled() => return None,
+                () = tokio::time::sleep_until(next_refresh) => return Some(Wake::Publish),
+                () = changed(&mut self.triggers.changes) => Wake::Changed,
+                () = check => {
+                    if self.stored.is_some() && self.lost().await {
+                        tracing::info!(
+                            owner = %self.keypair.public().short(),
+                            "discovery lost the entry; republishing"
+                        );
+                        return Some(Wake::Publish);
+                    }
+                    continue;
+                }
+            };
+            // Debounce: changes within the window make one publish.
+            let stopped = tokio::select! {
+                () = self.stop.cancelled() => true,
+                () = tokio::time::sleep(self.config.debounce) => false,
+            };
+            if let Some(changes) = &mut self.triggers.changes {
+                changes.mark_unchanged();
+            }
+            return (!stopped).then_some(woke);
+        }
+    }
+
+    /// True if discovery answered and no longer holds the stored entry (or holds an older
+    /// one). An unreachable discovery is not a loss: the next check asks again.
+    async fn lost(&self) -> bool {
+        let sequence = self.state.borrow().sequence;
+        match self.discovery.entry(&self.keypair.public()).await {
+            Ok(Some(entry)) => entry.sequence < sequence,
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Publishes a fresh entry (built anew each time; nothing cached is edited). `Ok(false)`
+    /// when there was nothing to publish or nothing changed.
+    async fn publish_once(&mut self, wake: Wake) -> Result<bool, DiscoveryError> {
+        // A second round only after discovery reported a newer entry of ours.
+        for _ in 0..2 {
+            let sequence = self.state.borrow().sequence + 1;
+            let Some(entry) = self.source.entry(sequence) else {
+                return Ok(false);
+            };
+            if wake == Wake::Changed && self.stored.as_ref() == Some(&content(&entry)) {
+                return Ok(false);
+            }
+            match publish(self.discovery.as_ref(), &self.keypair, entry).await {
+                Ok(Published::Stored { entry, created }) => {
+                    if created || self.state.borrow().phase != Phase::Registered {
+                        tracing::info!(
+                            owner = %self.keypair.public().short(),
+                            sequence = entry.sequence,
+                            "entry published to discovery"
+                        );
+                    }
+                    self.stored = Some(content(&entry));
+                    self.state.send_modify(|state| {
+                        state.phase = Phase::Registered;
+                        state.sequence = entry.sequence;
+                        state.failed_attempts = 0;
+                        state.last_error.clear();
+                        state.last_registered_nanos = unix_nanos_now();
+                    });
+                    return Ok(true);
+                }
+                // Discovery holds a newer entry of ours: continue after it, at once.
+                Ok(Published::Superseded { stored_sequence }) => self
+                    .state
+                    .send_modify(|state| state.sequence = stored_sequence),
+                Err(error) => {
+                    self.state.send_modify(|state| {
+                        state.failed_attempts = state.failed_attempts.saturating_add(1);
+                        state.last_error = error.to_string();
+                    });
+                    return Err(error);
+                }
+            }
+        }
+        Err(DiscoveryError::Unavailable(
+            "discovery keeps holding a newer entry of ours".into(),
+        ))
+    }
+}

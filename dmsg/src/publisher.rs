@@ -3,10 +3,11 @@
 //! visor's and its transports' entries.
 //!
 //! One background task per entry:
-//! - publishes at once, then retries a failure with full-jitter backoff — or at once when a
-//!   new path to discovery opens (`paths`);
-//! - republishes when the content changes (`changes`, debounced; an unchanged entry is not
-//!   sent again), every `refresh`, and as soon as a periodic check finds that discovery lost
+//! - publishes at once, then retries a failure with full-jitter backoff — within half the
+//!   base delay until the first success, so a bootstrap is never held back — or at once when a new
+//!   path to discovery opens (`paths`);
+//! - republishes when the content changes (`changes`, debounced after the first publish; an
+//!   unchanged entry is not sent again), every `refresh`, and as soon as a periodic check finds that discovery lost
 //!   the entry (it restarted empty, or the entry expired);
 //! - resyncs on a stale sequence (PROTOCOL.md §14.3);
 //! - re-checks shutdown right before every write.
@@ -296,7 +297,13 @@ impl Task {
                 }
                 Err(error) => {
                     tracing::debug!(%error, "entry not published yet; retrying");
-                    let delay = backoff.next_delay();
+                    // Before the first success (a bootstrap), retry within half the base
+                    // delay: discovery may come up any moment and nothing would say so.
+                    let delay = if self.stored.is_some() {
+                        backoff.next_delay()
+                    } else {
+                        backoff.jitter(self.config.backoff_base / 2)
+                    };
                     let stopped = tokio::select! {
                         () = self.stop.cancelled() => true,
                         () = tokio::time::sleep(delay) => false,
@@ -336,11 +343,13 @@ impl Task {
                     continue;
                 }
             };
-            // Debounce: changes within the window make one publish.
-            let stopped = tokio::select! {
-                () = self.stop.cancelled() => true,
-                () = tokio::time::sleep(self.config.debounce) => false,
-            };
+            // Debounce: changes within the window make one publish. Not before the first
+            // publish: a cold start waits for nothing it does not have to.
+            let stopped = self.stored.is_some()
+                && tokio::select! {
+                    () = self.stop.cancelled() => true,
+                    () = tokio::time::sleep(self.config.debounce) => false,
+                };
             if let Some(changes) = &mut self.triggers.changes {
                 changes.mark_unchanged();
             }

@@ -133,7 +133,8 @@ async fn a_cold_start_in_dmsg_only_mode_converges_within_15_s() {
     stop(fleet).await;
 }
 
-/// b. Clients first and discovery last, then a random order: the same result.
+/// b. Clients first and discovery last, then a random order: the same result, converged
+/// within 2 s of the last start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b_reverse_and_random_start_orders_converge() {
     let _serial = SERIAL.lock().await;
@@ -153,8 +154,49 @@ async fn b_reverse_and_random_start_orders_converge() {
             "{order:?}: converged {:.3} s after the last start",
             took.as_secs_f64()
         );
+        assert!(
+            took <= Duration::from_secs(2),
+            "{order:?}: converged {took:?} after the last start, beyond 2 s"
+        );
         stop(fleet).await;
     }
+}
+
+/// g. Discovery first, dmsg-only servers 30 s later (when a grown backoff would have made
+/// discovery slow to dial them): each server registers within 2 s of its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g_dmsg_only_servers_started_late_register_within_2_s() {
+    let _serial = SERIAL.lock().await;
+    let mut spec = spec(3, 0);
+    spec.dmsg_only = true;
+    let mut fleet = Fleet::create(&spec).unwrap();
+    fleet.member_mut(Role::Discovery).unwrap().start().unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let mut pending = Vec::new();
+    for server in fleet.servers() {
+        fleet.member_mut(server).unwrap().start().unwrap();
+        pending.push((server, fleet.member(server).unwrap().pk, Instant::now()));
+    }
+    while !pending.is_empty() {
+        let registered = fleet.registered_servers().await.unwrap_or_default();
+        pending.retain(|(role, pk, at)| {
+            if registered.contains(pk) {
+                println!(
+                    "{role} registered {:.3} s after its start",
+                    at.elapsed().as_secs_f64()
+                );
+                false
+            } else {
+                assert!(
+                    at.elapsed() <= Duration::from_secs(2),
+                    "{role} not registered within 2 s of its start"
+                );
+                true
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(fleet).await;
 }
 
 fn ordered(fleet: &Fleet, order: StartOrder) -> Vec<Role> {

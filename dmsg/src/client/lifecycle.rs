@@ -253,6 +253,7 @@ async fn maintain(weak: WeakClient, stop: CancellationToken) {
         return;
     };
     let mut backoff = Backoff::new(config.reconnect_base, config.reconnect_cap);
+    let mut ever_connected = false;
     let first = backoff.jitter(config.start_jitter);
     if stopped_during(&stop, first).await {
         return;
@@ -278,6 +279,7 @@ async fn maintain(weak: WeakClient, stop: CancellationToken) {
             match connected {
                 Ok(_) => {
                     have += 1;
+                    ever_connected = true;
                     backoff.reset();
                     tracing::info!(server = %server, "connected to dmsg server");
                 }
@@ -286,7 +288,15 @@ async fn maintain(weak: WeakClient, stop: CancellationToken) {
         }
         drop(client);
         if have < wanted {
-            if stopped_during(&stop, backoff.next_delay()).await {
+            // Until the first session, retry within `reconnect_base` (jittered) rather than
+            // a growing backoff: at a cold start the servers may come up a moment after this
+            // client, and nothing would tell it. Refused connects cost next to nothing.
+            let delay = if ever_connected {
+                backoff.next_delay()
+            } else {
+                backoff.jitter(config.reconnect_base)
+            };
+            if stopped_during(&stop, delay).await {
                 return;
             }
         } else {

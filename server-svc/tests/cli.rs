@@ -56,18 +56,27 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_clients_on_different_servers_move_bytes_with_dmsg_cli() {
-    let scratch = Scratch::new("cli");
+/// Discovery and two `dmsg-server` processes ("a", "b") registered with it.
+async fn discovery_and_two_servers(
+    scratch: &Scratch,
+) -> (DiscoveryHandle, ServerProcess, ServerProcess) {
     let discovery = DiscoveryHandle::start().await;
     let url = discovery.url();
-    let a = ServerProcess::start(&scratch, "a", &["--discovery", &url]);
-    let b = ServerProcess::start(&scratch, "b", &["--discovery", &url]);
+    let a = ServerProcess::start(scratch, "a", &["--discovery", &url]);
+    let b = ServerProcess::start(scratch, "b", &["--discovery", &url]);
     for server in [&a, &b] {
         discovery
             .wait_entry(&server.pk, Duration::from_secs(15), |e| e.server.is_some())
             .await;
     }
+    (discovery, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_on_different_servers_move_bytes_with_dmsg_cli() {
+    let scratch = Scratch::new("cli");
+    let (discovery, a, b) = discovery_and_two_servers(&scratch).await;
+    let url = discovery.url();
 
     // keygen: prints the key, writes 0600, never overwrites.
     let key_file = scratch.path().join("listener.key");
@@ -206,15 +215,8 @@ async fn two_clients_on_different_servers_move_bytes_with_dmsg_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_one_shot_dials_and_fifty_pings_in_a_row_all_succeed() {
     let scratch = Scratch::new("cli-repeat");
-    let discovery = DiscoveryHandle::start().await;
+    let (discovery, _a, _b) = discovery_and_two_servers(&scratch).await;
     let url = discovery.url();
-    let a = ServerProcess::start(&scratch, "a", &["--discovery", &url]);
-    let b = ServerProcess::start(&scratch, "b", &["--discovery", &url]);
-    for server in [&a, &b] {
-        discovery
-            .wait_entry(&server.pk, Duration::from_secs(15), |e| e.server.is_some())
-            .await;
-    }
     let key_file = scratch.path().join("echo.key");
     let key_arg = key_file.display().to_string();
     let made = run(

@@ -181,10 +181,28 @@ struct Inner {
 /// Session start times kept for [`Server::recent_session_starts`].
 pub const RECENT_SESSIONS: usize = 4096;
 
-/// A relay server. Clones share the server.
+/// A relay server. Clones share the server; dropping the last clone (and the future of
+/// [`Server::serve`], which holds one) shuts it down: the accept loop ends and every session
+/// closes. [`Server::shutdown`] does the same and waits for every task.
 #[derive(Clone)]
 pub struct Server {
     inner: Arc<Inner>,
+    /// Counts the user's handles; `None` in the server's own tasks.
+    _user: Option<Arc<DropGuard>>,
+}
+
+/// Shuts the server down when the last user handle is dropped.
+struct DropGuard(std::sync::Weak<Inner>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.shutdown.cancel();
+            for session in inner.sessions.all() {
+                session.close(Code::ShuttingDown, "server shutting down");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -231,17 +249,28 @@ impl Server {
     /// A server with `keypair` as its identity.
     pub fn new(keypair: Keypair, config: ServerConfig) -> Self {
         let handshakes = Arc::new(Semaphore::new(config.max_handshakes.max(1)));
+        let inner = Arc::new(Inner {
+            keypair,
+            config,
+            sessions: SessionTable::new(),
+            counters: Counters::default(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            handshakes,
+            recent_sessions: Mutex::new(std::collections::VecDeque::new()),
+        });
+        let guard = DropGuard(Arc::downgrade(&inner));
         Self {
-            inner: Arc::new(Inner {
-                keypair,
-                config,
-                sessions: SessionTable::new(),
-                counters: Counters::default(),
-                tasks: TaskTracker::new(),
-                shutdown: CancellationToken::new(),
-                handshakes,
-                recent_sessions: Mutex::new(std::collections::VecDeque::new()),
-            }),
+            inner,
+            _user: Some(Arc::new(guard)),
+        }
+    }
+
+    /// A handle for the server's own tasks: it does not keep the server alive.
+    fn internal(&self) -> Server {
+        Server {
+            inner: self.inner.clone(),
+            _user: None,
         }
     }
 
@@ -369,7 +398,7 @@ impl Server {
                 .now_or_never();
             return;
         };
-        let server = self.clone();
+        let server = self.internal();
         self.inner
             .tasks
             .spawn(async move { server.run_connection(io, addr, permit).await });
@@ -444,7 +473,7 @@ impl Server {
     }
 
     fn incoming_handler(&self) -> IncomingHandler {
-        let server = self.clone();
+        let server = self.internal();
         Arc::new(move |open: IncomingOpen| {
             let relay = server.clone();
             server

@@ -55,3 +55,46 @@ async fn a_stream_relays_bytes_both_ways_end_to_end_hybrid() {
     bob.close().await;
     server.stop().await;
 }
+
+/// Dropping every `Server` handle and its `serve` future without `shutdown()` — with two
+/// sessions and a relayed stream up — shuts it down: the clients' sessions end with
+/// SHUTTING_DOWN, the relayed stream fails, and the runtime's task count returns to where it
+/// was before the server started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_server_handle_shuts_it_down() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let server = TestServer::start(ServerConfig::default()).await;
+    let (alice, alice_session) = connected(&server, ClientConfig::default()).await;
+    let (bob, _bob_session) = connected(&server, ClientConfig::default()).await;
+    let mut listener = bob.listen(port(80)).unwrap();
+    let mut stream = alice
+        .dial_via(&alice_session, addr(&bob, 80))
+        .await
+        .unwrap();
+    let mut peer = listener.accept().await.unwrap();
+    stream.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 5];
+    peer.read_exact(&mut buf).await.unwrap();
+
+    let TestServer { server, serve, .. } = server;
+    serve.abort();
+    let _ = serve.await;
+    drop(server);
+    let code = tokio::time::timeout(std::time::Duration::from_secs(5), alice_session.closed())
+        .await
+        .expect("the session ends");
+    assert_eq!(code, dmsg::wire::Code::ShuttingDown);
+    let mut rest = Vec::new();
+    assert!(
+        peer.read_to_end(&mut rest).await.is_err(),
+        "the stream fails"
+    );
+    drop((stream, peer, listener, alice_session));
+    alice.close().await;
+    bob.close().await;
+    common::wait_until("every task of the server ended", || {
+        metrics.num_alive_tasks() == baseline
+    })
+    .await;
+}

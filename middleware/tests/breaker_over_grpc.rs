@@ -205,7 +205,8 @@ async fn caller_errors_do_not_trip_the_breaker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_call_trips_the_breaker() {
     let server = ProbeServer::start(ServerStackConfig::default()).await;
-    let breaker = hair_trigger("probe-server", OPEN_FOR);
+    // Open long enough that a loaded machine cannot reach half-open before the check.
+    let breaker = hair_trigger("probe-server", Duration::from_secs(60));
     let config = ClientStackConfig {
         timeouts: middleware::TimeoutConfig::uniform(Duration::from_millis(100)),
         ..ClientStackConfig::default()

@@ -97,15 +97,7 @@ async fn dropping_every_handle_without_close_shuts_the_client_down() {
         .await
         .unwrap();
     common::wait_until("bob's lifecycle connected", || !bob.sessions().is_empty()).await;
-    let mut listener = bob.listen(common::port(80)).unwrap();
-    let mut stream = alice
-        .dial_via(&session, common::addr(&bob, 80))
-        .await
-        .unwrap();
-    let mut peer = listener.accept().await.unwrap();
-    stream.write_all(b"hello").await.unwrap();
-    let mut buf = [0u8; 5];
-    peer.read_exact(&mut buf).await.unwrap();
+    let (listener, stream, mut peer) = common::stream_in_use(&alice, &session, &bob).await;
     assert!(metrics.num_alive_tasks() > baseline);
     assert_eq!(server.server.session_count(), 2);
 

@@ -67,15 +67,7 @@ async fn dropping_every_server_handle_shuts_it_down() {
     let server = TestServer::start(ServerConfig::default()).await;
     let (alice, alice_session) = connected(&server, ClientConfig::default()).await;
     let (bob, _bob_session) = connected(&server, ClientConfig::default()).await;
-    let mut listener = bob.listen(port(80)).unwrap();
-    let mut stream = alice
-        .dial_via(&alice_session, addr(&bob, 80))
-        .await
-        .unwrap();
-    let mut peer = listener.accept().await.unwrap();
-    stream.write_all(b"hello").await.unwrap();
-    let mut buf = [0u8; 5];
-    peer.read_exact(&mut buf).await.unwrap();
+    let (listener, stream, mut peer) = common::stream_in_use(&alice, &alice_session, &bob).await;
 
     let TestServer { server, serve, .. } = server;
     serve.abort();

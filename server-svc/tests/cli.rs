@@ -56,6 +56,18 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `dmsg-cli keygen --out key_file`; returns the path as an argument and the printed key.
+async fn keygen(scratch: &Scratch, key_file: &std::path::Path) -> (String, String) {
+    let key_arg = key_file.display().to_string();
+    let made = run(
+        scratch,
+        vec!["keygen".into(), "--out".into(), key_arg.clone()],
+    )
+    .await;
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    (key_arg, text(&made.stdout).trim().to_owned())
+}
+
 /// Discovery and two `dmsg-server` processes ("a", "b") registered with it.
 async fn discovery_and_two_servers(
     scratch: &Scratch,
@@ -80,14 +92,7 @@ async fn two_clients_on_different_servers_move_bytes_with_dmsg_cli() {
 
     // keygen: prints the key, writes 0600, never overwrites.
     let key_file = scratch.path().join("listener.key");
-    let key_arg = key_file.display().to_string();
-    let made = run(
-        &scratch,
-        vec!["keygen".into(), "--out".into(), key_arg.clone()],
-    )
-    .await;
-    assert!(made.status.success(), "{}", text(&made.stderr));
-    let listener_pk = text(&made.stdout).trim().to_owned();
+    let (key_arg, listener_pk) = keygen(&scratch, &key_file).await;
     assert_eq!(listener_pk.len(), 64);
     #[cfg(unix)]
     {
@@ -217,15 +222,7 @@ async fn fifty_one_shot_dials_and_fifty_pings_in_a_row_all_succeed() {
     let scratch = Scratch::new("cli-repeat");
     let (discovery, _a, _b) = discovery_and_two_servers(&scratch).await;
     let url = discovery.url();
-    let key_file = scratch.path().join("echo.key");
-    let key_arg = key_file.display().to_string();
-    let made = run(
-        &scratch,
-        vec!["keygen".into(), "--out".into(), key_arg.clone()],
-    )
-    .await;
-    assert!(made.status.success(), "{}", text(&made.stderr));
-    let listener_pk = text(&made.stdout).trim().to_owned();
+    let (key_arg, listener_pk) = keygen(&scratch, &scratch.path().join("echo.key")).await;
     let listener_log = scratch.path().join("echo.log");
     let _listener = ChildProcess::spawn(
         "dmsg-cli listen --echo",

@@ -287,16 +287,9 @@ impl Client {
                     Err(ConnectError::Closed) => return Err(DialByAddrError::Closed),
                     Err(error) => AttemptFailure::Connect(error),
                     Ok(session) => {
-                        let mut result = self.dial_via_with(&session, dst, pq).await;
-                        // The lifecycle connected to the same server at the same moment and
-                        // the server kept that newer session: open the stream through it.
-                        if result.as_ref().is_err_and(|e| !refused_by_destination(e))
-                            && session.is_closed()
-                            && let Some(live) = self.session(server).filter(|s| !s.is_closed())
-                        {
-                            result = self.dial_via_with(&live, dst, pq).await;
-                        }
-                        match result {
+                        // One connect per server (`Client::connect_with`): the lifecycle
+                        // cannot have replaced this session with one of its own.
+                        match self.dial_via_with(&session, dst, pq).await {
                             Ok(stream) => return Ok(Some(stream)),
                             Err(error) if refused_by_destination(&error) => {
                                 return Err(DialByAddrError::Refused(error));

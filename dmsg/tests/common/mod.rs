@@ -9,6 +9,7 @@ use dmsg::client::{Client, ClientConfig};
 use dmsg::identity::Keypair;
 use dmsg::server::{Server, ServerConfig};
 use dmsg::session::Session;
+use dmsg::stream::DmsgStream;
 use tokio::task::JoinHandle;
 
 /// A relay server serving on 127.0.0.1 with an OS-chosen port.
@@ -56,6 +57,27 @@ pub fn port(n: u16) -> Port {
 
 pub fn addr(client: &Client, n: u16) -> DmsgAddr {
     DmsgAddr::new(client.public_key(), port(n))
+}
+
+/// Opens a stream from `dialer` through `session` to `listener_client`'s port 80 and passes
+/// five bytes over it; returns the listener and both ends.
+pub async fn stream_in_use(
+    dialer: &Client,
+    session: &Session,
+    listener_client: &Client,
+) -> (dmsg::client::Listener, DmsgStream, DmsgStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut listener = listener_client.listen(port(80)).unwrap();
+    let mut stream = dialer
+        .dial_via(session, addr(listener_client, 80))
+        .await
+        .unwrap();
+    let mut peer = listener.accept().await.unwrap();
+    stream.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 5];
+    peer.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"hello");
+    (listener, stream, peer)
 }
 
 /// Waits (real time, bounded) until `condition` holds.

@@ -165,6 +165,7 @@ async fn seed(addr: &SocketAddr) -> pb::GetEntryRequest {
             address: "127.0.0.1:8080".into(),
             available_sessions: 100,
             server_type: "community".into(),
+            max_sessions: 2048,
         },
     )
     .signed(&owner);

@@ -11,11 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dmsg::addr::ServerAddr;
-use dmsg::backoff::Backoff;
 use dmsg::client::Client;
+use dmsg::client::keeper::{KeeperConfig, SessionKeepers};
 use dmsg::identity::PublicKey;
-use dmsg::wire::Code;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
@@ -48,12 +46,8 @@ impl Default for ConnectorConfig {
     }
 }
 
-struct Keeper {
-    address: String,
-    stop: CancellationToken,
-}
-
-/// Runs until `shutdown`: keeps a session to every configured and registered server.
+/// Runs until `shutdown`: keeps a session to every configured and registered server through
+/// the one session keeper ([`dmsg::client::keeper`]).
 pub async fn run(
     client: Client,
     configured: Vec<ServerAddr>,
@@ -61,22 +55,21 @@ pub async fn run(
     config: ConnectorConfig,
     shutdown: CancellationToken,
 ) {
-    let mut keepers: HashMap<PublicKey, Keeper> = HashMap::new();
-    let mut tasks = JoinSet::new();
-    let configured: HashMap<PublicKey, String> =
-        configured.into_iter().map(|s| (s.pk, s.address)).collect();
-
-    // The configured servers first, before the store is even asked.
-    reconcile(
+    let mut keepers = SessionKeepers::new(
         &client,
-        &configured,
-        &mut keepers,
-        &mut tasks,
-        &config,
-        &shutdown,
+        KeeperConfig {
+            backoff_base: config.backoff_base,
+            backoff_cap: config.backoff_cap,
+            seed: None,
+        },
     );
+    // The configured servers first, before the store is even asked.
+    keepers.keep_exactly(&configured);
     loop {
-        let mut targets = configured.clone();
+        let mut targets: HashMap<PublicKey, String> = configured
+            .iter()
+            .map(|server| (server.pk, server.address.clone()))
+            .collect();
         match store.servers().await {
             Ok(registered) => {
                 for entry in registered {
@@ -89,97 +82,15 @@ pub async fn run(
                 tracing::debug!(%error, "cannot read registered servers; keeping the current set")
             }
         }
-        reconcile(
-            &client,
-            &targets,
-            &mut keepers,
-            &mut tasks,
-            &config,
-            &shutdown,
-        );
+        let targets: Vec<ServerAddr> = targets
+            .into_iter()
+            .map(|(pk, address)| ServerAddr { pk, address })
+            .collect();
+        keepers.keep_exactly(&targets);
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(config.reconcile_every) => {}
         }
-        while tasks.try_join_next().is_some() {}
     }
-    for keeper in keepers.values() {
-        keeper.stop.cancel();
-    }
-    while tasks.join_next().await.is_some() {}
-}
-
-/// Makes the keepers match `targets`.
-fn reconcile(
-    client: &Client,
-    targets: &HashMap<PublicKey, String>,
-    keepers: &mut HashMap<PublicKey, Keeper>,
-    tasks: &mut JoinSet<()>,
-    config: &ConnectorConfig,
-    shutdown: &CancellationToken,
-) {
-    keepers.retain(|pk, keeper| {
-        let keep = targets
-            .get(pk)
-            .is_some_and(|address| *address == keeper.address);
-        if !keep {
-            keeper.stop.cancel();
-        }
-        keep
-    });
-    for (pk, address) in targets {
-        if keepers.contains_key(pk) {
-            continue;
-        }
-        let stop = shutdown.child_token();
-        keepers.insert(
-            *pk,
-            Keeper {
-                address: address.clone(),
-                stop: stop.clone(),
-            },
-        );
-        let server = ServerAddr {
-            pk: *pk,
-            address: address.clone(),
-        };
-        tasks.spawn(keep_session(client.clone(), server, *config, stop));
-    }
-}
-
-/// Keeps one session up: dial, wait for it to end, back off, dial again.
-async fn keep_session(
-    client: Client,
-    server: ServerAddr,
-    config: ConnectorConfig,
-    stop: CancellationToken,
-) {
-    let mut backoff = Backoff::new(config.backoff_base, config.backoff_cap);
-    while !stop.is_cancelled() {
-        let connected = tokio::select! {
-            () = stop.cancelled() => break,
-            result = client.connect(server.pk, server.address.as_str()) => result,
-        };
-        match connected {
-            Ok(session) => {
-                tracing::info!(server = %server, "connected to dmsg server");
-                backoff.reset();
-                tokio::select! {
-                    () = stop.cancelled() => {
-                        session.close(Code::Normal, "no longer a target");
-                        break;
-                    }
-                    code = session.closed() => {
-                        tracing::info!(server = %server, code = code.label(), "dmsg session ended; redialing");
-                    }
-                }
-            }
-            Err(error) => tracing::debug!(server = %server, %error, "dial failed"),
-        }
-        let delay = backoff.next_delay();
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
-        }
-    }
+    keepers.stop().await;
 }

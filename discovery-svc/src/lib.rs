@@ -20,5 +20,6 @@ pub mod connector;
 pub mod guard;
 pub mod run;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod transport;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dmsg::discovery::{field_status, rejected_status};
+use crate::status::rejected_status;
 use dmsg::entry::{Entry, pk_from_proto, pk_to_proto, unix_nanos_now, validate_delete};
 use dmsg::identity::PublicKey;
 use prost::Message;
@@ -100,7 +100,7 @@ impl Discovery for DiscoveryService {
         request: Request<pb::GetEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
         let pk = pk_from_proto(&request.get_ref().pk, "GetEntryRequest.pk")
-            .map_err(|error| field_status(&error))?;
+            .map_err(|error| error.status())?;
         match self
             .store
             .call("get_proto", |store| store.get_proto(&pk))
@@ -153,8 +153,8 @@ impl Discovery for DiscoveryService {
         request: Request<pb::DeleteEntryRequest>,
     ) -> Result<Response<pb::DeleteEntryResponse>, Status> {
         let request = request.into_inner();
-        let pk = pk_from_proto(&request.pk, "DeleteEntryRequest.pk")
-            .map_err(|error| field_status(&error))?;
+        let pk =
+            pk_from_proto(&request.pk, "DeleteEntryRequest.pk").map_err(|error| error.status())?;
         validate_delete(
             &pk,
             request.timestamp_unix_nanos,
@@ -254,6 +254,7 @@ mod tests {
                 address: "h:1".into(),
                 available_sessions: sessions,
                 server_type: String::new(),
+                max_sessions: 2048,
             },
         )
     }

@@ -1,6 +1,6 @@
 //! The `skywire.discovery.v1.TransportRegistry` service: transports signed by both edges.
 
-use dmsg::discovery::{field_status, rejected_status};
+use crate::status::rejected_status;
 use dmsg::entry::{
     Rejected, TransportEntry, deregister_signing_bytes, id_from_proto, id_to_proto, pk_from_proto,
     unix_nanos_now,
@@ -29,7 +29,7 @@ impl TransportService {
 
 /// The transport id in `field`, or INVALID_ARGUMENT naming it.
 fn transport_id(text: &str, field: &str) -> Result<[u8; 16], Status> {
-    id_from_proto(text, field).map_err(|error| field_status(&error))
+    id_from_proto(text, field).map_err(|error| error.status())
 }
 
 #[tonic::async_trait]
@@ -86,7 +86,7 @@ impl TransportRegistry for TransportService {
         request: Request<pb::TransportsByEdgeRequest>,
     ) -> Result<Response<pb::TransportList>, Status> {
         let edge = pk_from_proto(&request.get_ref().edge, "TransportsByEdgeRequest.edge")
-            .map_err(|error| field_status(&error))?;
+            .map_err(|error| error.status())?;
         let transports = self
             .store
             .call("transports_by_edge", |store| {
@@ -105,7 +105,7 @@ impl TransportRegistry for TransportService {
         let request = request.into_inner();
         let id = transport_id(&request.id, "DeregisterTransportRequest.id")?;
         let edge = pk_from_proto(&request.edge, "DeregisterTransportRequest.edge")
-            .map_err(|error| field_status(&error))?;
+            .map_err(|error| error.status())?;
         let signature: [u8; SIGNATURE_LEN] = request
             .signature
             .as_slice()

@@ -30,6 +30,7 @@ fn server_entry(keypair: &Keypair, sequence: u64) -> Entry {
             address: "127.0.0.1:8080".into(),
             available_sessions: 10,
             server_type: "community".into(),
+            max_sessions: 2048,
         },
     )
     .signed(keypair)

@@ -25,6 +25,7 @@ fn server_entry(keypair: &Keypair, sequence: u64, sessions: i64) -> Entry {
             address: format!("127.0.0.1:{}", 8000 + sequence),
             available_sessions: sessions,
             server_type: "community".into(),
+            max_sessions: 2048,
         },
     )
     .signed(keypair)

@@ -17,8 +17,10 @@
 //! - [`wire`]: constants, frame headers, bodies and the numbered codes.
 //! - [`noise`]: XK/KK handshakes hybridised with ML-KEM-768, the PQ policy gate, traffic keys.
 //! - [`mux`]: the session multiplexer: frames, flow-control windows, pings.
+//! - [`backoff`]: full-jitter exponential backoff with a seedable random source.
 
 pub mod addr;
+pub mod backoff;
 pub mod identity;
 pub mod mux;
 pub mod noise;

@@ -16,7 +16,7 @@
 //!
 //! # Layout
 //! - [`identity`], [`addr`], [`wire`], [`noise`], [`mux`]: the protocol core (`dmsg-core`).
-//! - [`backoff`]: full-jitter exponential backoff.
+//! - [`backoff`]: full-jitter exponential backoff (`dmsg-core`).
 //! - [`net`]: the [`net::Dial`] / [`net::Listen`] seam (TCP, or any byte stream).
 //! - [`handshake`]: the session handshake over any byte stream.
 //! - [`session`]: a session at runtime over any byte stream: its driver task and handles.
@@ -27,24 +27,20 @@
 //! - [`deployment`]: the embedded default servers.
 //! - [`port`]: port reservations (fixed and ephemeral).
 //! - [`grpc`]: tonic channels and servers over dmsg.
-//! - [`entry`]: discovery and transport entries: model, signing bytes, validation.
-//! - [`discovery`]: the discovery client (gRPC over TCP or dmsg).
-//! - [`publisher`]: the one entry publisher (servers, clients, and next visors and transports).
+//! - [`entry`], [`hexfield`], [`discovery`], [`publisher`]: the `discovery-client` crate,
+//!   re-exported — entries and their signing bytes, the gRPC discovery client, the one entry
+//!   publisher. It sits below this crate and never imports it, so there is no cycle.
 
-pub use dmsg_core::{addr, identity, mux, noise, wire};
+pub use discovery_client::{discovery, entry, hexfield, publisher};
+pub use dmsg_core::{addr, backoff, identity, mux, noise, wire};
 
-pub mod backoff;
 mod changes;
 pub mod client;
 pub mod deployment;
-pub mod discovery;
-pub mod entry;
 pub mod grpc;
 pub mod handshake;
-pub mod hexfield;
 pub mod net;
 pub mod port;
-pub mod publisher;
 pub mod server;
 pub mod session;
 mod session_table;

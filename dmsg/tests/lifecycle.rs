@@ -200,3 +200,108 @@ async fn every_path_to_one_server_shares_one_session() {
     bob.close().await;
     server.stop().await;
 }
+
+/// A TCP listener that accepts and then never answers: a server hung mid-handshake.
+async fn silent_server() -> (ServerAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let pk = Keypair::generate().public();
+    (ServerAddr { pk, address }, held)
+}
+
+/// The lifecycle keeps its servers through the one session keeper, concurrently: four
+/// servers that hang every handshake (5 s deadline each) do not hold back the session to
+/// the one that works. (Sequential dials reached it only after the hung ones, in the
+/// shuffled seed order: 4 in 5 runs waited 5 s or more.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_servers_do_not_hold_back_the_working_one() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let mut seeds = vec![ServerAddr {
+        pk: server.server.public_key(),
+        address: server.addr.to_string(),
+    }];
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        let (addr, task) = silent_server().await;
+        seeds.push(addr);
+        silent.push(task);
+    }
+    let client = Client::new(
+        Keypair::generate(),
+        ClientConfig {
+            lifecycle: LifecycleConfig {
+                seeds,
+                min_sessions: 0,
+                start_jitter: Duration::ZERO,
+                include_default_seeds: false,
+                ..LifecycleConfig::default()
+            },
+            ..ClientConfig::default()
+        },
+    );
+    let started = tokio::time::Instant::now();
+    common::wait_until("a session to the working server", || {
+        !client.sessions().is_empty()
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the working server waited for the hung ones: {took:?}"
+    );
+    client.close().await;
+    for task in silent {
+        task.abort();
+    }
+    server.stop().await;
+}
+
+/// A released target's session is closed; a kept one is redialed after its session ends,
+/// within the backoff base.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepers_redial_a_lost_session_and_close_a_released_one() {
+    use dmsg::client::keeper::{KeeperConfig, SessionKeepers, TargetState};
+
+    let server = TestServer::start(ServerConfig::default()).await;
+    let target = ServerAddr {
+        pk: server.server.public_key(),
+        address: server.addr.to_string(),
+    };
+    let client = Client::new(Keypair::generate(), ClientConfig::default());
+    let mut keepers = SessionKeepers::new(
+        &client,
+        KeeperConfig {
+            backoff_base: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(5),
+            seed: Some(7),
+        },
+    );
+    assert!(keepers.keep(&target));
+    assert!(!keepers.keep(&target), "the same target is kept once");
+    let is_up = |keepers: &SessionKeepers| keepers.states() == vec![(target.pk, TargetState::Up)];
+    common::wait_until("the target is up", || is_up(&keepers)).await;
+    let first = client.session(&target.pk).unwrap();
+    first.close(dmsg::wire::Code::Normal, "test drops it");
+    common::wait_until("a new session replaced the lost one", || {
+        client
+            .session(&target.pk)
+            .is_some_and(|session| session.id() != first.id() && !session.is_closed())
+    })
+    .await;
+    common::wait_until("the target is up again", || is_up(&keepers)).await;
+    keepers.release(&target.pk);
+    assert!(keepers.is_empty());
+    common::wait_until("the released session closed at the server", || {
+        server.server.session_count() == 0
+    })
+    .await;
+    keepers.stop().await;
+    client.close().await;
+    server.stop().await;
+}

@@ -46,6 +46,8 @@ pub struct FleetSpec {
     pub registration_refresh: Duration,
     /// Clients' entry refresh period.
     pub client_entry_refresh: Duration,
+    /// How often clients check the balance of the fleet and may move (± half).
+    pub client_rebalance_every: Duration,
     /// `RUST_LOG` of the members; `None` leaves each binary's default.
     pub log_filter: Option<String>,
     /// More environment variables of every member (`OTEL_EXPORTER_OTLP_ENDPOINT`, say).
@@ -70,6 +72,7 @@ impl FleetSpec {
             registration_backoff_cap: Duration::from_secs(30),
             registration_refresh: Duration::from_secs(60),
             client_entry_refresh: Duration::from_secs(300),
+            client_rebalance_every: Duration::from_secs(30),
             log_filter: Some("info".into()),
             env: Vec::new(),
             clients_discover_over_dmsg: false,
@@ -355,6 +358,8 @@ impl Fleet {
                 },
                 "--entry-refresh-secs".into(),
                 spec.client_entry_refresh.as_secs().max(1).to_string(),
+                "--rebalance-secs".into(),
+                spec.client_rebalance_every.as_secs().to_string(),
             ];
             if !seeds.is_empty() {
                 args.extend(["--servers".into(), seeds.join(",")]);

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use dmsg::addr::{DmsgAddr, Port};
 use dmsg::client::{Client, Listener};
-use dmsg::discovery::field_status;
 use dmsg::entry::{pk_from_proto, pk_to_proto};
 use dmsg::identity::PublicKey;
 use dmsg::stream::DmsgStream;
@@ -97,7 +96,7 @@ impl AgentService {
     /// Dials `pk:port` by discovery, as a gRPC status on failure.
     /// `field` names the key's field in errors.
     async fn dial(&self, pk: &str, field: &str, port: u32) -> Result<DmsgStream, Status> {
-        let pk: PublicKey = pk_from_proto(pk, field).map_err(|error| field_status(&error))?;
+        let pk: PublicKey = pk_from_proto(pk, field).map_err(|error| error.status())?;
         let port = u16::try_from(port)
             .ok()
             .and_then(Port::new)

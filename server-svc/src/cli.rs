@@ -72,6 +72,11 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     entry_refresh_secs: u64,
 
+    /// Check this often, in seconds (± half, at random), whether this client's server holds
+    /// more than its fair share of the fleet's sessions, and move if so (0: never move).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    rebalance_secs: u64,
+
     /// Seconds to wait for a session, an entry or a dial before giving up.
     #[arg(long, value_name = "SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     timeout_secs: u64,
@@ -231,6 +236,7 @@ fn client(args: &Args, keypair: Keypair, publish_entry: bool) -> anyhow::Result<
                     Duration::ZERO
                 },
                 entry_refresh: Duration::from_secs(args.entry_refresh_secs),
+                rebalance_every: Duration::from_secs(args.rebalance_secs),
                 ..LifecycleConfig::default()
             },
             ..ClientConfig::default()

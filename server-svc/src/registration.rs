@@ -97,6 +97,7 @@ impl Registration {
                         address: config.public_address.clone(),
                         available_sessions: server.available_sessions(),
                         server_type: SERVER_TYPE.into(),
+                        max_sessions: i64::try_from(server.max_sessions()).unwrap_or(i64::MAX),
                     },
                 )
             })

@@ -40,6 +40,7 @@ def signing_bytes(entry):
         out += struct.pack(">q", entry.server.available_sessions)
         kind = entry.server.server_type.encode()
         out += struct.pack(">B", len(kind)) + kind
+        out += struct.pack(">q", entry.server.max_sessions)
     return bytes(out)
 
 

@@ -268,19 +268,21 @@ impl Client {
         let existing: Vec<Session> = delegated
             .iter()
             .filter_map(|server| self.session(server))
+            .filter(|session| !session.is_closed())
             .collect();
+        let tried: Vec<PublicKey> = existing.iter().map(Session::remote).collect();
         if let Some(stream) = self.try_sessions(existing, dst, pq, attempts).await? {
             return Ok(Some(stream));
         }
 
-        // Servers without a live session (a closed one may linger in the map until its
-        // driver ends): a new session may reach them.
-        let unconnected = delegated.iter().filter(|server| {
-            self.session(server)
-                .is_none_or(|session| session.is_closed())
-                && **server != self.public_key()
-        });
-        for server in unconnected.take(NEW_SESSIONS) {
+        // The servers not tried through a live session just now. Each goes through
+        // `connect`, which returns a session that came up meanwhile (the lifecycle's, say)
+        // or joins a connect under way — so a session appearing between the two steps is
+        // used, not skipped.
+        let untried = delegated
+            .iter()
+            .filter(|server| !tried.contains(server) && **server != self.public_key());
+        for server in untried.take(NEW_SESSIONS) {
             let failure = match self.server_address(server).await {
                 None => AttemptFailure::NoAddress,
                 Some(address) => match self.connect(*server, address.as_str()).await {

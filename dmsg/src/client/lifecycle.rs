@@ -6,13 +6,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::balance::{self, Load};
+use super::keeper::{KeeperConfig, SessionKeepers, TargetState};
 use super::{Client, DiscoveryTarget, WeakClient};
 use crate::addr::{DmsgAddr, ServerAddr};
-use crate::backoff::Backoff;
 use crate::discovery::{DISCOVERY_PORT, Discovery, DiscoveryClient, DiscoveryError};
 use crate::entry::Entry;
 use crate::identity::{Keypair, PublicKey};
@@ -192,11 +195,10 @@ impl Client {
         crate::sync::lock(&self.inner.servers)
     }
 
-    /// Servers to connect to, best first: discovery's list (available servers, capacity
-    /// weighted; or all servers when `all`), then the seeds — the seeds alone if discovery
-    /// fails or knows none; the seeds first with `prefer_seeds`. Servers already connected
-    /// are left out.
-    pub(crate) async fn candidate_servers(&self, all: bool) -> Vec<ServerAddr> {
+    /// Servers to connect to, best first: discovery's list (available servers in the order
+    /// discovery places clients; or all servers when `all`), then the seeds — the seeds
+    /// alone if discovery fails or knows none; the seeds first with `prefer_seeds`.
+    pub(crate) async fn candidate_servers(&self, all: bool, rng: &mut StdRng) -> Candidates {
         let discovery = self.inner.discovery.clone();
         let listed = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
             if all {
@@ -206,16 +208,20 @@ impl Client {
             }
         })
         .await;
+        let mut from_discovery = false;
         let mut candidates: Vec<ServerAddr> = match listed {
-            Ok(Ok(entries)) => entries
-                .into_iter()
-                .filter_map(|entry| {
-                    entry.server.map(|server| ServerAddr {
-                        pk: entry.owner,
-                        address: server.address,
+            Ok(Ok(entries)) => {
+                from_discovery = true;
+                entries
+                    .into_iter()
+                    .filter_map(|entry| {
+                        entry.server.map(|server| ServerAddr {
+                            pk: entry.owner,
+                            address: server.address,
+                        })
                     })
-                })
-                .collect(),
+                    .collect()
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "discovery cannot list servers; using the seeds");
                 Vec::new()
@@ -230,86 +236,290 @@ impl Client {
             known.remember(&candidates);
             known.seeds.clone()
         };
-        seeds.shuffle(&mut rand::rng());
+        seeds.shuffle(rng);
         if self.inner.config.lifecycle.prefer_seeds {
             std::mem::swap(&mut candidates, &mut seeds);
         }
         let first: HashSet<PublicKey> = candidates.iter().map(|s| s.pk).collect();
         candidates.extend(seeds.into_iter().filter(|s| !first.contains(&s.pk)));
-        let connected: HashSet<PublicKey> = self.connected_servers().into_iter().collect();
-        candidates
-            .retain(|server| !connected.contains(&server.pk) && server.pk != self.public_key());
-        candidates
+        candidates.retain(|server| server.pk != self.public_key());
+        Candidates {
+            servers: candidates,
+            from_discovery,
+        }
     }
 }
 
-/// Keeps `min_sessions` sessions up (every known server when it is 0), reconnecting with
-/// full-jitter backoff. Its first attempt waits a random fraction of `start_jitter`.
+/// Servers to connect to, best first.
+pub(crate) struct Candidates {
+    /// Discovery's list and the seeds.
+    pub(crate) servers: Vec<ServerAddr>,
+    /// Whether discovery answered (so a server missing from the list is really gone).
+    pub(crate) from_discovery: bool,
+}
+
+/// Keeps `min_sessions` sessions up (every known server when it is 0) through the one
+/// session keeper ([`super::keeper`]): this loop only chooses the targets. Its first choice
+/// waits a random fraction of `start_jitter`.
+///
+/// With `min_sessions` = k it keeps k targets that are up or dialing; a target whose dials
+/// fail is replaced by the next candidate when there is one (and kept, backing off, when
+/// there is none). Every `rebalance_every` (± half) it reads the servers' loads and may move
+/// one session off a server holding more than its fair share ([`super::balance`]): the new
+/// session comes up first, then the old one is released.
 async fn maintain(weak: WeakClient, stop: CancellationToken) {
-    let Some(config) = weak
-        .upgrade()
-        .map(|client| client.inner.config.lifecycle.clone())
-    else {
+    let Some(client) = weak.upgrade() else {
         return;
     };
-    let mut backoff = Backoff::new(config.reconnect_base, config.reconnect_cap);
-    let mut ever_connected = false;
-    let first = backoff.jitter(config.start_jitter);
-    if stopped_during(&stop, first).await {
+    let config = client.inner.config.lifecycle.clone();
+    let mut rng = match config.seed {
+        Some(seed) => StdRng::seed_from_u64(seed),
+        None => StdRng::from_rng(&mut rand::rng()),
+    };
+    let mut keepers = SessionKeepers::new(
+        &client,
+        KeeperConfig {
+            backoff_base: config.reconnect_base,
+            backoff_cap: config.reconnect_cap,
+            seed: Some(rng.random()),
+        },
+    );
+    drop(client);
+    let mut changes = keepers.changes();
+    let mut balancing = Balancing::new(config.rebalance_every, config.min_sessions > 0);
+    let mut failures = RecentFailures::default();
+    let first = jitter(&mut rng, config.start_jitter);
+    if !stopped_during(&stop, first).await {
+        balancing.schedule(&mut rng);
+        loop {
+            changes.borrow_and_update();
+            let Some(client) = weak.upgrade() else { break };
+            if config.min_sessions == 0 {
+                keep_every_server(&client, &mut keepers, &mut rng).await;
+            } else {
+                balancing.settle(&mut keepers);
+                keep_some_servers(
+                    &client,
+                    &mut keepers,
+                    config.min_sessions,
+                    &mut failures,
+                    &mut rng,
+                )
+                .await;
+            }
+            drop(client);
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(RECHECK_EVERY) => {}
+                () = balancing.due() => {
+                    if let Some(client) = weak.upgrade() {
+                        let check = balancing.check(&client, &mut keepers, config.min_sessions, &mut rng);
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            () = check => {}
+                        }
+                    }
+                    balancing.schedule(&mut rng);
+                }
+            }
+        }
+    }
+    keepers.stop().await;
+}
+
+/// A random delay in `[0, max]`.
+fn jitter(rng: &mut StdRng, max: Duration) -> Duration {
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rng.random_range(0..=nanos))
+}
+
+/// The periodic balance check and the move it may start.
+struct Balancing {
+    every: Duration,
+    enabled: bool,
+    next: Instant,
+    /// A move under way: `(from, to)`; `from` is released once `to` is up.
+    moving: Option<(PublicKey, PublicKey)>,
+}
+
+impl Balancing {
+    fn new(every: Duration, wanted: bool) -> Self {
+        Self {
+            every,
+            enabled: wanted && !every.is_zero(),
+            next: Instant::now(),
+            moving: None,
+        }
+    }
+
+    /// Sets the next check `every` ± half from now.
+    fn schedule(&mut self, rng: &mut StdRng) {
+        self.next = Instant::now() + self.every / 2 + jitter(rng, self.every);
+    }
+
+    /// Resolves when a check is due (never, when disabled).
+    async fn due(&self) {
+        if self.enabled {
+            tokio::time::sleep_until(self.next).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Finishes a move: releases the old server once the new one is up, or gives the move up
+    /// if the new one fails.
+    fn settle(&mut self, keepers: &mut SessionKeepers) {
+        let Some((from, to)) = self.moving else {
+            return;
+        };
+        let state = keepers.states().into_iter().find(|(pk, _)| *pk == to);
+        match state.map(|(_, state)| state) {
+            Some(TargetState::Up) => {
+                tracing::info!(%from, %to, "moved to a less loaded dmsg server");
+                keepers.release(&from);
+                self.moving = None;
+            }
+            Some(TargetState::Dialing) => {}
+            Some(TargetState::Failing { .. }) | None => {
+                keepers.release(&to);
+                self.moving = None;
+            }
+        }
+    }
+
+    /// Reads the servers' loads and starts a move if the rule says so (only when every
+    /// target is up and no move is under way).
+    async fn check(
+        &mut self,
+        client: &Client,
+        keepers: &mut SessionKeepers,
+        wanted: usize,
+        rng: &mut StdRng,
+    ) {
+        let states = keepers.states();
+        if self.moving.is_some()
+            || states.len() != wanted
+            || states.iter().any(|(_, state)| *state != TargetState::Up)
+        {
+            return;
+        }
+        let discovery = client.inner.discovery.clone();
+        let Ok(Ok(entries)) =
+            tokio::time::timeout(DISCOVERY_TIMEOUT, discovery.all_servers()).await
+        else {
+            return;
+        };
+        let loads: Vec<Load> = entries.iter().filter_map(Load::of).collect();
+        for (home, _) in states {
+            let Some(to) = balance::move_target(&home, &loads, rng) else {
+                continue;
+            };
+            if keepers.contains(&to) {
+                continue;
+            }
+            let Some(address) = entries
+                .iter()
+                .find(|entry| entry.owner == to)
+                .and_then(|entry| entry.server.as_ref())
+                .map(|server| server.address.clone())
+            else {
+                continue;
+            };
+            keepers.keep(&ServerAddr { pk: to, address });
+            self.moving = Some((home, to));
+            return;
+        }
+    }
+}
+
+/// Targets every server discovery lists and every seed; a listed server that is gone from
+/// discovery's list (and is no seed) is released.
+async fn keep_every_server(client: &Client, keepers: &mut SessionKeepers, rng: &mut StdRng) {
+    let listed = client.candidate_servers(true, rng).await;
+    if listed.from_discovery {
+        let gone: Vec<PublicKey> = keepers
+            .states()
+            .into_iter()
+            .map(|(pk, _)| pk)
+            .filter(|pk| !listed.servers.iter().any(|s| s.pk == *pk))
+            .collect();
+        for pk in gone {
+            keepers.release(&pk);
+        }
+    }
+    for server in &listed.servers {
+        keepers.keep(server);
+    }
+}
+
+/// Servers whose keeper was released for failing, and when: not chosen again for
+/// [`RECHECK_EVERY`], so a client whose servers are all down settles on one keeper backing
+/// off instead of cycling through fresh keepers (each dialing at once).
+#[derive(Default)]
+struct RecentFailures(HashMap<PublicKey, Instant>);
+
+impl RecentFailures {
+    fn record(&mut self, pk: PublicKey) {
+        let now = Instant::now();
+        self.0
+            .retain(|_, at| now.duration_since(*at) < RECHECK_EVERY);
+        self.0.insert(pk, now);
+    }
+
+    fn recent(&self, pk: &PublicKey) -> bool {
+        self.0
+            .get(pk)
+            .is_some_and(|at| at.elapsed() < RECHECK_EVERY)
+    }
+}
+
+/// Keeps `wanted` targets up or dialing: adds candidates while short (skipping servers that
+/// just failed, unless there is no target at all), and releases failing targets once others
+/// replace them.
+async fn keep_some_servers(
+    client: &Client,
+    keepers: &mut SessionKeepers,
+    wanted: usize,
+    failures: &mut RecentFailures,
+    rng: &mut StdRng,
+) {
+    let healthy = |keepers: &SessionKeepers| {
+        keepers
+            .states()
+            .iter()
+            .filter(|(_, state)| !matches!(state, TargetState::Failing { .. }))
+            .count()
+    };
+    if healthy(keepers) >= wanted {
         return;
     }
-    loop {
-        let Some(client) = weak.upgrade() else { return };
-        let mut changes = client.session_changes();
-        let mut have = client.connected_servers().len();
-        let candidates = client.candidate_servers(config.min_sessions == 0).await;
-        let wanted = if config.min_sessions == 0 {
-            have + candidates.len()
-        } else {
-            config.min_sessions
-        };
-        for server in candidates {
-            if have >= wanted {
-                break;
-            }
-            let connected = tokio::select! {
-                () = stop.cancelled() => return,
-                connected = client.connect(server.pk, server.address.as_str()) => connected,
-            };
-            match connected {
-                Ok(_) => {
-                    have += 1;
-                    ever_connected = true;
-                    backoff.reset();
-                    tracing::info!(server = %server, "connected to dmsg server");
-                }
-                Err(error) => tracing::debug!(server = %server, %error, "dial failed"),
-            }
+    let candidates = client.candidate_servers(false, rng).await.servers;
+    for server in candidates {
+        if healthy(keepers) >= wanted {
+            break;
         }
-        drop(client);
-        if have < wanted {
-            // Until the first session, retry within `reconnect_base` (jittered) rather than
-            // a growing backoff: at a cold start the servers may come up a moment after this
-            // client, and nothing would tell it. Refused connects cost next to nothing.
-            let delay = if ever_connected {
-                backoff.next_delay()
-            } else {
-                backoff.jitter(config.reconnect_base)
-            };
-            if stopped_during(&stop, delay).await {
-                return;
-            }
-        } else {
-            let lost = tokio::select! {
-                () = stop.cancelled() => return,
-                _ = changes.changed() => true,
-                () = tokio::time::sleep(RECHECK_EVERY) => false,
-            };
-            // A server that dies drops all its clients at once: spread their reconnects.
-            if lost && stopped_during(&stop, backoff.jitter(config.start_jitter)).await {
-                return;
-            }
+        if keepers.contains(&server.pk) || (failures.recent(&server.pk) && !keepers.is_empty()) {
+            continue;
         }
+        keepers.keep(&server);
+    }
+    // Failing targets beyond `wanted`, most failures first, make room.
+    let mut failing: Vec<(PublicKey, u32)> = keepers
+        .states()
+        .into_iter()
+        .filter_map(|(pk, state)| match state {
+            TargetState::Failing { failures } => Some((pk, failures)),
+            _ => None,
+        })
+        .collect();
+    failing.sort_by_key(|(_, failures)| std::cmp::Reverse(*failures));
+    for (pk, _) in failing {
+        if keepers.len() <= wanted {
+            break;
+        }
+        keepers.release(&pk);
+        failures.record(pk);
     }
 }
 

@@ -18,12 +18,14 @@
 //! Every task is owned: [`Client::close`] stops and joins the lifecycle tasks, *then* deletes
 //! the entry (no publish can land after it), then closes sessions and joins the rest.
 
+pub mod balance;
 pub mod control;
 pub mod dial;
+pub mod keeper;
 pub mod lifecycle;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -141,11 +143,18 @@ pub struct LifecycleConfig {
     pub dial_timeout: Duration,
     /// Answer pings on [`control::PING_PORT`].
     pub serve_ping: bool,
+    /// How often (± half, at random) a client with `min_sessions` > 0 checks whether its
+    /// server holds more than its fair share and moves ([`balance`]); zero: never moves.
+    pub rebalance_every: Duration,
+    /// Seeds every random choice of the lifecycle (jitter, seed order, moves, backoff) for
+    /// reproducible runs; `None`: OS randomness.
+    pub seed: Option<u64>,
 }
 
 impl Default for LifecycleConfig {
     /// One session, 1 s → 60 s reconnects, ≤ 1 s start jitter, entries published within
-    /// 500 ms of a change and every 5 minutes, 5-minute entry cache, 15 s dials.
+    /// 500 ms of a change and every 5 minutes, 5-minute entry cache, 15 s dials, a balance
+    /// check every 15–45 s.
     fn default() -> Self {
         Self {
             seeds: Vec::new(),
@@ -163,6 +172,8 @@ impl Default for LifecycleConfig {
             entry_cache_ttl: Duration::from_secs(300),
             dial_timeout: Duration::from_secs(15),
             serve_ping: true,
+            rebalance_every: Duration::from_secs(30),
+            seed: None,
         }
     }
 }
@@ -258,6 +269,8 @@ struct Inner {
     entries: Mutex<dial::EntryCache>,
     /// Publishes the client entry (disabled without discovery or `publish_entry`).
     publisher: Mutex<EntryPublisher>,
+    /// Set when the first session came up (the end of the cold start).
+    ever_connected: AtomicBool,
 }
 
 /// A handle to a client that does not keep it alive (for things the client itself owns, such
@@ -353,6 +366,7 @@ impl Client {
             servers: Mutex::new(lifecycle::KnownServers::new(seeds)),
             entries: Mutex::new(dial::EntryCache::default()),
             publisher: Mutex::new(EntryPublisher::disabled(disabled_key)),
+            ever_connected: AtomicBool::new(false),
         });
         let user = Some(Arc::new(DropGuard {
             stop: inner.stop.clone(),
@@ -395,6 +409,11 @@ impl Client {
     /// A watch bumped whenever a session is added or removed.
     pub fn session_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.sessions.changes()
+    }
+
+    /// Whether any session ever came up (false during a cold start).
+    pub fn ever_connected(&self) -> bool {
+        self.inner.ever_connected.load(Ordering::Relaxed)
     }
 
     /// The client's public key.
@@ -573,6 +592,7 @@ impl Client {
         self.inner
             .sessions
             .insert(session.clone(), "replaced by a newer session");
+        self.inner.ever_connected.store(true, Ordering::Relaxed);
         if self.inner.shutdown.is_cancelled() {
             session.close(Code::ShuttingDown, "client closing");
             return Err(ConnectError::Closed);

@@ -23,10 +23,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::discovery::{Discovery, DiscoveryError, Published, publish};
 use crate::entry::{Entry, unix_nanos_now};
-use crate::identity::Keypair;
+use dmsg_core::backoff::Backoff;
+use dmsg_core::identity::Keypair;
 
 /// Builds the entry to publish for a sequence; `None` when there is nothing to publish yet
 /// (a client with no session has no server to name).
@@ -272,7 +272,7 @@ fn content(entry: &Entry) -> Entry {
     Entry {
         sequence: 0,
         timestamp: 0,
-        signature: [0; crate::identity::SIGNATURE_LEN],
+        signature: [0; dmsg_core::identity::SIGNATURE_LEN],
         ..entry.clone()
     }
 }

@@ -10,6 +10,7 @@ fn server_entry(keypair: &Keypair, sequence: u64) -> Entry {
             address: "127.0.0.1:8080".into(),
             available_sessions: 10,
             server_type: "community".into(),
+            max_sessions: 2048,
         },
     )
     .signed(keypair)
@@ -21,13 +22,15 @@ fn any_changed_field_breaks_the_signature() {
     let keypair = Keypair::generate();
     let entry = server_entry(&keypair, 1);
     assert!(entry.signature_valid());
-    let edits: [fn(&mut Entry); 7] = [
+    let edits: [fn(&mut Entry); 9] = [
         |e| e.sequence += 1,
         |e| e.timestamp += 1,
         |e| e.version.push('x'),
         |e| e.pq_capable = !e.pq_capable,
         |e| e.server.as_mut().unwrap().available_sessions += 1,
         |e| e.server.as_mut().unwrap().address.push('1'),
+        |e| e.server.as_mut().unwrap().server_type.push('x'),
+        |e| e.server.as_mut().unwrap().max_sessions += 1,
         |e| e.client = Some(ClientPart::default()),
     ];
     for (i, edit) in edits.iter().enumerate() {

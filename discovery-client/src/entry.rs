@@ -8,7 +8,7 @@ use ring::digest::{SHA256, digest};
 use skywire_proto::skywire::discovery::v1 as pb;
 
 pub use crate::hexfield::{FieldError, id_from_proto, id_to_proto, pk_from_proto, pk_to_proto};
-use crate::identity::{Keypair, PublicKey, SIGNATURE_LEN};
+use dmsg_core::identity::{Keypair, PublicKey, SIGNATURE_LEN};
 
 /// Most delegated servers a client entry may list.
 pub const MAX_DELEGATED_SERVERS: usize = 64;
@@ -104,6 +104,15 @@ pub struct ServerPart {
     pub available_sessions: i64,
     /// Informational type ("official", "community", …).
     pub server_type: String,
+    /// Advertised capacity (0: not stated); `max_sessions − available_sessions` is the load.
+    pub max_sessions: i64,
+}
+
+impl ServerPart {
+    /// Sessions the server holds now, if its entry states its capacity.
+    pub fn sessions(&self) -> Option<i64> {
+        (self.max_sessions > 0).then(|| self.max_sessions.saturating_sub(self.available_sessions))
+    }
 }
 
 /// A discovery entry (PROTOCOL.md §14.1).
@@ -201,6 +210,7 @@ impl Entry {
             put_str(&mut out, &server.address, 2);
             out.extend_from_slice(&server.available_sessions.to_be_bytes());
             put_str(&mut out, &server.server_type, 1);
+            out.extend_from_slice(&server.max_sessions.to_be_bytes());
         }
         out
     }
@@ -251,6 +261,9 @@ impl Entry {
             if server.address.len() > MAX_ADDRESS_LEN || server.server_type.len() > MAX_TYPE_LEN {
                 return malformed("server address or type too long");
             }
+            if server.max_sessions < 0 {
+                return malformed("max_sessions must not be negative (0 = not stated)");
+            }
         }
         if !self.signature_valid() {
             return Err(Rejected::BadSignature { owner: self.owner });
@@ -300,6 +313,7 @@ impl Entry {
                 address: s.address.clone(),
                 available_sessions: s.available_sessions,
                 server_type: s.server_type.clone(),
+                max_sessions: s.max_sessions,
             }),
             pq_capable: self.pq_capable,
             signature: self.signature.to_vec(),
@@ -340,6 +354,7 @@ impl Entry {
                 address: s.address.clone(),
                 available_sessions: s.available_sessions,
                 server_type: s.server_type.clone(),
+                max_sessions: s.max_sessions,
             }),
             pq_capable: entry.pq_capable,
             signature,

@@ -5,7 +5,7 @@
 //! A field that does not parse is a [`FieldError`] naming the field by its message
 //! (`GetEntryRequest.pk`) and saying what was received.
 
-use crate::identity::{InvalidKey, PUBLIC_KEY_LEN, PublicKey};
+use dmsg_core::identity::{InvalidKey, PUBLIC_KEY_LEN, PublicKey};
 
 /// Length of a transport id in bytes.
 pub const TRANSPORT_ID_LEN: usize = 16;
@@ -26,6 +26,17 @@ impl FieldError {
             field: field.to_owned(),
             reason: reason.into(),
         }
+    }
+
+    /// The status a server answers with: INVALID_ARGUMENT naming the field, with a
+    /// `google.rpc.BadRequest` field violation in the details.
+    pub fn status(&self) -> tonic::Status {
+        use tonic_types::{ErrorDetails, StatusExt};
+        tonic::Status::with_error_details(
+            tonic::Code::InvalidArgument,
+            self.to_string(),
+            ErrorDetails::with_bad_request_violation(self.field.clone(), self.reason.clone()),
+        )
     }
 }
 
@@ -84,7 +95,7 @@ fn decode(text: &str, field: &str, what: &str, out: &mut [u8]) -> Result<(), Fie
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Keypair;
+    use dmsg_core::identity::Keypair;
 
     #[test]
     fn keys_round_trip_as_the_hex_logs_print() {

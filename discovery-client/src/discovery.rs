@@ -1,12 +1,12 @@
 //! Talking to dmsg-discovery: [`Discovery`], what a dmsg node needs from it, and
-//! [`DiscoveryClient`], its gRPC implementation over TCP or over a dmsg stream, always
-//! through the standard client stack (timeout, circuit breaker).
+//! [`DiscoveryClient`], its gRPC implementation over any tonic transport (TCP here; a dmsg
+//! stream through `dmsg::grpc`), always through the standard client stack (timeout, circuit
+//! breaker).
 //!
 //! [`publish`] is the update loop: on a stale sequence it resyncs to the
 //! stored sequence + 1 and retries; if the stored entry is newer by timestamp it adopts the
 //! stored sequence and stops (PROTOCOL.md §14.3).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use middleware::{
@@ -18,11 +18,9 @@ use skywire_proto::skywire::discovery::v1 as pb;
 use skywire_proto::skywire::discovery::v1::discovery_client::DiscoveryClient as GeneratedClient;
 use tonic::Code;
 
-use crate::addr::{DmsgAddr, Port};
-use crate::client::Client;
-use crate::entry::{Entry, Rejected, delete_request, pk_to_proto};
-use crate::identity::{Keypair, PublicKey};
-use crate::session::Session;
+use crate::entry::{Entry, delete_request, pk_to_proto};
+use dmsg_core::addr::Port;
+use dmsg_core::identity::{Keypair, PublicKey};
 
 /// The dmsg port discovery serves gRPC on.
 pub const DISCOVERY_PORT: Port = match Port::new(80) {
@@ -65,60 +63,6 @@ pub enum DiscoveryError {
         /// Discovery's explanation.
         message: String,
     },
-}
-
-/// The status for a key or id field that does not parse: INVALID_ARGUMENT naming the field,
-/// with a `google.rpc.BadRequest` field violation in the details.
-pub fn field_status(error: &crate::hexfield::FieldError) -> tonic::Status {
-    use tonic_types::{ErrorDetails, StatusExt};
-    tonic::Status::with_error_details(
-        Code::InvalidArgument,
-        error.to_string(),
-        ErrorDetails::with_bad_request_violation(error.field.clone(), error.reason.clone()),
-    )
-}
-
-/// Builds the status for a refused entry, with the stored sequence in its details when that
-/// is what the client needs to resync (PROTOCOL.md §14.3). Used by dmsg-discovery.
-pub fn rejected_status(rejected: &Rejected) -> tonic::Status {
-    let message = rejected.to_string();
-    match rejected {
-        Rejected::Malformed(_) | Rejected::TooLarge { .. } => {
-            tonic::Status::invalid_argument(message)
-        }
-        Rejected::BadSignature { .. } => tonic::Status::unauthenticated(message),
-        Rejected::NotOwner(_) => tonic::Status::permission_denied(message),
-        Rejected::ClockSkew { .. } => tonic::Status::failed_precondition(message),
-        Rejected::StaleSequence {
-            stored_sequence,
-            stored_timestamp,
-            ..
-        }
-        | Rejected::TimestampBackwards {
-            stored_sequence,
-            stored_timestamp,
-            ..
-        } => {
-            let reason = if matches!(rejected, Rejected::StaleSequence { .. }) {
-                REASON_STALE_SEQUENCE
-            } else {
-                REASON_TIMESTAMP_BACKWARDS
-            };
-            let detail = ErrorDetail {
-                reason: reason.into(),
-                domain: ERROR_DOMAIN.into(),
-                metadata: HashMap::from([
-                    (STORED_SEQUENCE.to_owned(), stored_sequence.to_string()),
-                    (STORED_TIMESTAMP.to_owned(), stored_timestamp.to_string()),
-                ]),
-            };
-            tonic::Status::with_details(
-                Code::FailedPrecondition,
-                message,
-                detail.encode_to_vec().into(),
-            )
-        }
-    }
 }
 
 impl From<tonic::Status> for DiscoveryError {
@@ -247,15 +191,6 @@ impl DiscoveryClient {
             })?
             .connect_timeout(Duration::from_secs(5));
         Ok(Self::new(endpoint.connect_lazy()))
-    }
-
-    /// A client of discovery's dmsg endpoint (`dmsg://<pk>:80`), through `session`.
-    pub fn over_dmsg(client: Client, session: Session, discovery: PublicKey) -> Self {
-        Self::new(crate::grpc::channel(
-            client,
-            session,
-            DmsgAddr::new(discovery, DISCOVERY_PORT),
-        ))
     }
 
     /// The breaker guarding calls (observe it for metrics).

@@ -57,6 +57,8 @@ pub struct PublisherConfig {
     pub check_every: Duration,
     /// Longest the delete on [`EntryPublisher::stop`] may take.
     pub delete_timeout: Duration,
+    /// Seeds the retry jitter (reproducible runs); `None`: OS randomness.
+    pub seed: Option<u64>,
 }
 
 impl Default for PublisherConfig {
@@ -69,6 +71,7 @@ impl Default for PublisherConfig {
             debounce: Duration::from_secs(1),
             check_every: Duration::from_secs(5),
             delete_timeout: Duration::from_secs(5),
+            seed: None,
         }
     }
 }
@@ -279,7 +282,11 @@ fn content(entry: &Entry) -> Entry {
 
 impl Task {
     async fn run(mut self) {
-        let mut backoff = Backoff::new(self.config.backoff_base, self.config.backoff_cap);
+        let (base, cap) = (self.config.backoff_base, self.config.backoff_cap);
+        let mut backoff = match self.config.seed {
+            Some(seed) => Backoff::seeded(base, cap, seed),
+            None => Backoff::new(base, cap),
+        };
         let mut wake = Wake::Publish;
         let mut next_refresh = Instant::now() + self.config.refresh;
         loop {
@@ -415,5 +422,243 @@ impl Task {
         Err(DiscoveryError::Unavailable(
             "discovery keeps holding a newer entry of ours".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use dmsg_core::identity::PublicKey;
+
+    use super::*;
+
+    /// Discovery in memory (a fake for the publisher's logic), able to be down.
+    #[derive(Default)]
+    struct Store {
+        entries: Mutex<HashMap<PublicKey, Entry>>,
+        down: AtomicBool,
+        puts: AtomicUsize,
+        deletes: AtomicUsize,
+    }
+
+    impl Store {
+        fn get(&self, pk: &PublicKey) -> Option<Entry> {
+            self.entries.lock().unwrap().get(pk).cloned()
+        }
+
+        fn check_up(&self) -> Result<(), DiscoveryError> {
+            if self.down.load(Ordering::Relaxed) {
+                return Err(DiscoveryError::Unavailable("down".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Discovery for Store {
+        async fn entry(&self, pk: &PublicKey) -> Result<Option<Entry>, DiscoveryError> {
+            self.check_up()?;
+            Ok(self.get(pk))
+        }
+
+        async fn put_entry(&self, entry: &Entry) -> Result<bool, DiscoveryError> {
+            self.puts.fetch_add(1, Ordering::Relaxed);
+            self.check_up()?;
+            assert!(entry.signature_valid());
+            let mut entries = self.entries.lock().unwrap();
+            if let Some(stored) = entries.get(&entry.owner)
+                && stored.sequence >= entry.sequence
+            {
+                return Err(DiscoveryError::Stale {
+                    stored_sequence: stored.sequence,
+                    stored_timestamp: stored.timestamp,
+                });
+            }
+            Ok(entries.insert(entry.owner, entry.clone()).is_none())
+        }
+
+        async fn delete_entry(&self, keypair: &Keypair) -> Result<(), DiscoveryError> {
+            self.check_up()?;
+            self.deletes.fetch_add(1, Ordering::Relaxed);
+            self.entries.lock().unwrap().remove(&keypair.public());
+            Ok(())
+        }
+
+        async fn available_servers(&self, _: u32) -> Result<Vec<Entry>, DiscoveryError> {
+            Ok(Vec::new())
+        }
+
+        async fn all_servers(&self) -> Result<Vec<Entry>, DiscoveryError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// A client entry naming `servers`, republished from `changes`.
+    struct Fixture {
+        store: Arc<Store>,
+        keypair: Keypair,
+        servers: Arc<Mutex<Vec<PublicKey>>>,
+        changes: watch::Sender<u64>,
+        paths: watch::Sender<u64>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                store: Arc::new(Store::default()),
+                keypair: Keypair::generate(),
+                servers: Arc::new(Mutex::new(vec![Keypair::generate().public()])),
+                changes: watch::Sender::new(0),
+                paths: watch::Sender::new(0),
+            }
+        }
+
+        fn start(&self) -> EntryPublisher {
+            let owner = self.keypair.public();
+            let servers = self.servers.clone();
+            EntryPublisher::start(
+                self.keypair.clone(),
+                self.store.clone(),
+                "test",
+                move |sequence| {
+                    Some(Entry::client(
+                        owner,
+                        sequence,
+                        servers.lock().unwrap().clone(),
+                    ))
+                },
+                PublisherConfig {
+                    seed: Some(5),
+                    ..PublisherConfig::default()
+                },
+                Triggers {
+                    changes: Some(self.changes.subscribe()),
+                    paths: Some(self.paths.subscribe()),
+                },
+            )
+        }
+
+        fn stored(&self) -> Option<Entry> {
+            self.store.get(&self.keypair.public())
+        }
+
+        fn puts(&self) -> usize {
+            self.store.puts.load(Ordering::Relaxed)
+        }
+
+        fn bump(&self) {
+            self.changes.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Waits (virtual time) for `condition`; returns how long it took.
+    async fn until(limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+        let started = Instant::now();
+        while !condition() {
+            assert!(started.elapsed() <= limit, "not within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        started.elapsed()
+    }
+
+    /// The first publish goes at once (no debounce); a change is published once per
+    /// debounce window, and a bump without a change publishes nothing.
+    #[tokio::test(start_paused = true)]
+    async fn publishes_at_once_then_once_per_debounced_change() {
+        let fixture = Fixture::new();
+        let publisher = fixture.start();
+        let first = until(Duration::from_millis(10), || fixture.stored().is_some()).await;
+        assert!(first <= Duration::from_millis(1), "{first:?}");
+        assert_eq!(publisher.state().phase, Phase::Registered);
+
+        fixture.bump();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(fixture.puts(), 1, "unchanged content is not sent again");
+
+        fixture
+            .servers
+            .lock()
+            .unwrap()
+            .push(Keypair::generate().public());
+        for _ in 0..5 {
+            fixture.bump();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let published = until(Duration::from_secs(2), || fixture.puts() == 2).await;
+        assert!(
+            published >= Duration::from_millis(500),
+            "debounced: {published:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(fixture.puts(), 2, "five bumps in one window, one publish");
+        assert_eq!(fixture.stored().unwrap().sequence, 2);
+        publisher.stop().await;
+    }
+
+    /// Until the first success, retries come within half the base delay (1 s): a bootstrap
+    /// is never held back; a new path retries at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_bootstrap_retries_within_half_the_base_and_at_once_on_a_new_path() {
+        let fixture = Fixture::new();
+        fixture.store.down.store(true, Ordering::Relaxed);
+        let publisher = fixture.start();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let attempts = fixture.puts();
+        assert!(
+            attempts >= 20,
+            "at least one try per 0.5 s: {attempts} in 10 s"
+        );
+        assert_eq!(publisher.state().phase, Phase::Pending);
+        assert_eq!(publisher.state().failed_attempts as usize, attempts);
+
+        fixture.store.down.store(false, Ordering::Relaxed);
+        fixture.paths.send_modify(|n| *n += 1);
+        let took = until(Duration::from_millis(10), || fixture.stored().is_some()).await;
+        assert!(
+            took <= Duration::from_millis(1),
+            "a new path retries at once: {took:?}"
+        );
+        publisher.stop().await;
+    }
+
+    /// A lost entry (discovery restarted empty) is back within `check_every`; a stored entry
+    /// newer than ours is continued after; `stop` joins, then deletes.
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_entry_is_back_within_the_check_and_stop_deletes_it() {
+        let fixture = Fixture::new();
+        let publisher = fixture.start();
+        until(Duration::from_millis(10), || fixture.stored().is_some()).await;
+        fixture.store.entries.lock().unwrap().clear();
+        let back = until(Duration::from_secs(6), || fixture.stored().is_some()).await;
+        assert!(back <= Duration::from_secs(5), "{back:?}");
+
+        // Another instance of the same owner stored sequence 10: the next publish follows it.
+        let mut newer = fixture.stored().unwrap();
+        newer.sequence = 10;
+        let newer = newer.signed(&fixture.keypair);
+        fixture
+            .store
+            .entries
+            .lock()
+            .unwrap()
+            .insert(newer.owner, newer);
+        fixture.servers.lock().unwrap().clear();
+        fixture
+            .servers
+            .lock()
+            .unwrap()
+            .push(Keypair::generate().public());
+        fixture.bump();
+        until(Duration::from_secs(3), || {
+            fixture.stored().is_some_and(|entry| entry.sequence == 11)
+        })
+        .await;
+
+        publisher.stop().await;
+        assert!(fixture.stored().is_none(), "deleted on stop");
+        assert_eq!(fixture.store.deletes.load(Ordering::Relaxed), 1);
     }
 }

@@ -48,6 +48,11 @@ impl Backoff {
         self.attempt = 0;
     }
 
+    /// Continues a streak of `failures` made elsewhere (the next wait grows from there).
+    pub fn continue_after(&mut self, failures: u32) {
+        self.attempt = failures;
+    }
+
     /// A random delay in `[0, max]` (e.g. the first attempt after start).
     pub fn jitter(&mut self, max: Duration) -> Duration {
         let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);

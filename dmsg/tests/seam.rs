@@ -4,63 +4,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::io;
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::memnet::{MemoryNet, PIPE};
 use dmsg::addr::{DmsgAddr, Port};
 use dmsg::client::{Client, ClientConfig, LifecycleConfig};
 use dmsg::handshake;
 use dmsg::identity::Keypair;
 use dmsg::mux::{MuxConfig, Role};
-use dmsg::net::{Connection, Dial, DialFuture, Dialer, Listen};
+use dmsg::net::Dialer;
 use dmsg::noise::PqSettings;
 use dmsg::server::{Server, ServerConfig};
 use dmsg::session::{IncomingHandler, IncomingOpen, Session, SessionSetup};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-
-/// Pipe capacity of the in-memory network.
-const PIPE: usize = 256 * 1024;
-
-/// The listening end of an in-memory "address".
-struct MemoryListener(mpsc::Receiver<DuplexStream>);
-
-impl Listen for MemoryListener {
-    type Io = DuplexStream;
-
-    async fn accept(&mut self) -> io::Result<(DuplexStream, Option<SocketAddr>)> {
-        match self.0.recv().await {
-            Some(io) => Ok((io, None)),
-            None => std::future::pending().await,
-        }
-    }
-}
-
-/// Dials in-memory addresses by name.
-struct MemoryDial(HashMap<String, mpsc::Sender<DuplexStream>>);
-
-impl Dial for MemoryDial {
-    fn dial<'a>(&'a self, address: &'a str) -> DialFuture<'a> {
-        Box::pin(async move {
-            let listener = self
-                .0
-                .get(address)
-                .ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionRefused, "no such name"))?;
-            let (near, far) = tokio::io::duplex(PIPE);
-            listener
-                .send(far)
-                .await
-                .map_err(|_| io::Error::from(io::ErrorKind::ConnectionRefused))?;
-            Ok(Connection {
-                io: Box::new(near),
-                peer: None,
-            })
-        })
-    }
-}
 
 fn client(dialer: &Dialer) -> Client {
     Client::new(
@@ -80,13 +40,14 @@ fn client(dialer: &Dialer) -> Client {
 /// way (an echo), with half-close in both directions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relayed_stream_runs_over_in_memory_pipes() {
-    let (tx, rx) = mpsc::channel(16);
+    let net = MemoryNet::default();
+    let listener = net.listen("relay-1");
     let server = Server::new(Keypair::generate(), ServerConfig::default());
     let serve = tokio::spawn({
         let server = server.clone();
-        async move { server.serve(MemoryListener(rx)).await }
+        async move { server.serve(listener).await }
     });
-    let dialer = Dialer::new(MemoryDial(HashMap::from([("relay-1".to_owned(), tx)])));
+    let dialer = net.dialer();
     let alice = client(&dialer);
     let bob = client(&dialer);
     let session = alice.connect(server.public_key(), "relay-1").await.unwrap();

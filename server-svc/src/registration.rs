@@ -109,6 +109,7 @@ impl Registration {
             debounce: config.debounce,
             check_every: CHECK_EVERY,
             delete_timeout: DELETE_TIMEOUT,
+            seed: None,
         };
         Self {
             publisher: EntryPublisher::start(

@@ -31,17 +31,17 @@ pub(crate) struct EntryCache {
 }
 
 impl EntryCache {
-    /// The cached entry of `pk`, if fresh.
-    fn get(&self, pk: &PublicKey) -> Option<Arc<Entry>> {
+    /// The cached entry of `pk`, if fresh at `now`.
+    fn get(&self, pk: &PublicKey, now: Instant) -> Option<Arc<Entry>> {
         self.entries
             .get(pk)
-            .filter(|(_, expires)| *expires > Instant::now())
+            .filter(|(_, expires)| *expires > now)
             .map(|(entry, _)| entry.clone())
     }
 
-    fn insert(&mut self, entry: Arc<Entry>, ttl: Duration) {
+    /// Caches `entry` from `now` for `ttl`.
+    fn insert(&mut self, entry: Arc<Entry>, ttl: Duration, now: Instant) {
         if self.entries.len() >= CACHE_CAPACITY {
-            let now = Instant::now();
             self.entries.retain(|_, (_, expires)| *expires > now);
             if self.entries.len() >= CACHE_CAPACITY {
                 let victim = self.entries.keys().next().copied();
@@ -50,8 +50,7 @@ impl EntryCache {
                 }
             }
         }
-        self.entries
-            .insert(entry.owner, (entry, Instant::now() + ttl));
+        self.entries.insert(entry.owner, (entry, now + ttl));
     }
 
     /// Forgets `pk` (its entry led nowhere: the next dial asks discovery again).
@@ -208,7 +207,7 @@ impl Client {
         dst: DmsgAddr,
         attempts: &mut Vec<DialAttempt>,
     ) -> Result<crate::stream::DmsgStream, DialByAddrError> {
-        let Some(cached) = self.lock_entries().get(&dst.pk) else {
+        let Some(cached) = self.lock_entries().get(&dst.pk, Instant::now()) else {
             let entry = self.fetch_entry(&dst.pk).await?;
             return self.dial_entry_or_forget(&entry, dst, attempts).await;
         };
@@ -364,7 +363,7 @@ impl Client {
     /// The entry of `pk`: cached if fresh, else from discovery (then cached). Entries whose
     /// signature does not verify are treated as absent.
     pub async fn destination_entry(&self, pk: &PublicKey) -> Result<Arc<Entry>, DialByAddrError> {
-        let cached = self.lock_entries().get(pk);
+        let cached = self.lock_entries().get(pk, Instant::now());
         match cached {
             Some(entry) => Ok(entry),
             None => self.fetch_entry(pk).await,
@@ -383,15 +382,16 @@ impl Client {
             .filter(|entry| entry.owner == *pk && entry.signature_valid())
             .map(Arc::new)
             .ok_or(DialByAddrError::NoEntry(*pk))?;
+        let ttl = self.inner.config.lifecycle.entry_cache_ttl;
         self.lock_entries()
-            .insert(entry.clone(), self.inner.config.lifecycle.entry_cache_ttl);
+            .insert(entry.clone(), ttl, Instant::now());
         Ok(entry)
     }
 
     /// The address of the server `pk`: from the seeds or discovery's server lists, else from
     /// the server's own entry in discovery.
     async fn server_address(&self, pk: &PublicKey) -> Option<String> {
-        if let Some(address) = self.lock_known().address(pk) {
+        if let Some(address) = self.lock_known().address(pk, Instant::now()) {
             return Some(address);
         }
         match self.inner.discovery.entry(pk).await {
@@ -412,23 +412,25 @@ mod tests {
         Arc::new(Entry::client(Keypair::generate().public(), 1, Vec::new()))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn cached_entries_expire_and_the_cache_stays_bounded() {
+    /// The cache takes `now`: no clock, no sleeping.
+    #[test]
+    fn cached_entries_expire_and_the_cache_stays_bounded() {
         let mut cache = EntryCache::default();
+        let start = Instant::now();
         let first = entry();
-        cache.insert(first.clone(), Duration::from_secs(10));
-        assert_eq!(cache.get(&first.owner), Some(first.clone()));
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert_eq!(cache.get(&first.owner), None, "expired");
+        cache.insert(first.clone(), Duration::from_secs(10), start);
+        assert_eq!(cache.get(&first.owner, start), Some(first.clone()));
+        let later = start + Duration::from_secs(11);
+        assert_eq!(cache.get(&first.owner, later), None, "expired");
 
         for _ in 0..CACHE_CAPACITY + 10 {
-            cache.insert(entry(), Duration::from_secs(60));
+            cache.insert(entry(), Duration::from_secs(60), later);
         }
         assert!(cache.entries.len() <= CACHE_CAPACITY);
         let kept = entry();
-        cache.insert(kept.clone(), Duration::from_secs(60));
+        cache.insert(kept.clone(), Duration::from_secs(60), later);
         cache.forget(&kept.owner);
-        assert_eq!(cache.get(&kept.owner), None, "forgotten");
+        assert_eq!(cache.get(&kept.owner, later), None, "forgotten");
     }
 
     #[test]

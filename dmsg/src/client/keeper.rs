@@ -99,6 +99,14 @@ impl SessionKeepers {
     /// Keeps a session to `server`: starts a keeper, or re-points the one for its key if the
     /// address changed. Returns whether a keeper was started.
     pub fn keep(&mut self, server: &ServerAddr) -> bool {
+        self.keep_after(server, 0)
+    }
+
+    /// [`SessionKeepers::keep`] for a target that replaces one which failed `failures` times
+    /// in a row: its first dial goes at once, but a failure then waits as the next of that
+    /// streak (so a client whose servers are all down backs off instead of starting over
+    /// with each replacement). Its state counts its own failures only.
+    pub fn keep_after(&mut self, server: &ServerAddr, failures: u32) -> bool {
         if let Some(target) = self.targets.get(&server.pk) {
             if target.address == server.address {
                 return false;
@@ -120,6 +128,7 @@ impl SessionKeepers {
             server: server.clone(),
             config: self.config,
             seed: self.rng.random(),
+            prior_failures: failures,
             released,
             stop: self.stop.clone(),
             state,
@@ -212,6 +221,8 @@ struct Keeper {
     server: ServerAddr,
     config: KeeperConfig,
     seed: u64,
+    /// Failures of the targets this one replaces, in a row.
+    prior_failures: u32,
     /// This target was released: close its session and end.
     released: CancellationToken,
     /// The whole set stopped: end, leaving the session to the client.
@@ -224,6 +235,7 @@ impl Keeper {
     async fn run(self) {
         let mut backoff =
             Backoff::seeded(self.config.backoff_base, self.config.backoff_cap, self.seed);
+        backoff.continue_after(self.prior_failures);
         let mut failures = 0u32;
         loop {
             let Some(client) = self.client.upgrade() else {

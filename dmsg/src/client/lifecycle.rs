@@ -47,20 +47,21 @@ impl KnownServers {
         }
     }
 
-    /// The address of `pk`, if known.
-    pub(crate) fn address(&self, pk: &PublicKey) -> Option<String> {
+    /// The address of `pk`, if known at `now`.
+    pub(crate) fn address(&self, pk: &PublicKey, now: Instant) -> Option<String> {
         if let Some(seed) = self.seeds.iter().find(|s| s.pk == *pk) {
             return Some(seed.address.clone());
         }
         self.discovered
             .get(pk)
-            .filter(|(_, expires)| *expires > Instant::now())
+            .filter(|(_, expires)| *expires > now)
             .map(|(address, _)| address.clone())
     }
 
-    fn remember(&mut self, servers: &[ServerAddr]) {
-        let expires = Instant::now() + SERVER_MEMORY;
-        self.discovered.retain(|_, (_, at)| *at > Instant::now());
+    /// Remembers `servers` (listed by discovery at `now`).
+    fn remember(&mut self, servers: &[ServerAddr], now: Instant) {
+        let expires = now + SERVER_MEMORY;
+        self.discovered.retain(|_, (_, at)| *at > now);
         for server in servers {
             self.discovered
                 .insert(server.pk, (server.address.clone(), expires));
@@ -233,7 +234,7 @@ impl Client {
         };
         let mut seeds = {
             let mut known = self.lock_known();
-            known.remember(&candidates);
+            known.remember(&candidates, Instant::now());
             known.seeds.clone()
         };
         seeds.shuffle(rng);
@@ -455,20 +456,26 @@ async fn keep_every_server(client: &Client, keepers: &mut SessionKeepers, rng: &
 
 /// Servers whose keeper was released for failing, and when: not chosen again for
 /// [`RECHECK_EVERY`], so a client whose servers are all down settles on one keeper backing
-/// off instead of cycling through fresh keepers (each dialing at once).
+/// off instead of cycling through fresh keepers (each dialing at once). Also the longest run
+/// of failures of a released target since a target was last up, which a replacement
+/// continues: one sweep through the candidates is one round of backoff, not one per server.
 #[derive(Default)]
-struct RecentFailures(HashMap<PublicKey, Instant>);
+struct RecentFailures {
+    released: HashMap<PublicKey, Instant>,
+    streak: u32,
+}
 
 impl RecentFailures {
-    fn record(&mut self, pk: PublicKey) {
+    fn record(&mut self, pk: PublicKey, failures: u32) {
         let now = Instant::now();
-        self.0
+        self.released
             .retain(|_, at| now.duration_since(*at) < RECHECK_EVERY);
-        self.0.insert(pk, now);
+        self.released.insert(pk, now);
+        self.streak = self.streak.max(failures);
     }
 
     fn recent(&self, pk: &PublicKey) -> bool {
-        self.0
+        self.released
             .get(pk)
             .is_some_and(|at| at.elapsed() < RECHECK_EVERY)
     }
@@ -491,6 +498,13 @@ async fn keep_some_servers(
             .filter(|(_, state)| !matches!(state, TargetState::Failing { .. }))
             .count()
     };
+    if keepers
+        .states()
+        .iter()
+        .any(|(_, state)| *state == TargetState::Up)
+    {
+        failures.streak = 0;
+    }
     if healthy(keepers) >= wanted {
         return;
     }
@@ -502,7 +516,7 @@ async fn keep_some_servers(
         if keepers.contains(&server.pk) || (failures.recent(&server.pk) && !keepers.is_empty()) {
             continue;
         }
-        keepers.keep(&server);
+        keepers.keep_after(&server, failures.streak);
     }
     // Failing targets beyond `wanted`, most failures first, make room.
     let mut failing: Vec<(PublicKey, u32)> = keepers
@@ -514,12 +528,12 @@ async fn keep_some_servers(
         })
         .collect();
     failing.sort_by_key(|(_, failures)| std::cmp::Reverse(*failures));
-    for (pk, _) in failing {
+    for (pk, failed) in failing {
         if keepers.len() <= wanted {
             break;
         }
         keepers.release(&pk);
-        failures.record(pk);
+        failures.record(pk, failed);
     }
 }
 
@@ -558,6 +572,7 @@ fn start_publisher(client: &Client) -> EntryPublisher {
             debounce: config.publish_debounce,
             check_every: config.entry_check,
             delete_timeout: DELETE_TIMEOUT,
+            seed: config.seed.map(|seed| seed.wrapping_add(1)),
             ..PublisherConfig::default()
         },
         Triggers {

@@ -12,6 +12,8 @@ use dmsg::session::Session;
 use dmsg::stream::DmsgStream;
 use tokio::task::JoinHandle;
 
+pub mod memnet;
+
 /// A relay server serving on 127.0.0.1 with an OS-chosen port.
 pub struct TestServer {
     pub server: Server,

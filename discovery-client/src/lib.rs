@@ -7,8 +7,10 @@
 //! - [`discovery`]: the [`discovery::Discovery`] trait and its gRPC implementation over any
 //!   tonic transport (TCP; a dmsg stream comes from `dmsg::grpc`), and the resyncing publish.
 //! - [`publisher`]: the one entry publisher (servers, clients, next visors and transports).
+//! - [`memory`]: discovery in memory, for unit tests and simulations.
 
 pub mod discovery;
 pub mod entry;
 pub mod hexfield;
+pub mod memory;
 pub mod publisher;

@@ -427,78 +427,16 @@ impl Task {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use dmsg_core::identity::PublicKey;
 
     use super::*;
-
-    /// Discovery in memory (a fake for the publisher's logic), able to be down.
-    #[derive(Default)]
-    struct Store {
-        entries: Mutex<HashMap<PublicKey, Entry>>,
-        down: AtomicBool,
-        puts: AtomicUsize,
-        deletes: AtomicUsize,
-    }
-
-    impl Store {
-        fn get(&self, pk: &PublicKey) -> Option<Entry> {
-            self.entries.lock().unwrap().get(pk).cloned()
-        }
-
-        fn check_up(&self) -> Result<(), DiscoveryError> {
-            if self.down.load(Ordering::Relaxed) {
-                return Err(DiscoveryError::Unavailable("down".into()));
-            }
-            Ok(())
-        }
-    }
-
-    #[tonic::async_trait]
-    impl Discovery for Store {
-        async fn entry(&self, pk: &PublicKey) -> Result<Option<Entry>, DiscoveryError> {
-            self.check_up()?;
-            Ok(self.get(pk))
-        }
-
-        async fn put_entry(&self, entry: &Entry) -> Result<bool, DiscoveryError> {
-            self.puts.fetch_add(1, Ordering::Relaxed);
-            self.check_up()?;
-            assert!(entry.signature_valid());
-            let mut entries = self.entries.lock().unwrap();
-            if let Some(stored) = entries.get(&entry.owner)
-                && stored.sequence >= entry.sequence
-            {
-                return Err(DiscoveryError::Stale {
-                    stored_sequence: stored.sequence,
-                    stored_timestamp: stored.timestamp,
-                });
-            }
-            Ok(entries.insert(entry.owner, entry.clone()).is_none())
-        }
-
-        async fn delete_entry(&self, keypair: &Keypair) -> Result<(), DiscoveryError> {
-            self.check_up()?;
-            self.deletes.fetch_add(1, Ordering::Relaxed);
-            self.entries.lock().unwrap().remove(&keypair.public());
-            Ok(())
-        }
-
-        async fn available_servers(&self, _: u32) -> Result<Vec<Entry>, DiscoveryError> {
-            Ok(Vec::new())
-        }
-
-        async fn all_servers(&self) -> Result<Vec<Entry>, DiscoveryError> {
-            Ok(Vec::new())
-        }
-    }
+    use crate::memory::MemoryDiscovery;
 
     /// A client entry naming `servers`, republished from `changes`.
     struct Fixture {
-        store: Arc<Store>,
+        store: Arc<MemoryDiscovery>,
         keypair: Keypair,
         servers: Arc<Mutex<Vec<PublicKey>>>,
         changes: watch::Sender<u64>,
@@ -508,7 +446,7 @@ mod tests {
     impl Fixture {
         fn new() -> Self {
             Self {
-                store: Arc::new(Store::default()),
+                store: Arc::new(MemoryDiscovery::default()),
                 keypair: Keypair::generate(),
                 servers: Arc::new(Mutex::new(vec![Keypair::generate().public()])),
                 changes: watch::Sender::new(0),
@@ -546,7 +484,7 @@ mod tests {
         }
 
         fn puts(&self) -> usize {
-            self.store.puts.load(Ordering::Relaxed)
+            self.store.puts()
         }
 
         fn bump(&self) {
@@ -603,7 +541,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_bootstrap_retries_within_half_the_base_and_at_once_on_a_new_path() {
         let fixture = Fixture::new();
-        fixture.store.down.store(true, Ordering::Relaxed);
+        fixture.store.set_down(true);
         let publisher = fixture.start();
         tokio::time::sleep(Duration::from_secs(10)).await;
         let attempts = fixture.puts();
@@ -614,7 +552,7 @@ mod tests {
         assert_eq!(publisher.state().phase, Phase::Pending);
         assert_eq!(publisher.state().failed_attempts as usize, attempts);
 
-        fixture.store.down.store(false, Ordering::Relaxed);
+        fixture.store.set_down(false);
         fixture.paths.send_modify(|n| *n += 1);
         let took = until(Duration::from_millis(10), || fixture.stored().is_some()).await;
         assert!(
@@ -631,7 +569,7 @@ mod tests {
         let fixture = Fixture::new();
         let publisher = fixture.start();
         until(Duration::from_millis(10), || fixture.stored().is_some()).await;
-        fixture.store.entries.lock().unwrap().clear();
+        fixture.store.wipe();
         let back = until(Duration::from_secs(6), || fixture.stored().is_some()).await;
         assert!(back <= Duration::from_secs(5), "{back:?}");
 
@@ -639,12 +577,7 @@ mod tests {
         let mut newer = fixture.stored().unwrap();
         newer.sequence = 10;
         let newer = newer.signed(&fixture.keypair);
-        fixture
-            .store
-            .entries
-            .lock()
-            .unwrap()
-            .insert(newer.owner, newer);
+        fixture.store.set(newer);
         fixture.servers.lock().unwrap().clear();
         fixture
             .servers
@@ -659,6 +592,6 @@ mod tests {
 
         publisher.stop().await;
         assert!(fixture.stored().is_none(), "deleted on stop");
-        assert_eq!(fixture.store.deletes.load(Ordering::Relaxed), 1);
+        assert_eq!(fixture.store.deletes(), 1);
     }
 }

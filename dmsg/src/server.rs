@@ -48,7 +48,8 @@ pub struct ServerConfig {
     pub max_handshakes: usize,
     /// Deadline of a session handshake.
     pub handshake_timeout: Duration,
-    /// How long the relay waits for a destination to answer a stream open.
+    /// How long the relay waits for a destination to answer a stream open (the `open_timeout`
+    /// of every session's mux: a timer of the protocol core).
     pub open_timeout: Duration,
 }
 
@@ -440,7 +441,10 @@ impl Server {
             handshake,
             SessionSetup {
                 role: Role::Responder,
-                mux: inner.config.mux,
+                mux: MuxConfig {
+                    open_timeout: inner.config.open_timeout,
+                    ..inner.config.mux
+                },
                 remote_addr: addr,
                 incoming: self.incoming_handler(),
             },
@@ -517,23 +521,24 @@ impl Server {
                 return;
             }
         };
+        // The open deadline is a timer of the destination session's mux (`open_timeout`).
         let answer = tokio::select! {
             () = self.inner.shutdown.cancelled() => return,
-            answer = tokio::time::timeout(self.inner.config.open_timeout, pending.answer()) => answer,
+            answer = pending.answer() => answer,
         };
         let (outbound, body) = match answer {
-            Ok(Ok(accepted)) => accepted,
-            Ok(Err(OpenAnswer::Rejected(reason))) => {
+            Ok(accepted) => accepted,
+            Err(OpenAnswer::Rejected(reason)) => {
                 self.reject(RejectReason::DestinationRejected);
                 open.reject_with(&reason);
                 return;
             }
-            Ok(Err(OpenAnswer::Closed(_) | OpenAnswer::Accepted(_))) => {
+            Err(OpenAnswer::Closed(_) | OpenAnswer::Accepted(_)) => {
                 self.reject(RejectReason::NoSession);
                 open.reject(Code::NoSession, "the destination's session closed");
                 return;
             }
-            Err(_) => {
+            Err(OpenAnswer::TimedOut) => {
                 self.reject(RejectReason::DestinationTimeout);
                 open.reject(
                     Code::DestinationTimeout,

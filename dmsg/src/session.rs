@@ -54,6 +54,8 @@ pub enum OpenAnswer {
     Rejected(ReasonBody),
     /// The session ended first.
     Closed(Code),
+    /// Not answered within the mux's `open_timeout` (the stream was reset).
+    TimedOut,
 }
 
 /// How to run a session once its handshake is done ([`Session::over`]).
@@ -336,7 +338,7 @@ impl Session {
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut state = self.lock();
-            let id = state.mux.open_stream(request)?;
+            let id = state.mux.open_stream(Instant::now(), request)?;
             state.opens.insert(id, tx);
             id
         };
@@ -532,6 +534,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SessionDriver<T> {
                 MuxEvent::Rejected { stream, reason } => {
                     if let Some(tx) = state.opens.remove(&stream) {
                         let _ = tx.send(OpenAnswer::Rejected(reason));
+                    }
+                }
+                MuxEvent::OpenTimedOut { stream } => {
+                    if let Some(tx) = state.opens.remove(&stream) {
+                        let _ = tx.send(OpenAnswer::TimedOut);
                     }
                 }
                 MuxEvent::Readable(id) => wake(&mut state.readers, id),

@@ -7,17 +7,16 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::memnet::MemoryNet;
 use dmsg::addr::ServerAddr;
 use dmsg::client::{Client, ClientConfig, DiscoveryTarget, LifecycleConfig};
-use dmsg::discovery::{Discovery, DiscoveryError};
 use dmsg::entry::{Entry, ServerPart};
-use dmsg::identity::{Keypair, PublicKey};
+use dmsg::identity::Keypair;
+use dmsg::memory::MemoryDiscovery;
 use dmsg::server::{Server, ServerConfig};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -74,73 +73,6 @@ impl dmsg::net::Dial for CountingNet {
     fn dial<'a>(&'a self, address: &'a str) -> dmsg::net::DialFuture<'a> {
         self.dials.fetch_add(1, Ordering::Relaxed);
         self.net.dial(address)
-    }
-}
-
-/// Discovery in memory: entries by owner, with the sequence rule of PROTOCOL.md §14.3.
-#[derive(Default)]
-struct MemoryDiscovery {
-    entries: Mutex<HashMap<PublicKey, Entry>>,
-    puts: AtomicUsize,
-}
-
-impl MemoryDiscovery {
-    fn get(&self, pk: &PublicKey) -> Option<Entry> {
-        self.entries.lock().unwrap().get(pk).cloned()
-    }
-
-    fn wipe(&self) {
-        self.entries.lock().unwrap().clear();
-    }
-
-    fn set(&self, entry: Entry) {
-        self.entries.lock().unwrap().insert(entry.owner, entry);
-    }
-}
-
-#[tonic::async_trait]
-impl Discovery for MemoryDiscovery {
-    async fn entry(&self, pk: &PublicKey) -> Result<Option<Entry>, DiscoveryError> {
-        Ok(self.get(pk))
-    }
-
-    async fn put_entry(&self, entry: &Entry) -> Result<bool, DiscoveryError> {
-        assert!(
-            entry.signature_valid(),
-            "the client signs what it publishes"
-        );
-        self.puts.fetch_add(1, Ordering::Relaxed);
-        let mut entries = self.entries.lock().unwrap();
-        if let Some(stored) = entries.get(&entry.owner)
-            && stored.sequence >= entry.sequence
-        {
-            return Err(DiscoveryError::Stale {
-                stored_sequence: stored.sequence,
-                stored_timestamp: stored.timestamp,
-            });
-        }
-        let created = entries.insert(entry.owner, entry.clone()).is_none();
-        Ok(created)
-    }
-
-    async fn delete_entry(&self, keypair: &Keypair) -> Result<(), DiscoveryError> {
-        self.entries.lock().unwrap().remove(&keypair.public());
-        Ok(())
-    }
-
-    async fn available_servers(&self, _: u32) -> Result<Vec<Entry>, DiscoveryError> {
-        self.all_servers().await
-    }
-
-    async fn all_servers(&self) -> Result<Vec<Entry>, DiscoveryError> {
-        let entries = self.entries.lock().unwrap();
-        let mut servers: Vec<Entry> = entries
-            .values()
-            .filter(|entry| entry.server.is_some())
-            .cloned()
-            .collect();
-        servers.sort_by_key(|entry| entry.owner);
-        Ok(servers)
     }
 }
 
@@ -287,10 +219,10 @@ async fn the_entry_is_published_at_once_and_back_within_5_s_of_a_wipe() {
     )
     .await;
     println!("back {back:?} after the wipe");
-    let puts = discovery.puts.load(Ordering::Relaxed);
+    let puts = discovery.puts();
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(
-        discovery.puts.load(Ordering::Relaxed),
+        discovery.puts(),
         puts,
         "nothing changed: no publish in the next minute (refresh is 5 minutes)"
     );

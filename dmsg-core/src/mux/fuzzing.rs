@@ -41,6 +41,7 @@ fn config() -> MuxConfig {
         session_window: crate::wire::INITIAL_SESSION_WINDOW,
         max_streams: 8,
         ping: PingConfig::every(Duration::from_secs(10)),
+        open_timeout: Duration::from_secs(5),
     }
 }
 
@@ -200,7 +201,7 @@ pub fn pair(data: &[u8]) {
         match op & 0x7f {
             0..=9 => {
                 let request = vec![op; 1 + usize::from(input.u8() % 32)];
-                if let Ok(id) = this.mux.open_stream(&request) {
+                if let Ok(id) = this.mux.open_stream(now, &request) {
                     let _ = id; // known once accepted
                 }
             }

@@ -24,8 +24,8 @@ use stream::{Chunk, Phase, StreamState};
 
 use crate::noise::{Aead, AeadError, HandshakeOutcome};
 use crate::wire::{
-    self, Code, FIN, FrameError, FrameType, HEADER_LEN, Header, INITIAL_SESSION_WINDOW,
-    INITIAL_STREAM_WINDOW, MAX_DATA_BODY, MAX_WINDOW, ReasonBody, TAG_LEN,
+    self, Code, FIN, FrameError, FrameType, HANDSHAKE_TIMEOUT, HEADER_LEN, Header,
+    INITIAL_SESSION_WINDOW, INITIAL_STREAM_WINDOW, MAX_DATA_BODY, MAX_WINDOW, ReasonBody, TAG_LEN,
 };
 
 /// Which end of the session this mux is; it decides stream id parity.
@@ -48,16 +48,21 @@ pub struct MuxConfig {
     pub max_streams: usize,
     /// Liveness.
     pub ping: PingConfig,
+    /// A stream this end opens must be answered within this; if not, it is reset
+    /// (CANCELLED) and reported as [`MuxEvent::OpenTimedOut`] — a timer of the mux, like
+    /// the pings (PROTOCOL.md §6.1).
+    pub open_timeout: Duration,
 }
 
 impl Default for MuxConfig {
-    /// 256 KiB per stream, 16 MiB per session, 4096 streams, default pings.
+    /// 256 KiB per stream, 16 MiB per session, 4096 streams, default pings, 5 s opens.
     fn default() -> Self {
         Self {
             stream_window: INITIAL_STREAM_WINDOW,
             session_window: INITIAL_SESSION_WINDOW,
             max_streams: 4096,
             ping: PingConfig::default(),
+            open_timeout: HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -80,6 +85,12 @@ pub enum MuxEvent {
         stream: u32,
         /// The decrypted ACCEPT body.
         body: Bytes,
+    },
+    /// A stream this end opened was not answered within `open_timeout`: it is gone (reset,
+    /// CANCELLED, to the peer).
+    OpenTimedOut {
+        /// The stream.
+        stream: u32,
     },
     /// The peer refused a stream this end opened (the stream is gone).
     Rejected {
@@ -194,6 +205,9 @@ pub struct Mux {
     session_recv_allowed: u64,
     session_recv_consumed: u64,
     ping: PingState,
+    /// Open deadlines of streams this end opened, earliest first (answered ones are dropped
+    /// as they reach the front).
+    opening: VecDeque<(Instant, u32)>,
     closed: Option<Code>,
     ready: bool,
 }
@@ -223,6 +237,7 @@ impl Mux {
             session_recv_allowed: u64::from(INITIAL_SESSION_WINDOW),
             session_recv_consumed: 0,
             ping: PingState::new(config.ping, now),
+            opening: VecDeque::new(),
             closed: None,
             ready: role == Role::Responder,
         };
@@ -285,13 +300,16 @@ impl Mux {
     /// When [`Mux::handle_timeout`] must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed.is_some() {
-            None
-        } else {
-            self.ping.next_timeout()
+            return None;
+        }
+        let open = self.opening.front().map(|(deadline, _)| *deadline);
+        match (self.ping.next_timeout(), open) {
+            (Some(ping), Some(open)) => Some(ping.min(open)),
+            (ping, open) => ping.or(open),
         }
     }
 
-    /// Runs the timers due at `now` (pings and their deadlines).
+    /// Runs the timers due at `now`: pings and their deadlines, and open deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.closed.is_some() {
             return;
@@ -300,6 +318,36 @@ impl Mux {
             PingAction::None => {}
             PingAction::Send(value) => self.queue(FrameType::Ping, 0, 0, &value.to_be_bytes()),
             PingAction::Dead => self.close(Code::PingTimeout, "pings went unanswered"),
+        }
+        while let Some(&(deadline, id)) = self.opening.front() {
+            if deadline > now {
+                break;
+            }
+            self.opening.pop_front();
+            if self.is_opening(id) {
+                self.streams.remove(&id);
+                self.queue_reset(id, Code::Cancelled);
+                self.events.push_back(MuxEvent::OpenTimedOut { stream: id });
+            }
+        }
+        self.drop_answered_opens();
+    }
+
+    /// True if `id` is a stream this end opened that has no answer yet.
+    fn is_opening(&self, id: u32) -> bool {
+        self.streams
+            .get(&id)
+            .is_some_and(|stream| stream.phase == Phase::LocalOpening)
+    }
+
+    /// Forgets the deadlines at the front whose streams were answered (or are gone), so the
+    /// queue holds about the opens in flight.
+    fn drop_answered_opens(&mut self) {
+        while let Some(&(_, id)) = self.opening.front() {
+            if self.is_opening(id) {
+                break;
+            }
+            self.opening.pop_front();
         }
     }
 
@@ -567,9 +615,10 @@ impl Mux {
 
     // === commands ===
 
-    /// Opens a stream with an OPEN body; the answer arrives as [`MuxEvent::Accepted`] or
-    /// [`MuxEvent::Rejected`].
-    pub fn open_stream(&mut self, request: &[u8]) -> Result<u32, StreamError> {
+    /// Opens a stream with an OPEN body at `now`; the answer arrives as
+    /// [`MuxEvent::Accepted`] or [`MuxEvent::Rejected`] — or, if none comes within
+    /// `open_timeout`, the mux gives up: [`MuxEvent::OpenTimedOut`].
+    pub fn open_stream(&mut self, now: Instant, request: &[u8]) -> Result<u32, StreamError> {
         if let Some(code) = self.closed {
             return Err(StreamError::SessionClosed(code));
         }
@@ -581,6 +630,8 @@ impl Mux {
         self.streams
             .insert(id, StreamState::new(Phase::LocalOpening));
         self.queue(FrameType::Open, 0, id, request);
+        self.drop_answered_opens();
+        self.opening.push_back((now + self.config.open_timeout, id));
         Ok(id)
     }
 

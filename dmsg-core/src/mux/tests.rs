@@ -62,7 +62,7 @@ impl Pair {
 
     /// Opens a stream from `a`, accepted by `b`.
     fn open(&mut self) -> u32 {
-        let id = self.a.open_stream(b"request").unwrap();
+        let id = self.a.open_stream(self.now, b"request").unwrap();
         self.deliver();
         assert!(self.b_events.contains(&MuxEvent::IncomingOpen {
             stream: id,
@@ -106,7 +106,7 @@ fn streams_carry_data_both_ways_and_half_close() {
 #[test]
 fn rejected_streams_report_the_code() {
     let mut p = Pair::new(config());
-    let id = p.a.open_stream(b"request").unwrap();
+    let id = p.a.open_stream(p.now, b"request").unwrap();
     p.deliver();
     p.b.reject_stream(id, &ReasonBody::new(Code::NoListener, "port 80"));
     p.deliver();
@@ -248,8 +248,8 @@ fn a_tampered_frame_closes_the_session() {
 #[test]
 fn stream_ids_follow_the_role_parity() {
     let mut p = Pair::new(config());
-    assert_eq!(p.a.open_stream(b"x").unwrap() % 2, 1);
-    assert_eq!(p.b.open_stream(b"y").unwrap() % 2, 0);
+    assert_eq!(p.a.open_stream(p.now, b"x").unwrap() % 2, 1);
+    assert_eq!(p.b.open_stream(p.now, b"y").unwrap() % 2, 0);
     p.deliver();
     assert_eq!(p.b.stream_count(), 2);
 }
@@ -299,7 +299,7 @@ fn goaway_fails_every_stream() {
         Err(StreamError::SessionClosed(Code::Replaced))
     );
     assert_eq!(
-        p.a.open_stream(b"x"),
+        p.a.open_stream(p.now, b"x"),
         Err(StreamError::SessionClosed(Code::Replaced))
     );
 }
@@ -446,4 +446,51 @@ proptest! {
     fn two_muxes_under_arbitrary_commands_stay_consistent(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
         fuzzing::pair(&bytes);
     }
+}
+
+/// PROTOCOL.md §6.1: an open not answered within `open_timeout` is a timer of the mux: the
+/// stream is reset (CANCELLED) to the peer and reported once; an answered open never times
+/// out, and the deadlines of answered opens do not pile up.
+#[test]
+fn an_unanswered_open_times_out_as_a_mux_timer() {
+    let mut p = Pair::new(MuxConfig {
+        open_timeout: Duration::from_secs(5),
+        ..config()
+    });
+    let answered = p.open();
+    let silent = p.a.open_stream(p.now, b"request").unwrap();
+    p.deliver();
+    let deadline = p.a.poll_timeout().unwrap();
+    assert_eq!(deadline, p.now + Duration::from_secs(5));
+    p.a.handle_timeout(deadline - Duration::from_millis(1));
+    assert!(p.a.poll_event().is_none(), "not before the deadline");
+    p.a.handle_timeout(deadline);
+    assert_eq!(
+        p.a.poll_event(),
+        Some(MuxEvent::OpenTimedOut { stream: silent })
+    );
+    assert!(
+        p.a.poll_event().is_none(),
+        "the answered stream does not time out"
+    );
+    assert_eq!(p.a.poll_timeout(), None, "nothing left to time");
+    assert_eq!(p.a.send_capacity(silent), Err(StreamError::Unknown));
+    p.deliver();
+    assert!(
+        p.b_events.contains(&MuxEvent::Reset {
+            stream: silent,
+            code: Code::Cancelled
+        }),
+        "the peer forgets it: {:?}",
+        p.b_events
+    );
+    assert!(p.a.send_capacity(answered).is_ok());
+    for _ in 0..1000 {
+        p.open();
+    }
+    assert!(
+        p.a.opening.len() <= 1,
+        "answered opens are forgotten: {}",
+        p.a.opening.len()
+    );
 }

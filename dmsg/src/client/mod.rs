@@ -61,7 +61,8 @@ pub struct ClientConfig {
     pub accept_backlog: usize,
     /// Deadline for connecting plus the session handshake.
     pub handshake_timeout: Duration,
-    /// Deadline for a stream open to be answered.
+    /// Deadline for a stream open to be answered (the `open_timeout` of every session's mux:
+    /// a timer of the protocol core).
     pub open_timeout: Duration,
     /// Server choice, reconnects, entry publishing and dialing by address.
     pub lifecycle: LifecycleConfig,
@@ -550,7 +551,10 @@ impl Client {
             handshake,
             SessionSetup {
                 role: Role::Initiator,
-                mux: self.inner.config.mux,
+                mux: MuxConfig {
+                    open_timeout: self.inner.config.open_timeout,
+                    ..self.inner.config.mux
+                },
                 remote_addr: connection.peer,
                 incoming: self.incoming_handler(),
             },
@@ -646,19 +650,21 @@ impl Client {
             noise: msg1.into(),
         };
         let pending = session.open(&request.encode())?;
-        let timeout = self.inner.config.open_timeout;
-        let (raw, body) = match tokio::time::timeout(timeout, pending.answer()).await {
-            Err(_) => return Err(DialError::Timeout(timeout)),
-            Ok(Ok(accepted)) => accepted,
-            Ok(Err(OpenAnswer::Rejected(reason))) => {
+        // The open deadline is a timer of the session's mux (`open_timeout`).
+        let (raw, body) = match pending.answer().await {
+            Ok(accepted) => accepted,
+            Err(OpenAnswer::TimedOut) => {
+                return Err(DialError::Timeout(self.inner.config.open_timeout));
+            }
+            Err(OpenAnswer::Rejected(reason)) => {
                 return Err(DialError::Rejected {
                     dst,
                     code: reason.code,
                     reason: reason.reason,
                 });
             }
-            Ok(Err(OpenAnswer::Closed(code))) => return Err(DialError::SessionClosed(code)),
-            Ok(Err(OpenAnswer::Accepted(_))) => {
+            Err(OpenAnswer::Closed(code)) => return Err(DialError::SessionClosed(code)),
+            Err(OpenAnswer::Accepted(_)) => {
                 return Err(DialError::SessionClosed(Code::SessionClosed));
             }
         };

@@ -116,6 +116,50 @@ async fn a_silent_destination_times_out() {
     relay.stop().await;
 }
 
+/// The open deadline is a timer of the client's session mux too: with a client deadline
+/// shorter than the relay's, the dial fails as a timeout of its own, and the relay forgets
+/// the stream (the mux reset it as CANCELLED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_not_answered_in_the_clients_open_timeout_fails_as_a_timeout() {
+    let relay = Relay::start(ServerConfig::default()).await;
+    let silent = Keypair::generate();
+    let (handler, held) = never_answer();
+    let (_silent_session, _driver) = raw_session(&relay, &silent, handler).await;
+    let alice = Client::new(
+        Keypair::generate(),
+        ClientConfig {
+            open_timeout: Duration::from_millis(200),
+            ..ClientConfig::default()
+        },
+    );
+    let session = alice
+        .connect(relay.server.public_key(), relay.addr)
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let refused = alice
+        .dial_via(&session, DmsgAddr::new(silent.public(), port(80)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, DialError::Timeout(after) if after == Duration::from_millis(200)),
+        "{refused}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        held.lock().unwrap().len(),
+        1,
+        "the request reached the destination"
+    );
+    assert_eq!(session.stream_count(), 0, "the timed-out stream is gone");
+    alice.close().await;
+    relay.stop().await;
+}
+
 /// WRONG_DESTINATION: a (misbehaving) server forwards a request meant for someone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_someone_else_is_refused() {

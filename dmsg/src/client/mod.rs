@@ -7,8 +7,10 @@
 //! server (configured seeds, embedded defaults) or a discovery:
 //! - it keeps `min_sessions` sessions up, choosing servers from discovery's available list
 //!   (capacity-weighted) and falling back to the seeded servers when discovery fails or knows
-//!   none; it reconnects with full-jitter backoff and delays its first attempt by a random
-//!   fraction of a second so a mass restart does not dial in lockstep ([`lifecycle`]);
+//!   none, and delays its first choice by a random fraction of a second so a mass restart
+//!   does not dial in lockstep ([`lifecycle`]); the sessions themselves are kept by the one
+//!   session keeper — a task per target, concurrent dials, full-jitter backoff ([`keeper`]);
+//! - now and then it moves off a server holding more than its fair share ([`balance`]);
 //! - it publishes the client entry (its delegated servers) after session changes, debounced,
 //!   re-checking shutdown right before each publish;
 //! - [`Client::dial`] finds a destination through its entry (a TTL cache, then discovery) and

@@ -280,3 +280,47 @@ async fn a_client_moves_off_an_overloaded_server_and_stays_on_an_even_fleet() {
     busy.stop().await;
     idle.stop().await;
 }
+
+/// §15.1 with `min_sessions` = 0 (a dmsg-only server's transit client): every listed server
+/// is kept; a server that registers later is picked up at the next 30 s recheck, however
+/// often the keepers' states change in between; one that restarts is redialed by its keeper.
+#[tokio::test(start_paused = true)]
+async fn every_listed_server_is_kept_and_a_late_one_joins_at_the_recheck() {
+    let net = MemoryNet::default();
+    let mut first = MemoryServer::new("first");
+    let mut late = MemoryServer::new("late");
+    first.start(&net);
+    late.start(&net);
+    let discovery = Arc::new(MemoryDiscovery::default());
+    discovery.set(server_entry(&first, 0, 100, 1));
+    let client = Client::new(
+        Keypair::generate(),
+        config(
+            net.dialer(),
+            LifecycleConfig {
+                min_sessions: 0,
+                publish_entry: false,
+                discovery: DiscoveryTarget::Custom(discovery.clone()),
+                ..LifecycleConfig::default()
+            },
+        ),
+    );
+    let has = |server: &MemoryServer| {
+        client
+            .sessions()
+            .iter()
+            .any(|s| s.remote() == server.keypair.public() && !s.is_closed())
+    };
+    virtual_wait("a session to the first server", Duration::from_secs(2), || has(&first)).await;
+    discovery.set(server_entry(&late, 0, 100, 1));
+    // The first server restarts meanwhile: its keeper's state changes must not postpone
+    // the recheck.
+    first.stop().await;
+    first.start(&net);
+    let joined = virtual_wait("the late server", Duration::from_secs(31), || has(&late)).await;
+    virtual_wait("the first server again", Duration::from_secs(5), || has(&first)).await;
+    println!("the late server joined {joined:?} after it registered");
+    client.close().await;
+    first.stop().await;
+    late.stop().await;
+}

@@ -292,27 +292,44 @@ async fn maintain(weak: WeakClient, stop: CancellationToken) {
     let first = jitter(&mut rng, config.start_jitter);
     if !stopped_during(&stop, first).await {
         balancing.schedule(&mut rng);
+        // Every server is looked up at start and each recheck; between them its keepers
+        // redial on their own.
+        let mut look_up = true;
+        let mut recheck_at = Instant::now() + RECHECK_EVERY;
         loop {
             changes.borrow_and_update();
             let Some(client) = weak.upgrade() else { break };
-            if config.min_sessions == 0 {
-                keep_every_server(&client, &mut keepers, &mut rng).await;
-            } else {
-                balancing.settle(&mut keepers);
-                keep_some_servers(
-                    &client,
-                    &mut keepers,
-                    config.min_sessions,
-                    &mut failures,
-                    &mut rng,
-                )
-                .await;
+            let step = async {
+                if config.min_sessions == 0 {
+                    if look_up {
+                        keep_every_server(&client, &mut keepers, &mut rng).await;
+                    }
+                } else {
+                    balancing.settle(&mut keepers);
+                    keep_some_servers(
+                        &client,
+                        &mut keepers,
+                        config.min_sessions,
+                        &mut failures,
+                        &mut rng,
+                    )
+                    .await;
+                }
+            };
+            // A discovery call may take its 5 s deadline: `close` does not wait for it.
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = step => {}
             }
             drop(client);
+            look_up = false;
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = changes.changed() => {}
-                () = tokio::time::sleep(RECHECK_EVERY) => {}
+                () = tokio::time::sleep_until(recheck_at) => {
+                    look_up = true;
+                    recheck_at = Instant::now() + RECHECK_EVERY;
+                }
                 () = balancing.due() => {
                     if let Some(client) = weak.upgrade() {
                         let check = balancing.check(&client, &mut keepers, config.min_sessions, &mut rng);

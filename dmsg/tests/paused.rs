@@ -311,14 +311,22 @@ async fn every_listed_server_is_kept_and_a_late_one_joins_at_the_recheck() {
             .iter()
             .any(|s| s.remote() == server.keypair.public() && !s.is_closed())
     };
-    virtual_wait("a session to the first server", Duration::from_secs(2), || has(&first)).await;
+    virtual_wait(
+        "a session to the first server",
+        Duration::from_secs(2),
+        || has(&first),
+    )
+    .await;
     discovery.set(server_entry(&late, 0, 100, 1));
     // The first server restarts meanwhile: its keeper's state changes must not postpone
     // the recheck.
     first.stop().await;
     first.start(&net);
     let joined = virtual_wait("the late server", Duration::from_secs(31), || has(&late)).await;
-    virtual_wait("the first server again", Duration::from_secs(5), || has(&first)).await;
+    virtual_wait("the first server again", Duration::from_secs(5), || {
+        has(&first)
+    })
+    .await;
     println!("the late server joined {joined:?} after it registered");
     client.close().await;
     first.stop().await;

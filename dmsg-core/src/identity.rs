@@ -9,7 +9,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use curve25519_dalek::edwards::CompressedEdwardsY;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
 /// Length of a public key in bytes.
@@ -39,12 +40,29 @@ pub enum InvalidKey {
     /// 32 bytes that are not a point on the curve.
     #[error("not a valid Ed25519 public key")]
     NotOnCurve,
+    /// Another encoding of a point (a y coordinate of p or more, or the sign bit set where
+    /// x = 0): refused, so every key has exactly one form.
+    #[error("not the canonical encoding of an Ed25519 point")]
+    NonCanonical,
+    /// A point of small order (the identity or another of the 8 torsion points): such a key
+    /// "verifies" forged signatures and gives a predictable Noise DH (PROTOCOL.md §1).
+    #[error("a small-order (weak) Ed25519 public key")]
+    SmallOrder,
 }
 
 impl PublicKey {
-    /// Checks that `bytes` are a valid Ed25519 public key.
+    /// Checks that `bytes` are a valid Ed25519 public key: a point on the curve, canonically
+    /// encoded, not of small order. Every key read from the network comes through here.
     pub fn from_bytes(bytes: [u8; PUBLIC_KEY_LEN]) -> Result<Self, InvalidKey> {
-        VerifyingKey::from_bytes(&bytes).map_err(|_| InvalidKey::NotOnCurve)?;
+        let point = CompressedEdwardsY(bytes)
+            .decompress()
+            .ok_or(InvalidKey::NotOnCurve)?;
+        if point.compress().to_bytes() != bytes {
+            return Err(InvalidKey::NonCanonical);
+        }
+        if point.is_small_order() {
+            return Err(InvalidKey::SmallOrder);
+        }
         Ok(Self(bytes))
     }
 
@@ -69,11 +87,13 @@ impl PublicKey {
             .unwrap_or_default()
     }
 
-    /// Verifies an Ed25519 signature by this key over `message`.
+    /// Verifies an Ed25519 signature by this key over `message`, strictly: a canonical S,
+    /// and no small-order R (`verify_strict`), so no signature verifies for two messages by
+    /// accident of the curve's torsion.
     pub fn verify(&self, message: &[u8], signature: &[u8; SIGNATURE_LEN]) -> bool {
         VerifyingKey::from_bytes(&self.0)
             .map(|key| {
-                key.verify(message, &Signature::from_bytes(signature))
+                key.verify_strict(message, &Signature::from_bytes(signature))
                     .is_ok()
             })
             .unwrap_or(false)

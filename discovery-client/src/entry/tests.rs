@@ -192,3 +192,47 @@ fn transports_need_both_signatures() {
         transport
     );
 }
+
+/// PROTOCOL.md §1, §14: a small-order key is refused wherever an entry carries one — the
+/// forged entry of the security review (owner `01 00…00`, signature `01 00…00 ‖ 0³²`, which
+/// plain verification accepted), a delegated server, and a transport edge — naming the field.
+#[test]
+fn entries_with_small_order_keys_are_refused_naming_the_field() {
+    let identity = format!("01{}", "00".repeat(31));
+    let mut signature = vec![1u8];
+    signature.extend([0u8; 63]);
+    let honest = Keypair::generate();
+    let forged = pb::Entry {
+        owner: identity.clone(),
+        sequence: 1,
+        timestamp_unix_nanos: unix_nanos_now(),
+        client: Some(pb::ClientPart {
+            delegated_servers: vec![pk_to_proto(&honest.public())],
+        }),
+        signature: signature.clone(),
+        ..pb::Entry::default()
+    };
+    let refused = Entry::from_proto(&forged).unwrap_err();
+    assert!(
+        refused.to_string().contains("Entry.owner") && refused.to_string().contains("small-order"),
+        "{refused}"
+    );
+
+    let mut weak_delegate = Entry::client(honest.public(), 1, Vec::new())
+        .signed(&honest)
+        .to_proto();
+    weak_delegate.client = Some(pb::ClientPart {
+        delegated_servers: vec![identity.clone()],
+    });
+    let refused = Entry::from_proto(&weak_delegate).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("Entry.client.delegated_servers[0]"),
+        "{refused}"
+    );
+
+    let refused = pk_from_proto(&identity, "TransportEntry.edge_a").unwrap_err();
+    assert_eq!(refused.field, "TransportEntry.edge_a");
+    assert!(refused.reason.contains("small-order"), "{refused}");
+}

@@ -24,6 +24,77 @@ fn keys_off_the_curve_are_refused() {
     assert_eq!(PublicKey::from_bytes(bytes), Err(InvalidKey::NotOnCurve));
 }
 
+/// The eight small-order points of edwards25519, canonically encoded: the identity (order
+/// 1), order 2, the two of order 4 and the four of order 8.
+pub(crate) const SMALL_ORDER: [&str; 8] = [
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+];
+
+fn key_bytes(hex_text: &str) -> [u8; 32] {
+    hex::decode(hex_text).unwrap().try_into().unwrap()
+}
+
+/// PROTOCOL.md §1: a small-order key is refused wherever a key is read (it would verify
+/// forged signatures: the forged entry was owner `01 00…00`, signature
+/// `01 00…00 ‖ 0³²`).
+#[test]
+fn small_order_keys_are_refused() {
+    for text in SMALL_ORDER {
+        assert_eq!(
+            PublicKey::from_bytes(key_bytes(text)),
+            Err(InvalidKey::SmallOrder),
+            "{text}"
+        );
+        assert!(text.parse::<PublicKey>().is_err(), "{text}");
+    }
+}
+
+/// Non-canonical encodings of points (y ≥ p, or the sign bit on x = 0) are refused: one key,
+/// one form.
+#[test]
+fn non_canonical_encodings_are_refused() {
+    let non_canonical = [
+        // y = p + 1 ≡ 1: the identity again.
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        // y = 1 with the sign bit set (x = 0 has no negative).
+        "0100000000000000000000000000000000000000000000000000000000000080",
+        // y = p ≡ 0, sign bit set.
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    ];
+    for text in non_canonical {
+        assert!(
+            matches!(
+                PublicKey::from_bytes(key_bytes(text)),
+                Err(InvalidKey::NonCanonical | InvalidKey::NotOnCurve)
+            ),
+            "{text}: {:?}",
+            PublicKey::from_bytes(key_bytes(text))
+        );
+    }
+    // A real key still parses, and its encoding is the canonical one.
+    let real = Keypair::generate().public();
+    assert_eq!(PublicKey::from_bytes(*real.as_bytes()), Ok(real));
+}
+
+/// Strict verification: a signature whose R is a small-order point is refused even with a
+/// real key (plain `verify` accepts some such signatures for many messages).
+#[test]
+fn signatures_with_a_small_order_r_are_refused() {
+    let alice = Keypair::generate();
+    for text in SMALL_ORDER {
+        let mut signature = [0u8; SIGNATURE_LEN];
+        signature[..32].copy_from_slice(&key_bytes(text));
+        assert!(!alice.public().verify(b"entry", &signature), "{text}");
+    }
+}
+
 #[test]
 fn signatures_verify_only_for_the_signer_and_message() {
     let alice = Keypair::generate();

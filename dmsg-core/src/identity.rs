@@ -66,6 +66,12 @@ impl PublicKey {
         Ok(Self(bytes))
     }
 
+    /// Any 32 bytes, unchecked: what a hostile peer could put on the wire (tests only).
+    #[cfg(test)]
+    pub(crate) fn unchecked(bytes: [u8; PUBLIC_KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
     /// [`PublicKey::from_bytes`] from a slice of any length.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, InvalidKey> {
         let array: [u8; PUBLIC_KEY_LEN] = bytes
@@ -302,4 +308,4 @@ fn check_private(path: &Path) -> Result<(), KeyFileError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

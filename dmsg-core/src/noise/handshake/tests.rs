@@ -2,6 +2,7 @@
 //! and agreement on PQ.
 
 use super::*;
+use crate::noise::payload::PayloadError;
 use crate::noise::{PqPolicy, PqSettings};
 use crate::wire::Mode;
 
@@ -273,4 +274,34 @@ fn the_policy_gate_warns_counts_or_refuses() {
         require.check(ends.initiator, false, "stream").unwrap().pq(),
         PqStatus::Hybrid
     );
+}
+
+/// PROTOCOL.md §1, §4.3: an XK initiator that claims a small-order identity in message 3
+/// (the identity point, whatever its Noise static) fails the handshake at the responder with
+/// a typed error; every other small-order encoding likewise.
+#[test]
+fn a_small_order_identity_in_message_3_fails_the_handshake() {
+    for text in crate::identity::tests::SMALL_ORDER {
+        let alice = Keypair::generate();
+        let bob = Keypair::generate();
+        let (mut expect, msg1) =
+            initiate(Pattern::Xk, &alice, bob.public(), Mode::Classical, b"").unwrap();
+        // What a hostile initiator would write: bypasses `PublicKey::from_bytes`.
+        expect.local = PublicKey::unchecked(hex::decode(text).unwrap().try_into().unwrap());
+        let responded =
+            respond(Pattern::Xk, &bob, None, Mode::Classical, b"", &msg1, true).unwrap();
+        let answered = expect.read_answer(&responded.reply).unwrap();
+        let ResponderNext::ExpectConfirm(confirm) = responded.next else {
+            panic!("XK has a message 3");
+        };
+        let refused = confirm.read_confirm(&answered.confirm.unwrap());
+        assert!(
+            matches!(
+                refused,
+                Err(HandshakeError::Payload(PayloadError::Identity))
+            ),
+            "{text}: {:?}",
+            refused.map(|outcome| outcome.remote)
+        );
+    }
 }

@@ -93,9 +93,12 @@ impl GuardedStore {
             Err(error) => {
                 match &error {
                     StoreError::Unavailable(_) => permit.failure(),
-                    StoreError::Corrupt(_) => permit.success(),
+                    // The store answered: neither is a fault of its availability.
+                    StoreError::Corrupt(_) | StoreError::BadRequest(_) => permit.success(),
                 }
-                tracing::warn!(%error, "store operation failed");
+                if !matches!(error, StoreError::BadRequest(_)) {
+                    tracing::warn!(%error, "store operation failed");
+                }
                 Err(store_status(&error))
             }
         }
@@ -111,5 +114,6 @@ pub fn store_status(error: &StoreError) -> tonic::Status {
         StoreError::Corrupt(reason) => {
             tonic::Status::internal(format!("the entry store returned corrupt data: {reason}"))
         }
+        StoreError::BadRequest(reason) => tonic::Status::invalid_argument(reason.clone()),
     }
 }

@@ -383,3 +383,60 @@ async fn a_killed_redis_fails_fast_and_recovers_without_a_restart() {
     );
     discovery.stop().await;
 }
+
+/// Sustained abuse (issue: bad page tokens opened the store breaker): a page token this
+/// server never issued, 10 times a second for 10 s, is refused INVALID_ARGUMENT naming the
+/// mistake, while an honest `GetEntry` every 50 ms succeeds every time.
+async fn bad_page_tokens_never_trip_the_store_breaker(store: StoreConfig) {
+    use skywire_proto::skywire::discovery::v1::discovery_client::DiscoveryClient as Raw;
+
+    let discovery = Discovery::start(store).await;
+    let owner = Keypair::generate();
+    let stored = server_entry(&owner, 1);
+    assert!(put(&discovery, stored.to_proto()).await.unwrap().created);
+    let mut raw = Raw::connect(format!("http://{}", discovery.addr))
+        .await
+        .unwrap();
+    let abuse = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_millis(100));
+        for _ in 0..100 {
+            ticks.tick().await;
+            let refused = raw
+                .list_clients(pb::ListClientsRequest {
+                    page_token: "99999999999999999999999".into(),
+                    page_size: 10,
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+            assert!(
+                refused.message().contains("not one this server issued"),
+                "{refused:?}"
+            );
+        }
+    });
+    let mut honest = 0;
+    let mut ticks = tokio::time::interval(Duration::from_millis(50));
+    while !abuse.is_finished() {
+        ticks.tick().await;
+        let entry = discovery.client.entry(&owner.public()).await;
+        assert_eq!(entry.unwrap(), Some(stored.clone()), "honest call {honest}");
+        honest += 1;
+    }
+    abuse.await.unwrap();
+    assert!(honest >= 150, "{honest} honest calls in 10 s");
+    discovery.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_page_tokens_never_trip_the_memory_store_breaker() {
+    bad_page_tokens_never_trip_the_store_breaker(StoreConfig::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_page_tokens_never_trip_the_redis_store_breaker() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    bad_page_tokens_never_trip_the_store_breaker(redis_store(&redis, "abuse:")).await;
+}

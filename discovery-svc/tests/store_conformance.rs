@@ -129,6 +129,18 @@ async fn conformance(store: Arc<dyn Store>) {
         token = page.next;
     }
     assert_eq!(seen.len(), 25, "{kind}: 24 clients and alice");
+    // A page token this store never issued is the caller's mistake, refused as such — the
+    // security review's overflowing cursor made the Redis script fail, which counted as a
+    // store fault.
+    for token in ["99999999999999999999999", "zz", "-1", "1e3"] {
+        assert!(
+            matches!(
+                store.clients(token, 10).await,
+                Err(discovery_svc::store::StoreError::BadRequest(_))
+            ),
+            "{kind}: {token}"
+        );
+    }
 
     // Deletes: only if not newer than the stored entry.
     assert_eq!(

@@ -171,7 +171,7 @@ impl Store for MemoryStore {
             Some(
                 token
                     .parse::<PublicKey>()
-                    .map_err(|_| StoreError::Corrupt(format!("bad page token {token:?}")))?,
+                    .map_err(|_| super::bad_page_token(token))?,
             )
         };
         let now = Instant::now();

@@ -34,16 +34,30 @@ pub enum Deleted {
     Newer,
 }
 
-/// The store failed (not the request).
+/// Why a store operation did not succeed: the store failed, or (`BadRequest`) the request
+/// can never work — which is never a store failure.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// The request is wrong whatever the store's state (a page token this server never
+    /// issued): INVALID_ARGUMENT, and it does not count toward the store's breaker.
+    #[error("{0}")]
+    BadRequest(String),
     /// The backend is unreachable or too slow.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// The backend returned something that does not decode.
     #[error("store returned corrupt data: {0}")]
     Corrupt(String),
+}
+
+/// The refusal of a page token this server did not issue.
+pub fn bad_page_token(token: &str) -> StoreError {
+    let shown: String = token.chars().take(40).collect();
+    StoreError::BadRequest(format!(
+        "page token {shown:?} is not one this server issued: start from an empty token and \
+         pass back the next_page_token of the previous page"
+    ))
 }
 
 /// A page of client keys.

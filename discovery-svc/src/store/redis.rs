@@ -23,7 +23,7 @@ use dmsg::identity::PublicKey;
 use prost::Message;
 use skywire_proto::skywire::discovery::v1 as pb;
 
-use super::{ClientPage, Deleted, EntryCounts, Store, StoreError, Written};
+use super::{ClientPage, Deleted, EntryCounts, Store, StoreError, Written, bad_page_token};
 
 /// Longest any Redis operation may take (pool checkout included).
 pub const OP_TIMEOUT: Duration = Duration::from_millis(800);
@@ -374,15 +374,18 @@ impl Store for RedisStore {
     }
 
     async fn clients(&self, token: &str, count: usize) -> Result<ClientPage, StoreError> {
-        let cursor = if token.is_empty() { "0" } else { token };
-        if !cursor.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(StoreError::Corrupt(format!("bad page token {token:?}")));
-        }
+        // Checked before Redis sees it: a cursor Redis cannot parse fails the script, and
+        // that must not look like a store fault (it would trip the breaker for everyone).
+        let cursor = if token.is_empty() {
+            0
+        } else {
+            token.parse::<u64>().map_err(|_| bad_page_token(token))?
+        };
         let (next, members): (String, Vec<String>) = self
             .run(
                 self.clients
                     .key(self.set_key("clients"))
-                    .arg(cursor)
+                    .arg(cursor.to_string())
                     .arg(count.max(1))
                     .arg(format!("{}e:", self.prefix)),
             )

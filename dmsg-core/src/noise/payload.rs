@@ -38,6 +38,9 @@ pub enum PayloadError {
     /// The confirmation's key is not a valid public key.
     #[error("invalid identity key in confirmation")]
     Identity,
+    /// Flag bits this version does not define are set.
+    #[error("unknown flag bits {0:#04x} in the confirmation")]
+    Flags(u8),
 }
 
 /// Parses an offer: `Some(encapsulation key)` or `None` (classical).
@@ -107,9 +110,14 @@ impl Confirm {
                 expected: CONFIRM_LEN,
             });
         }
+        // Bits 1–7 are not defined: refused, so a later meaning cannot be mistaken for today's.
+        let flags = payload[0];
+        if flags & !1 != 0 {
+            return Err(PayloadError::Flags(flags & !1));
+        }
         let identity = PublicKey::from_slice(&payload[1..]).map_err(|_| PayloadError::Identity)?;
         Ok(Self {
-            pq_active: payload[0] & 1 == 1,
+            pq_active: flags & 1 == 1,
             identity,
         })
     }
@@ -120,6 +128,29 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// PROTOCOL.md §4.3: confirmation flag bits 1–7 are refused (the review sent 0xff).
+    #[test]
+    fn undefined_confirmation_flags_are_refused() {
+        let identity = dmsg_core_identity();
+        let mut payload = Confirm {
+            pq_active: true,
+            identity,
+        }
+        .encode();
+        assert_eq!(Confirm::decode(&payload).unwrap().identity, identity);
+        for flags in [0x02u8, 0x80, 0xff] {
+            payload[0] = flags;
+            assert_eq!(
+                Confirm::decode(&payload),
+                Err(PayloadError::Flags(flags & !1))
+            );
+        }
+    }
+
+    fn dmsg_core_identity() -> PublicKey {
+        crate::identity::Keypair::generate().public()
+    }
 
     /// PROTOCOL.md §4.3.
     #[test]

@@ -118,6 +118,8 @@ pub async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
         )));
     }
     if preamble.mode == crate::wire::Mode::Classical && pq.policy == noise::PqPolicy::Require {
+        // Refused for PQ reasons, so counted as such (not only as a failed handshake).
+        pq.stats.count_pq_refused();
         return Err(refuse(io, HandshakeRefusal::PqRequired).await);
     }
     let msg1 = read_message(io).await?;

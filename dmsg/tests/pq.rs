@@ -184,6 +184,14 @@ async fn require_pq_refuses_classical() {
         ),
         "{refused}"
     );
+    // Counted for its reason, not only as a failed handshake (security review, finding 10).
+    let stats = strict_server.server.stats();
+    assert_eq!(stats.handshakes.pq_refused, 1, "{stats:?}");
+    assert_eq!(
+        stats.rejected(RejectReason::HandshakeFailed),
+        1,
+        "{stats:?}"
+    );
 
     let legacy_server = TestServer::start(ServerConfig {
         pq: classical_only(),

@@ -138,6 +138,12 @@ pub struct HandshakeCounts {
 }
 
 impl HandshakeStats {
+    /// Counts a handshake refused for PQ reasons before the policy gate could see it (a
+    /// classical preamble at a `Require` server).
+    pub fn count_pq_refused(&self) {
+        self.pq_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The current counts.
     pub fn snapshot(&self) -> HandshakeCounts {
         HandshakeCounts {

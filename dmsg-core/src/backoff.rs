@@ -55,9 +55,14 @@ impl Backoff {
 
     /// A random delay in `[0, max]` (e.g. the first attempt after start).
     pub fn jitter(&mut self, max: Duration) -> Duration {
-        let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(self.rng.random_range(0..=nanos))
+        jitter(&mut self.rng, max)
     }
+}
+
+/// A random delay in `[0, max]`, from `rng`.
+pub fn jitter(rng: &mut impl Rng, max: Duration) -> Duration {
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rng.random_range(0..=nanos))
 }
 
 #[cfg(test)]

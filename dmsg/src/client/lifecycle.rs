@@ -16,6 +16,7 @@ use super::balance::{self, Load};
 use super::keeper::{KeeperConfig, SessionKeepers, TargetState};
 use super::{Client, DiscoveryTarget, WeakClient};
 use crate::addr::{DmsgAddr, ServerAddr};
+use crate::backoff::jitter;
 use crate::discovery::{DISCOVERY_PORT, Discovery, DiscoveryClient, DiscoveryError};
 use crate::entry::Entry;
 use crate::identity::{Keypair, PublicKey};
@@ -344,12 +345,6 @@ async fn maintain(weak: WeakClient, stop: CancellationToken) {
         }
     }
     keepers.stop().await;
-}
-
-/// A random delay in `[0, max]`.
-fn jitter(rng: &mut StdRng, max: Duration) -> Duration {
-    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(rng.random_range(0..=nanos))
 }
 
 /// The periodic balance check and the move it may start.

@@ -21,10 +21,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
+    // `prost::Name` on every message: the strict codec tells requests by their name.
+    config.enable_type_names();
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("skywire_descriptor.bin"))
+        .codec_path("crate::codec::StrictCodec")
         .compile_with_config(config, &protos, &[PathBuf::from(".")])?;
     Ok(())
 }

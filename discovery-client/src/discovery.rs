@@ -12,8 +12,6 @@ use std::time::Duration;
 use middleware::{
     Breaker, BreakerConfig, ClientStackConfig, GrpcChannel, TimeoutConfig, client_stack,
 };
-use prost::Message;
-use skywire_proto::skywire::common::v1::ErrorDetail;
 use skywire_proto::skywire::discovery::v1 as pb;
 use skywire_proto::skywire::discovery::v1::discovery_client::DiscoveryClient as GeneratedClient;
 use tonic::Code;
@@ -27,16 +25,6 @@ pub const DISCOVERY_PORT: Port = match Port::new(80) {
     Some(port) => port,
     None => panic!("80 is a valid port"),
 };
-/// Error-detail domain of discovery's errors.
-pub const ERROR_DOMAIN: &str = "dmsg-discovery";
-/// Error-detail reason of a stale sequence.
-pub const REASON_STALE_SEQUENCE: &str = "stale_sequence";
-/// Error-detail reason of a timestamp older than the stored one.
-pub const REASON_TIMESTAMP_BACKWARDS: &str = "timestamp_backwards";
-/// Error-detail metadata key: the stored entry's sequence.
-pub const STORED_SEQUENCE: &str = "stored_sequence";
-/// Error-detail metadata key: the stored entry's timestamp.
-pub const STORED_TIMESTAMP: &str = "stored_timestamp";
 /// Attempts of [`DiscoveryClient::publish`] before it gives up on resyncing.
 const PUBLISH_ATTEMPTS: usize = 3;
 
@@ -73,7 +61,7 @@ impl From<tonic::Status> for DiscoveryError {
             | Code::ResourceExhausted
             | Code::Cancelled
             | Code::Unknown => Self::Unavailable(status.message().to_owned()),
-            Code::FailedPrecondition => match stale_detail(&status) {
+            Code::FailedPrecondition => match crate::reason::stored_of(&status) {
                 Some((stored_sequence, stored_timestamp)) => Self::Stale {
                     stored_sequence,
                     stored_timestamp,
@@ -89,18 +77,6 @@ impl From<tonic::Status> for DiscoveryError {
             },
         }
     }
-}
-
-/// The stored (sequence, timestamp) in a stale-entry status's details.
-fn stale_detail(status: &tonic::Status) -> Option<(u64, i64)> {
-    let detail = ErrorDetail::decode(status.details()).ok()?;
-    if detail.domain != ERROR_DOMAIN {
-        return None;
-    }
-    Some((
-        detail.metadata.get(STORED_SEQUENCE)?.parse().ok()?,
-        detail.metadata.get(STORED_TIMESTAMP)?.parse().ok()?,
-    ))
 }
 
 /// What a dmsg node needs from discovery.

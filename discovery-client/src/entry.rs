@@ -86,6 +86,42 @@ pub enum Rejected {
     /// A delete or deregistration not signed by an owner (PERMISSION_DENIED).
     #[error("only an owner may do this: the signature does not verify for {0}")]
     NotOwner(PublicKey),
+    /// A deregistration signed by a key that is not an edge of the transport
+    /// (PERMISSION_DENIED).
+    #[error(
+        "key {key} is not an edge of transport {}: only its two edges may deregister it",
+        hex::encode(transport)
+    )]
+    NotAnEdge {
+        /// The key that signed.
+        key: PublicKey,
+        /// The transport id.
+        transport: [u8; 16],
+    },
+    /// A transport registration not newer than the stored registration or deregistration
+    /// (FAILED_PRECONDITION): a replay, or a registration overtaken by a newer one.
+    #[error(
+        "registration timestamp {timestamp} is not newer than the stored {stored_timestamp} \
+         of this transport: sign a new registration"
+    )]
+    StaleRegistration {
+        /// The refused registration's timestamp.
+        timestamp: i64,
+        /// The stored registration's or deregistration's timestamp.
+        stored_timestamp: i64,
+    },
+    /// A delete or deregistration older than what is stored (FAILED_PRECONDITION): the
+    /// stored entry or registration is kept.
+    #[error(
+        "this delete (timestamp {timestamp}) is older than what is stored \
+         (timestamp {stored_timestamp}): sign a new one to delete it"
+    )]
+    StaleDelete {
+        /// The refused request's timestamp.
+        timestamp: i64,
+        /// The stored entry's or registration's timestamp.
+        stored_timestamp: i64,
+    },
 }
 
 /// The client part of an entry.
@@ -154,7 +190,8 @@ fn put_str(out: &mut Vec<u8>, s: &str, len_bytes: usize) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn in_window(timestamp: i64, now: i64) -> bool {
+/// True if `timestamp` is within [now − 60 s, now + 5 s] (signed requests and server entries).
+pub fn in_window(timestamp: i64, now: i64) -> bool {
     timestamp >= now.saturating_sub(MAX_AGE_NANOS)
         && timestamp <= now.saturating_add(MAX_FUTURE_NANOS)
 }

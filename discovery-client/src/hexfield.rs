@@ -29,14 +29,18 @@ impl FieldError {
     }
 
     /// The status a server answers with: INVALID_ARGUMENT naming the field, with a
-    /// `google.rpc.BadRequest` field violation in the details.
+    /// `google.rpc.BadRequest` field violation and an `ErrorInfo` (`invalid_field`) in the
+    /// details.
     pub fn status(&self) -> tonic::Status {
         use tonic_types::{ErrorDetails, StatusExt};
-        tonic::Status::with_error_details(
-            tonic::Code::InvalidArgument,
-            self.to_string(),
-            ErrorDetails::with_bad_request_violation(self.field.clone(), self.reason.clone()),
-        )
+        let mut details =
+            ErrorDetails::with_bad_request_violation(self.field.clone(), self.reason.clone());
+        details.set_error_info(
+            crate::reason::INVALID_FIELD,
+            crate::reason::ERROR_DOMAIN,
+            std::collections::HashMap::from([("field".to_owned(), self.field.clone())]),
+        );
+        tonic::Status::with_error_details(tonic::Code::InvalidArgument, self.to_string(), details)
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`hexfield`]: keys and ids as the hex strings the protos carry.
 //! - [`discovery`]: the [`discovery::Discovery`] trait and its gRPC implementation over any
 //!   tonic transport (TCP; a dmsg stream comes from `dmsg::grpc`), and the resyncing publish.
+//! - [`reason`]: the `google.rpc.ErrorInfo` every discovery error carries, built and read.
 //! - [`publisher`]: the one entry publisher (servers, clients, next visors and transports).
 //! - [`memory`]: discovery in memory, for unit tests and simulations.
 
@@ -14,3 +15,4 @@ pub mod entry;
 pub mod hexfield;
 pub mod memory;
 pub mod publisher;
+pub mod reason;

@@ -66,8 +66,8 @@ impl GuardedStore {
         &self.breaker
     }
 
-    /// Runs `operation` (named `name` in the metrics) if the breaker admits it; its failure
-    /// counts against the store.
+    /// Runs `operation` (named `name` in the metrics) if the breaker admits it; only a store
+    /// that is unreachable or too slow counts against it — never a request the store refuses.
     pub async fn call<'a, T, F>(
         &'a self,
         name: &'static str,
@@ -76,10 +76,35 @@ impl GuardedStore {
     where
         F: Future<Output = Result<T, StoreError>> + 'a,
     {
-        let permit = self
-            .breaker
-            .try_acquire()
-            .map_err(|open| open.to_status())?;
+        self.admitted(name, operation)
+            .await
+            .map_err(|refused| match refused {
+                Refused::Open(open) => open.to_status(),
+                Refused::Store(error) => crate::status::store_status(&error),
+            })
+    }
+
+    /// Whether the store serves now, for health and `Status`: its breaker admits a call and
+    /// the backend answers a health check (while the breaker is half-open, this check is its
+    /// probe). The error says why not, for operators.
+    pub async fn health(&self) -> Result<(), String> {
+        self.admitted("health", |store| store.health())
+            .await
+            .map_err(|refused| match refused {
+                Refused::Open(open) => format!("the store is not used now: {open}"),
+                Refused::Store(error) => error.to_string(),
+            })
+    }
+
+    async fn admitted<'a, T, F>(
+        &'a self,
+        name: &'static str,
+        operation: impl FnOnce(&'a dyn Store) -> F,
+    ) -> Result<T, Refused>
+    where
+        F: Future<Output = Result<T, StoreError>> + 'a,
+    {
+        let permit = self.breaker.try_acquire().map_err(Refused::Open)?;
         let started = tokio::time::Instant::now();
         let result = operation(self.store.as_ref()).await;
         self.latency
@@ -94,26 +119,21 @@ impl GuardedStore {
                 match &error {
                     StoreError::Unavailable(_) => permit.failure(),
                     // The store answered: neither is a fault of its availability.
-                    StoreError::Corrupt(_) | StoreError::BadRequest(_) => permit.success(),
+                    StoreError::Corrupt(_) | StoreError::BadRequest { .. } => permit.success(),
                 }
-                if !matches!(error, StoreError::BadRequest(_)) {
-                    tracing::warn!(%error, "store operation failed");
+                if !matches!(error, StoreError::BadRequest { .. }) {
+                    tracing::warn!(%error, operation = name, "store operation failed");
                 }
-                Err(store_status(&error))
+                Err(Refused::Store(error))
             }
         }
     }
 }
 
-/// The status for a store failure.
-pub fn store_status(error: &StoreError) -> tonic::Status {
-    match error {
-        StoreError::Unavailable(reason) => tonic::Status::unavailable(format!(
-            "the entry store is unavailable ({reason}); retry with backoff"
-        )),
-        StoreError::Corrupt(reason) => {
-            tonic::Status::internal(format!("the entry store returned corrupt data: {reason}"))
-        }
-        StoreError::BadRequest(reason) => tonic::Status::invalid_argument(reason.clone()),
-    }
+/// Why a guarded call did not run or did not succeed.
+enum Refused {
+    /// The breaker is open (or its probe is in flight).
+    Open(middleware::BreakerOpen),
+    /// The store failed or refused.
+    Store(StoreError),
 }

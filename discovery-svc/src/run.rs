@@ -33,6 +33,8 @@ use crate::transport::TransportService;
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 /// How often the store's health is checked for `grpc.health.v1`.
 const STORE_HEALTH_EVERY: Duration = Duration::from_secs(5);
+/// How often it is checked while it is down.
+const STORE_RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Which store to use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,33 +248,12 @@ pub async fn run_with_store(
             Ok(())
         }
     });
-    tasks.spawn({
-        let store = store.store().clone();
-        let component = health.component("store");
-        let stop = shutdown.clone();
-        async move {
-            while !stop.is_cancelled() {
-                match store.health().await {
-                    Ok(()) => component.set_serving(),
-                    Err(error) => component.set_down(error.to_string()),
-                }
-                if let Ok(counts) = store.counts().await {
-                    let gauge = |kind: &str, n: u64| {
-                        entries
-                            .with_label_values(&[kind])
-                            .set(i64::try_from(n).unwrap_or(i64::MAX));
-                    };
-                    gauge("server", counts.servers);
-                    gauge("client", counts.clients);
-                }
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = tokio::time::sleep(STORE_HEALTH_EVERY) => {}
-                }
-            }
-            Ok(())
-        }
-    });
+    tasks.spawn(watch_store(
+        store.clone(),
+        health.component("store"),
+        entries,
+        shutdown.clone(),
+    ));
     tracing::info!(%pk, store = store.store().kind(), "dmsg-discovery serving");
 
     // Run until shutdown, or until a task fails (the TCP server dying ends the process).
@@ -283,6 +264,51 @@ pub async fn run_with_store(
     }
     client.close().await;
     result
+}
+
+/// Keeps the `store` health component true to what callers get: NOT_SERVING the moment the
+/// store's breaker opens (callers are refused then, whatever a PING would say), and checked
+/// through the breaker every [`STORE_HEALTH_EVERY`] — every [`STORE_RECHECK_EVERY`] while
+/// down, so recovery shows as soon as the breaker's probe succeeds. Also reads the entry
+/// counts into `entries`.
+async fn watch_store(
+    store: GuardedStore,
+    component: observability::ComponentHealth,
+    entries: IntGaugeVec,
+    stop: CancellationToken,
+) -> Result<(), RunError> {
+    let mut events = store.breaker().subscribe();
+    let mut listening = true;
+    while !stop.is_cancelled() {
+        let wait = match store.health().await {
+            Ok(()) => {
+                component.set_serving();
+                STORE_HEALTH_EVERY
+            }
+            Err(why) => {
+                component.set_down(why);
+                STORE_RECHECK_EVERY
+            }
+        };
+        if let Ok(counts) = store.store().counts().await {
+            let gauge = |kind: &str, n: u64| {
+                entries
+                    .with_label_values(&[kind])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            };
+            gauge("server", counts.servers);
+            gauge("client", counts.clients);
+        }
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = tokio::time::sleep(wait) => {}
+            // Any state change: look again now.
+            event = events.recv(), if listening => {
+                listening = !matches!(event, Err(tokio::sync::broadcast::error::RecvError::Closed));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Records how a task ended: a failure becomes the result and shuts everything down.

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::status::rejected_status;
-use dmsg::entry::{Entry, pk_from_proto, pk_to_proto, unix_nanos_now, validate_delete};
+use crate::status::{missing, not_found, rejected_status};
+use dmsg::entry::{Entry, Rejected, pk_from_proto, pk_to_proto, unix_nanos_now, validate_delete};
 use dmsg::identity::PublicKey;
 use prost::Message;
 use rand::Rng;
@@ -107,7 +107,7 @@ impl Discovery for DiscoveryService {
             .await?
         {
             Some(entry) => Ok(Response::new(entry)),
-            None => Err(Status::not_found(format!("no entry for {pk}"))),
+            None => Err(not_found(format_args!("entry for {pk}"))),
         }
     }
 
@@ -118,7 +118,7 @@ impl Discovery for DiscoveryService {
         let proto = request
             .into_inner()
             .entry
-            .ok_or_else(|| Status::invalid_argument("PutEntry needs an entry"))?;
+            .ok_or_else(|| missing("PutEntryRequest", "entry"))?;
         let entry = Entry::from_proto(&proto).map_err(|error| rejected_status(&error))?;
         entry
             .validate(proto.encoded_len(), unix_nanos_now())
@@ -163,18 +163,20 @@ impl Discovery for DiscoveryService {
             unix_nanos_now(),
         )
         .map_err(|error| rejected_status(&error))?;
+        let tombstone_ttl = self.ttls.client;
         match self
             .store
             .call("delete", |store| {
-                store.delete(&pk, request.timestamp_unix_nanos)
+                store.delete(&pk, request.timestamp_unix_nanos, tombstone_ttl)
             })
             .await?
         {
             Deleted::Deleted => Ok(Response::new(pb::DeleteEntryResponse {})),
-            Deleted::NotFound => Err(Status::not_found(format!("no entry for {pk}"))),
-            Deleted::Newer => Err(Status::failed_precondition(
-                "the stored entry is newer than this delete request; sign a new one",
-            )),
+            Deleted::NotFound => Err(not_found(format_args!("entry for {pk}"))),
+            Deleted::Newer { stored_timestamp } => Err(rejected_status(&Rejected::StaleDelete {
+                timestamp: request.timestamp_unix_nanos,
+                stored_timestamp,
+            })),
         }
     }
 
@@ -226,11 +228,11 @@ impl Discovery for DiscoveryService {
         &self,
         _: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let health = self.store.store().health().await;
+        let health = self.store.health().await;
         Ok(Response::new(pb::StatusResponse {
             store: self.store.store().kind().to_owned(),
             store_healthy: health.is_ok(),
-            store_error: health.err().map(|e| e.to_string()).unwrap_or_default(),
+            store_error: health.err().unwrap_or_default(),
             dmsg_servers: (self.connected)().iter().map(pk_to_proto).collect(),
             pk: pk_to_proto(&self.own_pk),
         }))

@@ -1,58 +1,49 @@
-//! Entry refusals as gRPC statuses (PROTOCOL.md §14.3): the code for each refusal and, for a
-//! stale sequence or timestamp, the stored values a client resyncs from.
+//! The statuses discovery answers with (PROTOCOL.md §14.3), each carrying a
+//! `google.rpc.ErrorInfo` (domain `dmsg-discovery`): entry refusals from
+//! [`rejected_status`], store failures from [`store_status`], and the two plain answers.
+//! Messages say what the caller did and what to do; store internals stay in the server's log.
 
-use std::collections::HashMap;
-
-use dmsg::discovery::{
-    ERROR_DOMAIN, REASON_STALE_SEQUENCE, REASON_TIMESTAMP_BACKWARDS, STORED_SEQUENCE,
-    STORED_TIMESTAMP,
-};
-use dmsg::entry::Rejected;
-use prost::Message;
-use skywire_proto::skywire::common::v1::ErrorDetail;
+use dmsg::reason::{self, status};
 use tonic::Code;
 
-/// Builds the status for a refused entry, with the stored sequence in its details when that
-/// is what the client needs to resync (PROTOCOL.md §14.3).
-pub fn rejected_status(rejected: &Rejected) -> tonic::Status {
-    let message = rejected.to_string();
-    match rejected {
-        Rejected::Malformed(_) | Rejected::TooLarge { .. } => {
-            tonic::Status::invalid_argument(message)
+use crate::store::StoreError;
+
+pub use dmsg::reason::rejected_status;
+
+/// The status for a store failure. A request the store can never serve is the caller's
+/// (INVALID_ARGUMENT); an unreachable store is UNAVAILABLE; undecodable data is INTERNAL.
+pub fn store_status(error: &StoreError) -> tonic::Status {
+    match error {
+        StoreError::BadRequest { message, reason } => {
+            status(Code::InvalidArgument, message.clone(), reason, &[])
         }
-        Rejected::BadSignature { .. } => tonic::Status::unauthenticated(message),
-        Rejected::NotOwner(_) => tonic::Status::permission_denied(message),
-        Rejected::ClockSkew { .. } => tonic::Status::failed_precondition(message),
-        Rejected::StaleSequence {
-            stored_sequence,
-            stored_timestamp,
-            ..
-        }
-        | Rejected::TimestampBackwards {
-            stored_sequence,
-            stored_timestamp,
-            ..
-        } => {
-            let reason = if matches!(rejected, Rejected::StaleSequence { .. }) {
-                REASON_STALE_SEQUENCE
-            } else {
-                REASON_TIMESTAMP_BACKWARDS
-            };
-            let detail = ErrorDetail {
-                reason: reason.into(),
-                domain: ERROR_DOMAIN.into(),
-                metadata: HashMap::from([
-                    (STORED_SEQUENCE.to_owned(), stored_sequence.to_string()),
-                    (STORED_TIMESTAMP.to_owned(), stored_timestamp.to_string()),
-                ]),
-            };
-            tonic::Status::with_details(
-                Code::FailedPrecondition,
-                message,
-                detail.encode_to_vec().into(),
-            )
-        }
-        // A refusal added later: the request is at fault until it gets its own code.
-        _ => tonic::Status::invalid_argument(message),
+        StoreError::Unavailable(_) => status(
+            Code::Unavailable,
+            "the entry store is unavailable right now; retry with backoff",
+            reason::STORE_UNAVAILABLE,
+            &[],
+        ),
+        StoreError::Corrupt(_) => status(
+            Code::Internal,
+            "the entry store holds data this server cannot decode (a server fault, not the \
+             request's); operators: see the server log",
+            reason::STORE_CORRUPT,
+            &[],
+        ),
     }
+}
+
+/// NOT_FOUND: no live `what` (e.g. "entry for <pk>").
+pub fn not_found(what: impl std::fmt::Display) -> tonic::Status {
+    status(Code::NotFound, format!("no {what}"), reason::NOT_FOUND, &[])
+}
+
+/// INVALID_ARGUMENT: `rpc` needs its `field`.
+pub fn missing(rpc: &str, field: &str) -> tonic::Status {
+    status(
+        Code::InvalidArgument,
+        format!("{rpc} needs {field}"),
+        reason::MISSING_FIELD,
+        &[("field", field.to_owned())],
+    )
 }

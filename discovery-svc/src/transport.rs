@@ -1,6 +1,7 @@
 //! The `skywire.discovery.v1.TransportRegistry` service: transports signed by both edges.
 
-use crate::status::rejected_status;
+use crate::status::{missing, not_found, rejected_status};
+use crate::store::Deleted;
 use dmsg::entry::{
     Rejected, TransportEntry, deregister_signing_bytes, id_from_proto, id_to_proto, pk_from_proto,
     unix_nanos_now,
@@ -41,26 +42,20 @@ impl TransportRegistry for TransportService {
         let proto = request
             .into_inner()
             .entry
-            .ok_or_else(|| Status::invalid_argument("RegisterTransport needs an entry"))?;
+            .ok_or_else(|| missing("RegisterTransportRequest", "entry"))?;
         let transport =
             TransportEntry::from_proto(&proto).map_err(|error| rejected_status(&error))?;
         transport
             .validate(unix_nanos_now())
             .map_err(|error| rejected_status(&error))?;
         let ttl = self.ttls.client;
-        if self
-            .store
+        self.store
             .call("put_transport", |store| {
                 store.put_transport(&transport, ttl)
             })
             .await?
-        {
-            Ok(Response::new(pb::RegisterTransportResponse {}))
-        } else {
-            Err(Status::failed_precondition(
-                "a newer registration of this transport is stored",
-            ))
-        }
+            .map_err(|rejected| rejected_status(&rejected))?;
+        Ok(Response::new(pb::RegisterTransportResponse {}))
     }
 
     async fn get_transport(
@@ -74,10 +69,7 @@ impl TransportRegistry for TransportService {
             .await?
         {
             Some(transport) => Ok(Response::new(transport.to_proto())),
-            None => Err(Status::not_found(format!(
-                "no transport {}",
-                id_to_proto(&id)
-            ))),
+            None => Err(not_found(format_args!("transport {}", id_to_proto(&id)))),
         }
     }
 
@@ -111,35 +103,43 @@ impl TransportRegistry for TransportService {
             .as_slice()
             .try_into()
             .map_err(|_| rejected_status(&Rejected::NotOwner(edge)))?;
-        if !edge.verify(
-            &deregister_signing_bytes(&id, &edge, request.timestamp_unix_nanos),
-            &signature,
-        ) {
+        let timestamp = request.timestamp_unix_nanos;
+        if !edge.verify(&deregister_signing_bytes(&id, &edge, timestamp), &signature) {
             return Err(rejected_status(&Rejected::NotOwner(edge)));
         }
+        let now = unix_nanos_now();
+        if !dmsg::entry::in_window(timestamp, now) {
+            return Err(rejected_status(&Rejected::ClockSkew { timestamp, now }));
+        }
+        // The id is derived from the edges (checked at registration), so the edges read
+        // here are the edges of every registration this id can ever have.
         let Some(stored) = self
             .store
             .call("transport", |store| store.transport(&id))
             .await?
         else {
-            return Err(Status::not_found(format!(
-                "no transport {}",
-                id_to_proto(&id)
-            )));
+            return Err(not_found(format_args!("transport {}", id_to_proto(&id))));
         };
         if edge != stored.edge_a && edge != stored.edge_b {
-            return Err(rejected_status(&Rejected::NotOwner(edge)));
-        }
-        let now = unix_nanos_now();
-        if (request.timestamp_unix_nanos - now).abs() > dmsg::entry::MAX_AGE_NANOS {
-            return Err(rejected_status(&Rejected::ClockSkew {
-                timestamp: request.timestamp_unix_nanos,
-                now,
+            return Err(rejected_status(&Rejected::NotAnEdge {
+                key: edge,
+                transport: id,
             }));
         }
-        self.store
-            .call("delete_transport", |store| store.delete_transport(&id))
-            .await?;
-        Ok(Response::new(pb::DeregisterTransportResponse {}))
+        let tombstone_ttl = self.ttls.client;
+        match self
+            .store
+            .call("delete_transport", |store| {
+                store.delete_transport(&id, timestamp, tombstone_ttl)
+            })
+            .await?
+        {
+            Deleted::Deleted => Ok(Response::new(pb::DeregisterTransportResponse {})),
+            Deleted::NotFound => Err(not_found(format_args!("transport {}", id_to_proto(&id)))),
+            Deleted::Newer { stored_timestamp } => Err(rejected_status(&Rejected::StaleDelete {
+                timestamp,
+                stored_timestamp,
+            })),
+        }
     }
 }

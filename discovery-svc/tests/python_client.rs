@@ -1,7 +1,9 @@
 //! An independent client written in Python with `grpcio` puts a signed entry into the
 //! running `dmsg-discovery` binary and reads it back. Its stubs are generated from `proto/`
 //! at test time and it signs with the bytes specified in PROTOCOL.md §14.1, written in Python
-//! — so this also checks the specification against the Rust implementation.
+//! — so this also checks the specification against the Rust implementation. It also decodes a
+//! refusal's details the standard way (`google.rpc.Status` → `google.rpc.ErrorInfo`, as grpcurl
+//! and every gRPC library do) and sends an entry padded with an unknown field.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +17,7 @@ use dmsg::discovery::{Discovery as _, DiscoveryClient};
 use dmsg::identity::PublicKey;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_grpcio_client_puts_and_reads_a_signed_entry() {
+async fn a_python_grpcio_client_puts_and_reads_a_signed_entry_and_decodes_error_info() {
     // Stubs from proto/, generated now.
     let Some((python, stubs)) = testkit::python::discovery_stubs("py-stubs").await else {
         return;
@@ -48,7 +50,13 @@ async fn a_python_grpcio_client_puts_and_reads_a_signed_entry() {
         "python client failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let owner: PublicKey = stdout.trim().strip_prefix("OK ").unwrap().parse().unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0], "ERRORINFO stale_sequence dmsg-discovery stored_sequence=1",
+        "the stale-sequence refusal decodes as a standard ErrorInfo"
+    );
+    assert_eq!(lines[1], "PADDED INVALID_ARGUMENT unknown_fields");
+    let owner: PublicKey = lines[2].strip_prefix("OK ").unwrap().parse().unwrap();
 
     // The entry Python signed verifies in Rust: both implement the same bytes.
     let rust = DiscoveryClient::over_tcp(&format!("http://127.0.0.1:{port}")).unwrap();

@@ -10,14 +10,9 @@ use std::time::Duration;
 
 use common::{Discovery, Redis, redis_store};
 use discovery_svc::run::StoreConfig;
-use dmsg::discovery::{Discovery as _, DiscoveryError, Published, REASON_STALE_SEQUENCE};
-use dmsg::entry::{
-    Entry, ServerPart, TransportEntry, delete_request, deregister_signing_bytes, pk_to_proto,
-    unix_nanos_now,
-};
+use dmsg::discovery::{Discovery as _, DiscoveryError, Published};
+use dmsg::entry::{Entry, ServerPart, TransportEntry, delete_request, pk_to_proto, unix_nanos_now};
 use dmsg::identity::Keypair;
-use prost::Message;
-use skywire_proto::skywire::common::v1::ErrorDetail;
 use skywire_proto::skywire::discovery::v1 as pb;
 use skywire_proto::skywire::discovery::v1::transport_registry_client::TransportRegistryClient;
 use tonic::Code;
@@ -82,9 +77,10 @@ async fn bad_input_is_refused(store: StoreConfig) {
     let replay = server_entry(&owner, 5);
     let status = put(&discovery, replay.to_proto()).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    let detail = ErrorDetail::decode(status.details()).unwrap();
-    assert_eq!(detail.reason, REASON_STALE_SEQUENCE);
-    assert_eq!(detail.metadata["stored_sequence"], "5");
+    let info = skywire_proto::status::error_info(&status).unwrap();
+    assert_eq!(info.reason, dmsg::reason::STALE_SEQUENCE);
+    assert_eq!(info.domain, dmsg::reason::ERROR_DOMAIN);
+    assert_eq!(info.metadata["stored_sequence"], "5");
     assert_eq!(unchanged().await, Some(stored.clone()));
 
     // Stale timestamp: a server entry from two minutes ago.
@@ -115,7 +111,7 @@ async fn bad_input_is_refused(store: StoreConfig) {
     );
     assert_eq!(unchanged().await, Some(stored.clone()));
 
-    // Oversized: over the 4 KiB entry limit, and far over the 16 KiB request limit.
+    // Oversized: over the 8 KiB entry limit, and far over the 16 KiB request limit.
     let big = Entry::client(owner.public(), 8, vec![mallory.public(); 130]).signed(&owner);
     let status = put(&discovery, big.to_proto()).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
@@ -279,21 +275,7 @@ async fn transports_are_registered_by_both_edges_and_removed_by_one() {
         .into_inner();
     assert_eq!(listed.entries, vec![transport.to_proto()]);
 
-    let deregister = |who: &Keypair| {
-        let timestamp = unix_nanos_now();
-        pb::DeregisterTransportRequest {
-            id: dmsg::entry::id_to_proto(&transport.id),
-            edge: pk_to_proto(&who.public()),
-            timestamp_unix_nanos: timestamp,
-            signature: who
-                .sign(&deregister_signing_bytes(
-                    &transport.id,
-                    &who.public(),
-                    timestamp,
-                ))
-                .to_vec(),
-        }
-    };
+    let deregister = |who: &Keypair| common::deregistration(&transport, who);
     let stranger = Keypair::generate();
     let status = registry
         .deregister_transport(deregister(&stranger))
@@ -386,7 +368,8 @@ async fn a_killed_redis_fails_fast_and_recovers_without_a_restart() {
 
 /// Sustained abuse (issue: bad page tokens opened the store breaker): a page token this
 /// server never issued, 10 times a second for 10 s, is refused INVALID_ARGUMENT naming the
-/// mistake, while an honest `GetEntry` every 50 ms succeeds every time.
+/// mistake, while an honest `GetEntry` every 50 ms succeeds every time and health stays
+/// SERVING (the breaker never opens).
 async fn bad_page_tokens_never_trip_the_store_breaker(store: StoreConfig) {
     use skywire_proto::skywire::discovery::v1::discovery_client::DiscoveryClient as Raw;
 
@@ -417,10 +400,17 @@ async fn bad_page_tokens_never_trip_the_store_breaker(store: StoreConfig) {
     });
     let mut honest = 0;
     let mut ticks = tokio::time::interval(Duration::from_millis(50));
+    let channel = testkit::grpc::connect(discovery.addr).await;
     while !abuse.is_finished() {
         ticks.tick().await;
         let entry = discovery.client.entry(&owner.public()).await;
         assert_eq!(entry.unwrap(), Some(stored.clone()), "honest call {honest}");
+        // Health turns NOT_SERVING the moment the store's breaker opens: it never does.
+        assert_eq!(
+            testkit::grpc::health(channel.clone(), "").await.unwrap(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "after honest call {honest}"
+        );
         honest += 1;
     }
     abuse.await.unwrap();

@@ -136,7 +136,7 @@ async fn conformance(store: Arc<dyn Store>) {
         assert!(
             matches!(
                 store.clients(token, 10).await,
-                Err(discovery_svc::store::StoreError::BadRequest(_))
+                Err(discovery_svc::store::StoreError::BadRequest { .. })
             ),
             "{kind}: {token}"
         );
@@ -145,26 +145,86 @@ async fn conformance(store: Arc<dyn Store>) {
     // Deletes: only if not newer than the stored entry.
     assert_eq!(
         store
-            .delete(&alice.public(), second.timestamp - 5)
+            .delete(&alice.public(), second.timestamp - 5, LONG)
             .await
             .unwrap(),
-        Deleted::Newer
+        Deleted::Newer {
+            stored_timestamp: second.timestamp
+        }
     );
     assert_eq!(
         store
-            .delete(&alice.public(), second.timestamp)
+            .delete(&alice.public(), second.timestamp, LONG)
             .await
             .unwrap(),
         Deleted::Deleted
     );
     assert_eq!(
         store
-            .delete(&alice.public(), second.timestamp)
+            .delete(&alice.public(), second.timestamp, LONG)
             .await
             .unwrap(),
         Deleted::NotFound
     );
     assert_eq!(store.get(&alice.public()).await.unwrap(), None);
+    assert!(
+        !store
+            .servers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.owner == alice.public()),
+        "{kind}: a tombstone is never listed"
+    );
+
+    // The delete left a tombstone (PROTOCOL.md §14.2): replaying the deleted entry, or any
+    // older one, is refused as stale with the deleted sequence (the security review's
+    // finding 4: a deleted entry came back); a newer entry replaces the tombstone.
+    for replayed in [&first, &second] {
+        assert_eq!(
+            store.put(replayed, LONG).await.unwrap(),
+            Err(Rejected::StaleSequence {
+                sequence: replayed.sequence,
+                stored_sequence: second.sequence,
+                stored_timestamp: second.timestamp
+            }),
+            "{kind}"
+        );
+        assert_eq!(store.get(&alice.public()).await.unwrap(), None, "{kind}");
+    }
+    let reborn = Entry::client(alice.public(), second.sequence + 1, vec![]).signed(&alice);
+    assert_eq!(
+        store.put(&reborn, LONG).await.unwrap(),
+        Ok(Written::Created),
+        "{kind}: an entry after a tombstone is a new entry"
+    );
+    assert_eq!(
+        store.get(&alice.public()).await.unwrap(),
+        Some(reborn.clone())
+    );
+    // A tombstone lasts its TTL, then the key is free.
+    assert_eq!(
+        store
+            .delete(
+                &alice.public(),
+                reborn.timestamp,
+                Duration::from_millis(150)
+            )
+            .await
+            .unwrap(),
+        Deleted::Deleted
+    );
+    assert!(store.put(&second, LONG).await.unwrap().is_err(), "{kind}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.put(&second, LONG).await.unwrap(),
+        Ok(Written::Created),
+        "{kind}: the tombstone expired"
+    );
+    store
+        .delete(&alice.public(), second.timestamp, LONG)
+        .await
+        .unwrap();
 
     // Expiry: an expired entry is never returned or listed.
     let brief = Keypair::generate();
@@ -204,8 +264,8 @@ async fn conformance(store: Arc<dyn Store>) {
     let mut ac = TransportEntry::new(a.public(), c.public(), "stcp");
     ac.sign_as(&a);
     ac.sign_as(&c);
-    assert!(store.put_transport(&ab, LONG).await.unwrap());
-    assert!(store.put_transport(&ac, LONG).await.unwrap());
+    assert_eq!(store.put_transport(&ab, LONG).await.unwrap(), Ok(()));
+    assert_eq!(store.put_transport(&ac, LONG).await.unwrap(), Ok(()));
     assert_eq!(store.transport(&ab.id).await.unwrap(), Some(ab.clone()));
     assert_eq!(
         store.transports_by_edge(&a.public()).await.unwrap().len(),
@@ -219,10 +279,84 @@ async fn conformance(store: Arc<dyn Store>) {
         timestamp: ab.timestamp - 1,
         ..ab.clone()
     };
-    assert!(!store.put_transport(&older, LONG).await.unwrap(), "{kind}");
-    assert!(store.delete_transport(&ab.id).await.unwrap());
-    assert!(!store.delete_transport(&ab.id).await.unwrap());
+    assert_eq!(
+        store.put_transport(&older, LONG).await.unwrap(),
+        Err(Rejected::StaleRegistration {
+            timestamp: older.timestamp,
+            stored_timestamp: ab.timestamp
+        }),
+        "{kind}"
+    );
+    // A deregistration older than the registration is refused; one at least as new removes
+    // it and leaves a tombstone of its timestamp.
+    assert_eq!(
+        store
+            .delete_transport(&ab.id, ab.timestamp - 1, LONG)
+            .await
+            .unwrap(),
+        Deleted::Newer {
+            stored_timestamp: ab.timestamp
+        },
+        "{kind}"
+    );
+    let deregistered_at = ab.timestamp + 10;
+    assert_eq!(
+        store
+            .delete_transport(&ab.id, deregistered_at, LONG)
+            .await
+            .unwrap(),
+        Deleted::Deleted
+    );
+    assert_eq!(
+        store
+            .delete_transport(&ab.id, deregistered_at, LONG)
+            .await
+            .unwrap(),
+        Deleted::NotFound
+    );
     assert_eq!(store.transport(&ab.id).await.unwrap(), None);
+    // The tombstone refuses a replayed registration (even one signed after the original but
+    // not after the deregistration); a newer one comes back, and then replaying the old
+    // deregistration is refused (the security review's finding 3).
+    for replayed in [
+        ab.clone(),
+        TransportEntry {
+            timestamp: deregistered_at,
+            ..ab.clone()
+        },
+    ] {
+        assert_eq!(
+            store.put_transport(&replayed, LONG).await.unwrap(),
+            Err(Rejected::StaleRegistration {
+                timestamp: replayed.timestamp,
+                stored_timestamp: deregistered_at
+            }),
+            "{kind}"
+        );
+    }
+    assert_eq!(store.transport(&ab.id).await.unwrap(), None, "{kind}");
+    assert_eq!(store.transports_by_edge(&b.public()).await.unwrap(), vec![]);
+    let again = TransportEntry {
+        timestamp: deregistered_at + 1,
+        ..ab.clone()
+    };
+    assert_eq!(store.put_transport(&again, LONG).await.unwrap(), Ok(()));
+    assert_eq!(store.transport(&ab.id).await.unwrap(), Some(again.clone()));
+    assert_eq!(
+        store
+            .delete_transport(&ab.id, deregistered_at, LONG)
+            .await
+            .unwrap(),
+        Deleted::Newer {
+            stored_timestamp: again.timestamp
+        },
+        "{kind}: the replayed deregistration leaves the new registration"
+    );
+    assert_eq!(store.transport(&ab.id).await.unwrap(), Some(again.clone()));
+    store
+        .delete_transport(&ab.id, again.timestamp, LONG)
+        .await
+        .unwrap();
     assert_eq!(store.transports_by_edge(&b.public()).await.unwrap(), vec![]);
     assert_eq!(
         store.transports_by_edge(&a.public()).await.unwrap(),

@@ -24,6 +24,20 @@ pub const SIGNATURE_LEN: usize = 64;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey([u8; PUBLIC_KEY_LEN]);
 
+/// The eight small-order points of edwards25519, canonically encoded as hex: the identity
+/// (order 1), order 2, the two of order 4 and the four of order 8. Every one is refused as a
+/// key ([`InvalidKey::SmallOrder`]); tests of each place a key is read use this list.
+pub const SMALL_ORDER_KEYS: [&str; 8] = [
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+];
+
 /// Why bytes or text are not a public key.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -308,4 +322,4 @@ fn check_private(path: &Path) -> Result<(), KeyFileError> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

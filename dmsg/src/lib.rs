@@ -31,7 +31,7 @@
 //!   re-exported — entries and their signing bytes, the gRPC discovery client, the one entry
 //!   publisher. It sits below this crate and never imports it, so there is no cycle.
 
-pub use discovery_client::{discovery, entry, hexfield, memory, publisher};
+pub use discovery_client::{discovery, entry, hexfield, memory, publisher, reason};
 pub use dmsg_core::{addr, backoff, identity, mux, noise, wire};
 
 mod changes;

@@ -75,6 +75,14 @@ async fn a_probe_whose_caller_gives_up_frees_the_slot() {
     .await;
     let refused = client.unary(ok(0)).await.unwrap_err();
     assert_eq!(BreakerOpen::breaker_of(&refused), Some("probe-server"));
+    // The standard error model: any gRPC client decodes why (reason, which breaker).
+    let info = skywire_proto::status::error_info(&refused).expect("an ErrorInfo");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        (middleware::breaker::REASON_BREAKER_OPEN, "skywire")
+    );
+    assert_eq!(info.metadata["breaker"], "probe-server");
+    assert_eq!(info.metadata["state"], "half_open");
 
     probe.abort(); // the caller drops the probe's future
     assert!(probe.await.unwrap_err().is_cancelled());

@@ -5,11 +5,14 @@
 //! implement them.
 //!
 //! # Layout
-//! - [`skywire::common::v1`]: types shared by every service (public key, dmsg address, error detail).
+//! - [`skywire::common::v1`]: types shared by every service (public key, dmsg address).
 //! - [`skywire::discovery::v1`]: the Discovery and TransportRegistry services.
 //! - [`skywire::client::v1`]: the admin API of `dmsg-cli agent` (Status, Probe, Traffic).
 //! - [`skywire::server::v1`]: the dmsg-server admin API (`Stats`).
 //! - [`FILE_DESCRIPTOR_SET`]: one encoded descriptor set with every package, for gRPC reflection.
+//! - [`codec::StrictCodec`]: the codec of every generated service: requests holding unknown
+//!   fields are refused.
+//! - [`status`]: error statuses with a `google.rpc.ErrorInfo`, built and read.
 //! - `testing` (feature `testing`): a scriptable `Probe` service for middleware tests.
 
 /// Generated code, one module per protobuf package.
@@ -64,5 +67,7 @@ pub mod skywire {
 /// Encoded `FileDescriptorSet` of every compiled package, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("skywire_descriptor");
 
+pub mod codec;
+pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;

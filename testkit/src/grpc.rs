@@ -190,12 +190,22 @@ pub async fn first_unary_method(channel: Channel, service: &str) -> Option<Strin
 
 /// Sends an empty message to the unary method at `path` and returns the answer's bytes.
 pub async fn call_empty(channel: Channel, path: &str) -> Result<bytes::Bytes, tonic::Status> {
+    call_raw(channel, path, bytes::Bytes::new()).await
+}
+
+/// Sends `message` — encoded bytes, exactly as given (unknown fields, padding) — to the unary
+/// method at `path` and returns the answer's bytes.
+pub async fn call_raw(
+    channel: Channel,
+    path: &str,
+    message: bytes::Bytes,
+) -> Result<bytes::Bytes, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
         .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
     let path = http::uri::PathAndQuery::try_from(path).unwrap();
-    grpc.unary(tonic::Request::new(bytes::Bytes::new()), path, RawCodec)
+    grpc.unary(tonic::Request::new(message), path, RawCodec)
         .await
         .map(tonic::Response::into_inner)
 }

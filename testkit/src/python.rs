@@ -1,5 +1,6 @@
-//! An independent client in Python: a venv with `grpcio`, `grpcio-tools`, `protobuf` and
-//! `cryptography` under `target/` (made once, reused), and stubs generated from `proto/`.
+//! An independent client in Python: a venv with `grpcio`, `grpcio-tools`, `protobuf`,
+//! `googleapis-common-protos` and `cryptography` under `target/` (made once, reused), and
+//! stubs generated from `proto/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +27,16 @@ pub fn run(command: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// What the venv holds: gRPC, its code generator, protobuf, the standard `google.rpc` error
+/// protos (to decode `grpc-status-details-bin`) and Ed25519.
+const PACKAGES: &[&str] = &[
+    "grpcio==1.85.3",
+    "grpcio-tools==1.85.1",
+    "protobuf==7.36.2",
+    "googleapis-common-protos==1.76.0",
+    "cryptography",
+];
+
 /// The venv's python; `None` (after a loud SKIPPED line) only when python3 is not installed.
 /// Blocking: call it from `spawn_blocking` in async tests.
 pub fn venv() -> Option<PathBuf> {
@@ -41,26 +52,28 @@ pub fn venv() -> Option<PathBuf> {
     let _setup = SETUP
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !ready.exists() {
+    // `.ready` names what was installed: a venv from an older package list is topped up.
+    let wanted = PACKAGES.join(" ");
+    if std::fs::read_to_string(&ready).ok().as_deref() != Some(wanted.as_str()) {
+        if !python.exists() {
+            run(
+                Command::new("python3").args(["-m", "venv"]).arg(&dir),
+                "python3 -m venv",
+            );
+        }
         run(
-            Command::new("python3").args(["-m", "venv"]).arg(&dir),
-            "python3 -m venv",
-        );
-        run(
-            Command::new(&python).args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "grpcio==1.85.3",
-                "grpcio-tools==1.85.1",
-                "protobuf==7.36.2",
-                "cryptography",
-            ]),
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(PACKAGES),
             "pip install",
         );
-        std::fs::write(&ready, b"").unwrap();
+        std::fs::write(&ready, wanted).unwrap();
     }
     Some(python)
 }

@@ -2,7 +2,7 @@
 //!
 //! Expiry is lazy — an expired entry is never returned and is dropped when touched — plus a
 //! sweep of the whole map at most every 30 s on writes, so memory stays bounded by the live
-//! entries. Clients are kept in key order, so page tokens are stable.
+//! entries and tombstones. Clients are kept in key order, so page tokens are stable.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -22,12 +22,30 @@ struct Live<T> {
     expires: Instant,
 }
 
+/// What a delete leaves behind: the deleted entry's (sequence, timestamp).
+type EntryTombstone = (u64, i64);
+
 #[derive(Default)]
 struct State {
     entries: BTreeMap<PublicKey, Live<Entry>>,
+    entry_tombstones: HashMap<PublicKey, Live<EntryTombstone>>,
     transports: HashMap<[u8; 16], Live<TransportEntry>>,
+    /// The later of a deregistered transport's registration and deregistration timestamps.
+    transport_tombstones: HashMap<[u8; 16], Live<i64>>,
     edges: HashMap<PublicKey, HashSet<[u8; 16]>>,
     last_sweep: Option<Instant>,
+}
+
+/// The value in `map` under `key` unless it expired (an expired one is dropped).
+fn live<'a, K: std::hash::Hash + Eq, T>(
+    map: &'a mut HashMap<K, Live<T>>,
+    key: &K,
+    now: Instant,
+) -> Option<&'a T> {
+    if map.get(key).is_some_and(|l| l.expires <= now) {
+        map.remove(key);
+    }
+    map.get(key).map(|l| &l.value)
 }
 
 impl State {
@@ -36,6 +54,15 @@ impl State {
             self.entries.remove(pk);
         }
         self.entries.get(pk).map(|l| &l.value)
+    }
+
+    /// The (sequence, timestamp) a new entry of `pk` must beat: the live entry's, or the
+    /// tombstone's of a deleted one.
+    fn last_of(&mut self, pk: &PublicKey, now: Instant) -> Option<(u64, i64)> {
+        if let Some(entry) = self.live_entry(pk, now) {
+            return Some((entry.sequence, entry.timestamp));
+        }
+        live(&mut self.entry_tombstones, pk, now).copied()
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -47,6 +74,9 @@ impl State {
         }
         self.last_sweep = Some(now);
         self.entries.retain(|_, live| live.expires > now);
+        self.entry_tombstones.retain(|_, live| live.expires > now);
+        self.transport_tombstones
+            .retain(|_, live| live.expires > now);
         let expired: Vec<[u8; 16]> = self
             .transports
             .iter()
@@ -56,6 +86,14 @@ impl State {
         for id in expired {
             self.remove_transport(&id);
         }
+    }
+
+    /// The timestamp of the live registration of `id`.
+    fn live_transport_timestamp(&self, id: &[u8; 16], now: Instant) -> Option<i64> {
+        self.transports
+            .get(id)
+            .filter(|live| live.expires > now)
+            .map(|live| live.value.timestamp)
     }
 
     fn remove_transport(&mut self, id: &[u8; 16]) -> bool {
@@ -109,12 +147,11 @@ impl Store for MemoryStore {
         let now = Instant::now();
         let mut state = self.lock();
         state.sweep(now);
-        let stored = state
-            .live_entry(&entry.owner, now)
-            .map(|e| (e.sequence, e.timestamp));
-        if let Err(rejected) = entry.validate_update(stored) {
+        let created = state.live_entry(&entry.owner, now).is_none();
+        if let Err(rejected) = entry.validate_update(state.last_of(&entry.owner, now)) {
             return Ok(Err(rejected));
         }
+        state.entry_tombstones.remove(&entry.owner);
         state.entries.insert(
             entry.owner,
             Live {
@@ -122,22 +159,38 @@ impl Store for MemoryStore {
                 expires: now + ttl,
             },
         );
-        Ok(Ok(if stored.is_some() {
-            Written::Updated
-        } else {
+        Ok(Ok(if created {
             Written::Created
+        } else {
+            Written::Updated
         }))
     }
 
-    async fn delete(&self, pk: &PublicKey, timestamp: i64) -> Result<Deleted, StoreError> {
+    async fn delete(
+        &self,
+        pk: &PublicKey,
+        timestamp: i64,
+        tombstone_ttl: Duration,
+    ) -> Result<Deleted, StoreError> {
+        let now = Instant::now();
         let mut state = self.lock();
-        let Some(stored) = state.live_entry(pk, Instant::now()) else {
+        let Some(stored) = state.live_entry(pk, now) else {
             return Ok(Deleted::NotFound);
         };
         if stored.timestamp > timestamp {
-            return Ok(Deleted::Newer);
+            return Ok(Deleted::Newer {
+                stored_timestamp: stored.timestamp,
+            });
         }
+        let tombstone = (stored.sequence, stored.timestamp);
         state.entries.remove(pk);
+        state.entry_tombstones.insert(
+            *pk,
+            Live {
+                value: tombstone,
+                expires: now + tombstone_ttl,
+            },
+        );
         Ok(Deleted::Deleted)
     }
 
@@ -202,17 +255,27 @@ impl Store for MemoryStore {
         &self,
         transport: &TransportEntry,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Result<(), Rejected>, StoreError> {
         let now = Instant::now();
         let mut state = self.lock();
         state.sweep(now);
-        let newer_stored = state
-            .transports
-            .get(&transport.id)
-            .is_some_and(|live| live.expires > now && live.value.timestamp > transport.timestamp);
-        if newer_stored {
-            return Ok(false);
+        let stale = |stored_timestamp: i64| {
+            Ok(Err(Rejected::StaleRegistration {
+                timestamp: transport.timestamp,
+                stored_timestamp,
+            }))
+        };
+        if let Some(stored) = state.live_transport_timestamp(&transport.id, now)
+            && stored > transport.timestamp
+        {
+            return stale(stored);
         }
+        if let Some(&deregistered) = live(&mut state.transport_tombstones, &transport.id, now)
+            && deregistered >= transport.timestamp
+        {
+            return stale(deregistered);
+        }
+        state.transport_tombstones.remove(&transport.id);
         for edge in [transport.edge_a, transport.edge_b] {
             state.edges.entry(edge).or_default().insert(transport.id);
         }
@@ -223,7 +286,7 @@ impl Store for MemoryStore {
                 expires: now + ttl,
             },
         );
-        Ok(true)
+        Ok(Ok(()))
     }
 
     async fn transport(&self, id: &[u8; 16]) -> Result<Option<TransportEntry>, StoreError> {
@@ -253,7 +316,30 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn delete_transport(&self, id: &[u8; 16]) -> Result<bool, StoreError> {
-        Ok(self.lock().remove_transport(id))
+    async fn delete_transport(
+        &self,
+        id: &[u8; 16],
+        timestamp: i64,
+        tombstone_ttl: Duration,
+    ) -> Result<Deleted, StoreError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let Some(stored) = state.live_transport_timestamp(id, now) else {
+            return Ok(Deleted::NotFound);
+        };
+        if stored > timestamp {
+            return Ok(Deleted::Newer {
+                stored_timestamp: stored,
+            });
+        }
+        state.remove_transport(id);
+        state.transport_tombstones.insert(
+            *id,
+            Live {
+                value: stored.max(timestamp),
+                expires: now + tombstone_ttl,
+            },
+        );
+        Ok(Deleted::Deleted)
     }
 }

@@ -4,6 +4,10 @@
 //! Both make the sequence check and the write one atomic step, so two discovery replicas can
 //! never both accept the same sequence. Entries expire: server entries after 2 minutes, client
 //! entries after 60 (configurable); expired entries are never returned.
+//!
+//! A delete or deregistration leaves a **tombstone** — the deleted entry's sequence and
+//! timestamp, the transport's last timestamp — for the client-entry TTL, so a replay of what
+//! was deleted is refused as stale instead of coming back (PROTOCOL.md §14.2, §14.4).
 
 pub mod memory;
 pub mod redis;
@@ -30,8 +34,11 @@ pub enum Deleted {
     Deleted,
     /// There was no entry.
     NotFound,
-    /// The stored entry is newer than the delete request (it was kept).
-    Newer,
+    /// What is stored is newer than the delete request (it was kept).
+    Newer {
+        /// The stored entry's or registration's timestamp.
+        stored_timestamp: i64,
+    },
 }
 
 /// Why a store operation did not succeed: the store failed, or (`BadRequest`) the request
@@ -41,8 +48,13 @@ pub enum Deleted {
 pub enum StoreError {
     /// The request is wrong whatever the store's state (a page token this server never
     /// issued): INVALID_ARGUMENT, and it does not count toward the store's breaker.
-    #[error("{0}")]
-    BadRequest(String),
+    #[error("{message}")]
+    BadRequest {
+        /// What the caller did and what to do instead.
+        message: String,
+        /// The `ErrorInfo` reason.
+        reason: &'static str,
+    },
     /// The backend is unreachable or too slow.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -54,10 +66,13 @@ pub enum StoreError {
 /// The refusal of a page token this server did not issue.
 pub fn bad_page_token(token: &str) -> StoreError {
     let shown: String = token.chars().take(40).collect();
-    StoreError::BadRequest(format!(
-        "page token {shown:?} is not one this server issued: start from an empty token and \
-         pass back the next_page_token of the previous page"
-    ))
+    StoreError::BadRequest {
+        message: format!(
+            "page token {shown:?} is not one this server issued: start from an empty token \
+             and pass back the next_page_token of the previous page"
+        ),
+        reason: dmsg::reason::BAD_PAGE_TOKEN,
+    }
 }
 
 /// A page of client keys.
@@ -101,8 +116,15 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<Result<Written, Rejected>, StoreError>;
 
-    /// Deletes `pk`'s entry unless the stored one is newer than `timestamp`.
-    async fn delete(&self, pk: &PublicKey, timestamp: i64) -> Result<Deleted, StoreError>;
+    /// Deletes `pk`'s entry unless the stored one is newer than `timestamp`, leaving a
+    /// tombstone of its sequence and timestamp for `tombstone_ttl`: until it expires, `put`
+    /// refuses what the deleted entry would have refused (a replayed older entry).
+    async fn delete(
+        &self,
+        pk: &PublicKey,
+        timestamp: i64,
+        tombstone_ttl: Duration,
+    ) -> Result<Deleted, StoreError>;
 
     /// Every live server entry.
     async fn servers(&self) -> Result<Vec<Entry>, StoreError>;
@@ -117,12 +139,14 @@ pub trait Store: Send + Sync + 'static {
     /// sets, which may still hold members that expired since they were last read).
     async fn counts(&self) -> Result<EntryCounts, StoreError>;
 
-    /// Writes a transport (already validated) unless the stored one is newer.
+    /// Writes a transport (already validated) unless the stored registration is newer, or
+    /// a deregistration at least as new left a tombstone (a replayed registration):
+    /// `StaleRegistration` then says what is stored.
     async fn put_transport(
         &self,
         transport: &TransportEntry,
         ttl: Duration,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Result<(), Rejected>, StoreError>;
 
     /// One transport by id.
     async fn transport(&self, id: &[u8; 16]) -> Result<Option<TransportEntry>, StoreError>;
@@ -131,8 +155,15 @@ pub trait Store: Send + Sync + 'static {
     async fn transports_by_edge(&self, edge: &PublicKey)
     -> Result<Vec<TransportEntry>, StoreError>;
 
-    /// Removes a transport; false if there was none.
-    async fn delete_transport(&self, id: &[u8; 16]) -> Result<bool, StoreError>;
+    /// Removes a transport unless its registration is newer than `timestamp` (the
+    /// deregistration's), leaving a tombstone of the later of the two timestamps for
+    /// `tombstone_ttl`, so no replayed registration older than it comes back.
+    async fn delete_transport(
+        &self,
+        id: &[u8; 16],
+        timestamp: i64,
+        tombstone_ttl: Duration,
+    ) -> Result<Deleted, StoreError>;
 }
 
 /// The TTL for an entry: a server part makes it short-lived.

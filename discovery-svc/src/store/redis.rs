@@ -8,7 +8,8 @@
 //!
 //! Keys (under a prefix, default `skywire:disc:`): `e:<pk>` hash {s, t, v} per entry with a
 //! TTL; sets `servers` and `clients` of owner keys; `t:<id>` hash {t, v, a, b} per transport
-//! with a TTL; set `edge:<pk>` of transport ids. Index sets are pruned of expired members
+//! with a TTL; set `edge:<pk>` of transport ids. A delete turns the hash into a tombstone:
+//! `v` goes, `d = 1` comes, the TTL becomes the tombstone's; reads look only at `v`. Index sets are pruned of expired members
 //! when read. The scripts touch keys they compute, which a single Redis allows; a Redis
 //! Cluster deployment would need hash tags.
 
@@ -31,13 +32,14 @@ pub const OP_TIMEOUT: Duration = Duration::from_millis(800);
 pub const DEFAULT_PREFIX: &str = "skywire:disc:";
 
 const PUT: &str = r"
-local cur = redis.call('HMGET', KEYS[1], 's', 't')
+local cur = redis.call('HMGET', KEYS[1], 's', 't', 'd')
 local created = '1'
 if cur[1] then
-  created = '0'
+  if cur[3] ~= '1' then created = '0' end
   if ARGV[1] <= cur[1] then return {'1', cur[1], cur[2]} end
   if ARGV[2] < cur[2] then return {'2', cur[1], cur[2]} end
 end
+redis.call('HDEL', KEYS[1], 'd')
 redis.call('HSET', KEYS[1], 's', ARGV[1], 't', ARGV[2], 'v', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 if ARGV[5] == '1' then redis.call('SADD', KEYS[2], ARGV[7]) else redis.call('SREM', KEYS[2], ARGV[7]) end
@@ -45,14 +47,17 @@ if ARGV[6] == '1' then redis.call('SADD', KEYS[3], ARGV[7]) else redis.call('SRE
 return {'0', created}
 ";
 
+/// Leaves a tombstone: the hash keeps `s` and `t`, loses `v`, gains `d = 1`.
 const DELETE: &str = r"
-local t = redis.call('HGET', KEYS[1], 't')
-if not t then return '0' end
-if ARGV[1] < t then return '2' end
-redis.call('DEL', KEYS[1])
+local cur = redis.call('HMGET', KEYS[1], 't', 'd')
+if not cur[1] or cur[2] == '1' then return {'0'} end
+if ARGV[1] < cur[1] then return {'2', cur[1]} end
+redis.call('HDEL', KEYS[1], 'v')
+redis.call('HSET', KEYS[1], 'd', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('SREM', KEYS[3], ARGV[2])
-return '1'
+return {'1'}
 ";
 
 /// The values of the hashes named by a set's members (prefix ‖ member), pruning members
@@ -70,28 +75,42 @@ const CLIENTS: &str = r"
 local r = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
 local live = {}
 for _, pk in ipairs(r[2]) do
-  if redis.call('EXISTS', ARGV[3] .. pk) == 1 then table.insert(live, pk) else redis.call('SREM', KEYS[1], pk) end
+  if redis.call('HEXISTS', ARGV[3] .. pk, 'v') == 1 then table.insert(live, pk) else redis.call('SREM', KEYS[1], pk) end
 end
 return {r[1], live}
 ";
 
+/// A tombstone (`d = 1`) refuses a registration not newer than it; a live registration one
+/// older than it.
 const PUT_TRANSPORT: &str = r"
-local t = redis.call('HGET', KEYS[1], 't')
-if t and ARGV[1] < t then return '0' end
+local cur = redis.call('HMGET', KEYS[1], 't', 'd')
+if cur[1] then
+  if cur[2] == '1' then
+    if ARGV[1] <= cur[1] then return {'0', cur[1]} end
+  elseif ARGV[1] < cur[1] then return {'0', cur[1]} end
+end
+redis.call('HDEL', KEYS[1], 'd')
 redis.call('HSET', KEYS[1], 't', ARGV[1], 'v', ARGV[2], 'a', ARGV[5], 'b', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[4])
-return '1'
+return {'1'}
 ";
 
+/// Leaves a tombstone holding the later of the registration's and the deregistration's
+/// timestamps.
 const DELETE_TRANSPORT: &str = r"
-local e = redis.call('HMGET', KEYS[1], 'a', 'b')
-if not e[1] then return '0' end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', ARGV[1] .. e[1], ARGV[2])
-redis.call('SREM', ARGV[1] .. e[2], ARGV[2])
-return '1'
+local cur = redis.call('HMGET', KEYS[1], 'a', 'b', 't', 'd')
+if not cur[1] or cur[4] == '1' then return {'0'} end
+if ARGV[3] < cur[3] then return {'2', cur[3]} end
+local t = cur[3]
+if ARGV[3] > t then t = ARGV[3] end
+redis.call('HDEL', KEYS[1], 'v')
+redis.call('HSET', KEYS[1], 't', t, 'd', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('SREM', ARGV[1] .. cur[1], ARGV[2])
+redis.call('SREM', ARGV[1] .. cur[2], ARGV[2])
+return {'1'}
 ";
 
 /// A sequence as a 20-digit string.
@@ -345,22 +364,24 @@ impl Store for RedisStore {
         }
     }
 
-    async fn delete(&self, pk: &PublicKey, timestamp: i64) -> Result<Deleted, StoreError> {
-        let reply: String = self
+    async fn delete(
+        &self,
+        pk: &PublicKey,
+        timestamp: i64,
+        tombstone_ttl: Duration,
+    ) -> Result<Deleted, StoreError> {
+        let reply: Vec<String> = self
             .run(
                 self.delete
                     .key(self.entry_key(pk))
                     .key(self.set_key("servers"))
                     .key(self.set_key("clients"))
                     .arg(ts_key(timestamp))
-                    .arg(pk.to_string()),
+                    .arg(pk.to_string())
+                    .arg(ttl_ms(tombstone_ttl)),
             )
             .await?;
-        Ok(match reply.as_str() {
-            "1" => Deleted::Deleted,
-            "2" => Deleted::Newer,
-            _ => Deleted::NotFound,
-        })
+        Ok(deleted_of(&reply))
     }
 
     async fn servers(&self) -> Result<Vec<Entry>, StoreError> {
@@ -422,8 +443,8 @@ impl Store for RedisStore {
         &self,
         transport: &TransportEntry,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let reply: String = self
+    ) -> Result<Result<(), Rejected>, StoreError> {
+        let reply: Vec<String> = self
             .run(
                 self.put_transport
                     .key(self.transport_key(&transport.id))
@@ -437,7 +458,16 @@ impl Store for RedisStore {
                     .arg(transport.edge_b.to_string()),
             )
             .await?;
-        Ok(reply == "1")
+        match reply.first().map(String::as_str) {
+            Some("1") => Ok(Ok(())),
+            Some("0") => Ok(Err(Rejected::StaleRegistration {
+                timestamp: transport.timestamp,
+                stored_timestamp: ts_from_key(reply.get(1).map_or("", String::as_str)),
+            })),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected transport put reply {other:?}"
+            ))),
+        }
     }
 
     async fn transport(&self, id: &[u8; 16]) -> Result<Option<TransportEntry>, StoreError> {
@@ -460,16 +490,34 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn delete_transport(&self, id: &[u8; 16]) -> Result<bool, StoreError> {
-        let reply: String = self
+    async fn delete_transport(
+        &self,
+        id: &[u8; 16],
+        timestamp: i64,
+        tombstone_ttl: Duration,
+    ) -> Result<Deleted, StoreError> {
+        let reply: Vec<String> = self
             .run(
                 self.delete_transport
                     .key(self.transport_key(id))
                     .arg(format!("{}edge:", self.prefix))
-                    .arg(hex::encode(id)),
+                    .arg(hex::encode(id))
+                    .arg(ts_key(timestamp))
+                    .arg(ttl_ms(tombstone_ttl)),
             )
             .await?;
-        Ok(reply == "1")
+        Ok(deleted_of(&reply))
+    }
+}
+
+/// How a delete script ended: `{'1'}`, `{'0'}` (nothing live) or `{'2', stored timestamp}`.
+fn deleted_of(reply: &[String]) -> Deleted {
+    match reply.first().map(String::as_str) {
+        Some("1") => Deleted::Deleted,
+        Some("2") => Deleted::Newer {
+            stored_timestamp: ts_from_key(reply.get(1).map_or("", String::as_str)),
+        },
+        _ => Deleted::NotFound,
     }
 }
 

@@ -87,3 +87,23 @@ pub fn redis_store(redis: &Redis, prefix: &str) -> StoreConfig {
         prefix: prefix.to_owned(),
     }
 }
+
+/// `who`'s signed deregistration of `transport`, timestamped now.
+pub fn deregistration(
+    transport: &dmsg::entry::TransportEntry,
+    who: &Keypair,
+) -> skywire_proto::skywire::discovery::v1::DeregisterTransportRequest {
+    let timestamp = dmsg::entry::unix_nanos_now();
+    skywire_proto::skywire::discovery::v1::DeregisterTransportRequest {
+        id: dmsg::entry::id_to_proto(&transport.id),
+        edge: dmsg::entry::pk_to_proto(&who.public()),
+        timestamp_unix_nanos: timestamp,
+        signature: who
+            .sign(&dmsg::entry::deregister_signing_bytes(
+                &transport.id,
+                &who.public(),
+                timestamp,
+            ))
+            .to_vec(),
+    }
+}

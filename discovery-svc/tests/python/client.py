@@ -2,7 +2,10 @@
 dmsg/PROTOCOL.md §14.1 written out here from the specification (not generated from Rust).
 
 Usage: client.py HOST:PORT STUBS_DIR
-Puts a signed client entry, reads it back, checks a forged one is refused, prints
+Puts a signed client entry, reads it back, checks a forged one is refused, replays it and
+decodes the refusal's standard details (google.rpc.Status holding a google.rpc.ErrorInfo, as
+any gRPC tool would), sends it padded with an unknown field, and prints
+"ERRORINFO <reason> <domain> stored_sequence=<n>", "PADDED <code> <reason>" and
 "OK <owner hex>".
 """
 
@@ -16,7 +19,21 @@ import grpc  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: E402
 
+from google.rpc import error_details_pb2, status_pb2  # noqa: E402
+
 from skywire.discovery.v1 import discovery_pb2, discovery_pb2_grpc  # noqa: E402
+
+
+def error_info(error):
+    """The google.rpc.ErrorInfo in an RpcError's grpc-status-details-bin trailer."""
+    details = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert details, f"no grpc-status-details-bin in {error}"
+    status = status_pb2.Status.FromString(details)
+    assert status.code == error.code().value[0], (status.code, error.code())
+    assert status.message == error.details(), (status.message, error.details())
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info), status.details
+    return info
 
 
 def signing_bytes(entry):
@@ -73,6 +90,28 @@ def main():
             raise AssertionError("a forged update was accepted")
         except grpc.RpcError as error:
             assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error.code()
+
+        # The same entry again: a stale sequence, with what is stored in the details.
+        try:
+            stub.PutEntry(discovery_pb2.PutEntryRequest(entry=entry), timeout=10)
+            raise AssertionError("a replayed entry was accepted")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.code()
+            info = error_info(error)
+            print("ERRORINFO", info.reason, info.domain, f"stored_sequence={info.metadata['stored_sequence']}")
+
+        # A newer entry padded with 6,000 bytes of a field discovery does not know.
+        padded = discovery_pb2.Entry()
+        padded.CopyFrom(entry)
+        padded.sequence = 3
+        padded.signature = key.sign(signing_bytes(padded))
+        unknown = bytes([0x9A, 0x06]) + bytes([0xF0, 0x2E]) + b"x" * 6000  # field 99, 6000 bytes
+        padded = discovery_pb2.Entry.FromString(padded.SerializeToString() + unknown)
+        try:
+            stub.PutEntry(discovery_pb2.PutEntryRequest(entry=padded), timeout=10)
+            raise AssertionError("a padded entry was accepted")
+        except grpc.RpcError as error:
+            print("PADDED", error.code().name, error_info(error).reason)
 
     print("OK", owner.hex())
 

@@ -24,18 +24,7 @@ fn keys_off_the_curve_are_refused() {
     assert_eq!(PublicKey::from_bytes(bytes), Err(InvalidKey::NotOnCurve));
 }
 
-/// The eight small-order points of edwards25519, canonically encoded: the identity (order
-/// 1), order 2, the two of order 4 and the four of order 8.
-pub(crate) const SMALL_ORDER: [&str; 8] = [
-    "0100000000000000000000000000000000000000000000000000000000000000",
-    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "0000000000000000000000000000000000000000000000000000000000000000",
-    "0000000000000000000000000000000000000000000000000000000000000080",
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
-];
+use super::SMALL_ORDER_KEYS as SMALL_ORDER;
 
 fn key_bytes(hex_text: &str) -> [u8; 32] {
     hex::decode(hex_text).unwrap().try_into().unwrap()

@@ -35,6 +35,8 @@ pub(crate) use self::core::{Admission, Core, Outcome, Refusal};
 
 /// Metadata key on a rejection's status naming the breaker that refused the call.
 pub const BREAKER_METADATA_KEY: &str = "skywire-breaker";
+/// `google.rpc.ErrorInfo` reason of a call refused by an open breaker.
+pub const REASON_BREAKER_OPEN: &str = "breaker_open";
 
 /// Capacity of each breaker's event channel; a slow subscriber misses the oldest events.
 const EVENT_CAPACITY: usize = 64;
@@ -61,10 +63,21 @@ pub struct BreakerOpen {
 }
 
 impl BreakerOpen {
-    /// The gRPC status for this refusal: UNAVAILABLE, the message, and the breaker's name in
-    /// the `skywire-breaker` metadata.
+    /// The gRPC status for this refusal: UNAVAILABLE, the message, a `google.rpc.ErrorInfo`
+    /// (reason [`REASON_BREAKER_OPEN`], domain `skywire`, metadata `breaker` and `state`) and
+    /// the breaker's name in the `skywire-breaker` metadata.
     pub fn to_status(&self) -> tonic::Status {
-        let mut status = tonic::Status::unavailable(self.to_string());
+        use tonic_types::{ErrorDetails, StatusExt};
+        let details = ErrorDetails::with_error_info(
+            REASON_BREAKER_OPEN,
+            "skywire",
+            std::collections::HashMap::from([
+                ("breaker".to_owned(), self.breaker.to_string()),
+                ("state".to_owned(), self.state.as_str().to_owned()),
+            ]),
+        );
+        let mut status =
+            tonic::Status::with_error_details(tonic::Code::Unavailable, self.to_string(), details);
         if let Ok(value) = self.breaker.parse() {
             status.metadata_mut().insert(BREAKER_METADATA_KEY, value);
         }

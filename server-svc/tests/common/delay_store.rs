@@ -78,8 +78,13 @@ impl Store for DelayStore {
         written
     }
 
-    async fn delete(&self, pk: &PublicKey, timestamp: i64) -> Result<Deleted, StoreError> {
-        let deleted = self.inner.delete(pk, timestamp).await;
+    async fn delete(
+        &self,
+        pk: &PublicKey,
+        timestamp: i64,
+        tombstone_ttl: Duration,
+    ) -> Result<Deleted, StoreError> {
+        let deleted = self.inner.delete(pk, timestamp, tombstone_ttl).await;
         if let Ok(outcome) = &deleted {
             self.record(Event::Delete(*outcome));
         }
@@ -106,7 +111,7 @@ impl Store for DelayStore {
         &self,
         transport: &TransportEntry,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Result<(), Rejected>, StoreError> {
         self.inner.put_transport(transport, ttl).await
     }
 
@@ -121,7 +126,14 @@ impl Store for DelayStore {
         self.inner.transports_by_edge(edge).await
     }
 
-    async fn delete_transport(&self, id: &[u8; 16]) -> Result<bool, StoreError> {
-        self.inner.delete_transport(id).await
+    async fn delete_transport(
+        &self,
+        id: &[u8; 16],
+        timestamp: i64,
+        tombstone_ttl: Duration,
+    ) -> Result<Deleted, StoreError> {
+        self.inner
+            .delete_transport(id, timestamp, tombstone_ttl)
+            .await
     }
 }

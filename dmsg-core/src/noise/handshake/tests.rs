@@ -281,7 +281,7 @@ fn the_policy_gate_warns_counts_or_refuses() {
 /// a typed error; every other small-order encoding likewise.
 #[test]
 fn a_small_order_identity_in_message_3_fails_the_handshake() {
-    for text in crate::identity::tests::SMALL_ORDER {
+    for text in crate::identity::SMALL_ORDER_KEYS {
         let alice = Keypair::generate();
         let bob = Keypair::generate();
         let (mut expect, msg1) =

@@ -80,9 +80,10 @@ impl PublicKey {
         Ok(Self(bytes))
     }
 
-    /// Any 32 bytes, unchecked: what a hostile peer could put on the wire (tests only).
-    #[cfg(test)]
-    pub(crate) fn unchecked(bytes: [u8; PUBLIC_KEY_LEN]) -> Self {
+    /// Any 32 bytes, unchecked: what a hostile peer could put on the wire (tests only:
+    /// feature `testing`).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn unchecked(bytes: [u8; PUBLIC_KEY_LEN]) -> Self {
         Self(bytes)
     }
 

@@ -97,15 +97,66 @@ pub(crate) async fn refuse<T: AsyncWrite + Unpin>(
     HandshakeError::Refused(refusal)
 }
 
-/// The responder's side (a server), over `io`. Not bounded in time: the caller sets the
-/// deadline.
+/// The deadlines of a responder: a connection must deliver its first message (preamble and
+/// message 1) within `first_message`, and finish within `total` (PROTOCOL.md §4.1, §10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponderDeadlines {
+    /// Preamble and message 1.
+    pub first_message: std::time::Duration,
+    /// The whole handshake.
+    pub total: std::time::Duration,
+}
+
+impl Default for ResponderDeadlines {
+    /// 1 s for the first message, 5 s in all.
+    fn default() -> Self {
+        Self {
+            first_message: crate::wire::FIRST_MESSAGE_TIMEOUT,
+            total: crate::wire::HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// The responder's side (a server), over `io`, bounded by `deadlines`. A connection that
+/// misses the first-message deadline is told so (refusal `ff 00`); once message 2 has gone
+/// out no refusal is ever sent — the connection is only closed (PROTOCOL.md §4.1).
 pub async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
     io: &mut T,
     local: &Keypair,
     pq: &PqSettings,
+    deadlines: ResponderDeadlines,
 ) -> Result<Handshake, HandshakeError> {
+    let started = tokio::time::Instant::now();
     let mut reader = BufReader::with_capacity(HANDSHAKE_BUFFER, io);
     let io = &mut reader;
+    let first_deadline = deadlines.first_message.min(deadlines.total);
+    let first = tokio::time::timeout(first_deadline, read_first(io, pq)).await;
+    let (preamble, msg1) = match first {
+        Ok(first) => first?,
+        Err(_) => {
+            let refused = refuse(io, HandshakeRefusal::Other(TIMEOUT_REFUSAL));
+            let _ = tokio::time::timeout_at(started + deadlines.total, refused).await;
+            return Err(HandshakeError::Timeout(first_deadline));
+        }
+    };
+    let rest = answer(io, local, pq, preamble, &msg1);
+    let established = tokio::time::timeout_at(started + deadlines.total, rest)
+        .await
+        .map_err(|_| HandshakeError::Timeout(deadlines.total))??;
+    Ok(Handshake {
+        established,
+        read_ahead: BytesMut::from(reader.buffer()),
+    })
+}
+
+/// The refusal status of a handshake that did not arrive in time (`ff 00`).
+const TIMEOUT_REFUSAL: u8 = 0xff;
+
+/// Reads the preamble and message 1, refusing what this responder never answers.
+async fn read_first<T: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut T,
+    pq: &PqSettings,
+) -> Result<(Preamble, Vec<u8>), HandshakeError> {
     let mut raw = [0u8; PREAMBLE_LEN];
     io.read_exact(&mut raw).await?;
     let preamble = Preamble::decode(&raw)?;
@@ -123,13 +174,24 @@ pub async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
         return Err(refuse(io, HandshakeRefusal::PqRequired).await);
     }
     let msg1 = read_message(io).await?;
+    Ok((preamble, msg1))
+}
+
+/// Answers message 1 and reads message 3: the rest of the responder's handshake.
+async fn answer<T: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut T,
+    local: &Keypair,
+    pq: &PqSettings,
+    preamble: Preamble,
+    msg1: &[u8],
+) -> Result<Established, HandshakeError> {
     let responded = noise::respond(
         Pattern::Xk,
         local,
         None,
         preamble.mode,
         &[],
-        &msg1,
+        msg1,
         pq.enabled,
     )?;
     let mut reply = vec![0u8];
@@ -157,9 +219,5 @@ pub async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
         let _ = io.write_all(&frame).await;
         let _ = io.shutdown().await;
     }
-    let established = checked?;
-    Ok(Handshake {
-        established,
-        read_ahead: BytesMut::from(reader.buffer()),
-    })
+    checked
 }

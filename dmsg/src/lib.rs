@@ -21,19 +21,21 @@
 //! - [`handshake`]: the session handshake over any byte stream.
 //! - [`session`]: a session at runtime over any byte stream: its driver task and handles.
 //! - [`stream`]: raw streams (what a relay moves) and end-to-end encrypted [`stream::DmsgStream`]s.
+//! - [`admission`]: which connections get handshake work: per-source, then server-wide limits.
 //! - [`server`]: the relay server core: accept loop, session table, relay, stats.
 //! - [`client`]: the client core (connect, listen, dial through a session) and its lifecycle
 //!   (server choice, reconnects, entry publishing, dial by address, pings).
 //! - [`deployment`]: the embedded default servers.
 //! - [`port`]: port reservations (fixed and ephemeral).
 //! - [`grpc`]: tonic channels and servers over dmsg.
-//! - [`entry`], [`hexfield`], [`discovery`], [`publisher`]: the `discovery-client` crate,
+//! - [`entry`], [`hexfield`], [`discovery`], [`publisher`], [`reason`]: the `discovery-client` crate,
 //!   re-exported — entries and their signing bytes, the gRPC discovery client, the one entry
 //!   publisher. It sits below this crate and never imports it, so there is no cycle.
 
 pub use discovery_client::{discovery, entry, hexfield, memory, publisher, reason};
 pub use dmsg_core::{addr, backoff, identity, mux, noise, wire};
 
+pub mod admission;
 mod changes;
 pub mod client;
 pub mod deployment;

@@ -20,15 +20,20 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handshake::{refuse, respond};
+use crate::admission::{
+    Source, SourceLimits, SourcePermit, SourceRefusal, SourceTable, TokenBucket,
+};
+use crate::handshake::{ResponderDeadlines, respond};
 use crate::identity::{Keypair, PublicKey};
 use crate::mux::{MuxConfig, Role, StreamError};
 use crate::net::{Io, Listen};
-use crate::noise::{HandshakeCounts, PqSettings};
+use crate::noise::{HandshakeCounts, HandshakeError, PqSettings};
 use crate::session::{IncomingHandler, IncomingOpen, OpenAnswer, Session, SessionSetup};
 use crate::session_table::SessionTable;
 use crate::stream::RawStream;
-use crate::wire::{Code, HANDSHAKE_TIMEOUT, HandshakeRefusal, StreamRequest};
+use crate::wire::{
+    Code, FIRST_MESSAGE_TIMEOUT, HANDSHAKE_TIMEOUT, HandshakeRefusal, StreamRequest,
+};
 
 /// Relay server settings.
 #[derive(Clone, Debug)]
@@ -46,7 +51,13 @@ pub struct ServerConfig {
     pub accept_burst: u32,
     /// Handshakes in progress at once; more are refused with "busy".
     pub max_handshakes: usize,
-    /// Deadline of a session handshake.
+    /// What one source address may do (checked before the server-wide limits, so a source
+    /// over its share never takes anyone else's).
+    pub per_source: SourceLimits,
+    /// Deadline of a handshake's first message (preamble and message 1): an idle connection
+    /// holds its slot no longer than this.
+    pub first_message_timeout: Duration,
+    /// Deadline of a whole session handshake.
     pub handshake_timeout: Duration,
     /// How long the relay waits for a destination to answer a stream open (the `open_timeout`
     /// of every session's mux: a timer of the protocol core).
@@ -55,7 +66,8 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     /// 2048 advertised sessions, 10 000 accepts/s with bursts of 2 000, 512 concurrent
-    /// handshakes, 5 s handshake and open deadlines.
+    /// handshakes, [`SourceLimits::default`] per source, 1 s for the first handshake message,
+    /// 5 s handshake and open deadlines.
     fn default() -> Self {
         Self {
             mux: MuxConfig::default(),
@@ -64,6 +76,8 @@ impl Default for ServerConfig {
             accept_rate: 10_000.0,
             accept_burst: 2_000,
             max_handshakes: 512,
+            per_source: SourceLimits::default(),
+            first_message_timeout: FIRST_MESSAGE_TIMEOUT,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             open_timeout: HANDSHAKE_TIMEOUT,
         }
@@ -73,12 +87,18 @@ impl Default for ServerConfig {
 /// Why the server refused a connection or a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RejectReason {
-    /// Over the accept rate.
+    /// Over the server's accept rate.
     RateLimited,
-    /// Too many handshakes in progress.
+    /// Too many handshakes in progress on the server.
     HandshakeBusy,
-    /// The session handshake failed (bad peer, timeout, PQ policy).
+    /// Over the accept rate of the connection's source address.
+    SourceRateLimited,
+    /// The source address has its maximum of handshakes in progress.
+    SourceBusy,
+    /// The session handshake failed (bad peer, bad key, PQ policy).
     HandshakeFailed,
+    /// The handshake did not arrive in time (its first message, or the whole of it).
+    HandshakeTimeout,
     /// A stream request did not parse.
     MalformedRequest,
     /// A stream request's source was not the session's peer.
@@ -95,10 +115,13 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 12] = [
         Self::RateLimited,
         Self::HandshakeBusy,
+        Self::SourceRateLimited,
+        Self::SourceBusy,
         Self::HandshakeFailed,
+        Self::HandshakeTimeout,
         Self::MalformedRequest,
         Self::SourceMismatch,
         Self::NoSession,
@@ -112,7 +135,10 @@ impl RejectReason {
         match self {
             Self::RateLimited => "rate_limited",
             Self::HandshakeBusy => "handshake_busy",
+            Self::SourceRateLimited => "source_rate_limited",
+            Self::SourceBusy => "source_busy",
             Self::HandshakeFailed => "handshake_failed",
+            Self::HandshakeTimeout => "handshake_timeout",
             Self::MalformedRequest => "malformed_request",
             Self::SourceMismatch => "source_mismatch",
             Self::NoSession => "no_session",
@@ -135,7 +161,7 @@ struct Counters {
     streams: AtomicI64,
     streams_total: AtomicU64,
     bytes_relayed: AtomicU64,
-    rejects: [AtomicU64; 9],
+    rejects: [AtomicU64; RejectReason::ALL.len()],
 }
 
 /// A snapshot of a server's counters.
@@ -175,6 +201,8 @@ struct Inner {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     handshakes: Arc<Semaphore>,
+    /// Per-source limits (PROTOCOL.md §10).
+    sources: Arc<SourceTable>,
     /// When the latest sessions were established (Unix ms), oldest first, bounded.
     recent_sessions: Mutex<std::collections::VecDeque<i64>>,
 }
@@ -214,42 +242,11 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// A token bucket for accepts; owned by the accept loop alone.
-struct TokenBucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: f64, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            tokens: burst,
-            rate: rate.max(0.001),
-            burst,
-            last: Instant::now(),
-        }
-    }
-
-    fn try_take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 impl Server {
     /// A server with `keypair` as its identity.
     pub fn new(keypair: Keypair, config: ServerConfig) -> Self {
         let handshakes = Arc::new(Semaphore::new(config.max_handshakes.max(1)));
+        let config_per_source = config.per_source;
         let inner = Arc::new(Inner {
             keypair,
             config,
@@ -258,6 +255,7 @@ impl Server {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             handshakes,
+            sources: SourceTable::new(config_per_source),
             recent_sessions: Mutex::new(std::collections::VecDeque::new()),
         });
         let guard = DropGuard(Arc::downgrade(&inner));
@@ -360,6 +358,7 @@ impl Server {
         let mut bucket = TokenBucket::new(
             self.inner.config.accept_rate,
             self.inner.config.accept_burst,
+            Instant::now(),
         );
         let mut failures = 0u32;
         loop {
@@ -386,51 +385,64 @@ impl Server {
         }
     }
 
+    /// Admits a new connection or refuses it at once (PROTOCOL.md §10): the source's limits
+    /// first, so a source over its share never takes a server-wide token or slot.
     fn admit<T: Io>(&self, mut io: T, addr: Option<SocketAddr>, bucket: &mut TokenBucket) {
-        if !bucket.try_take(Instant::now()) {
+        let now = Instant::now();
+        let source = match self.inner.sources.admit(Source::of(addr), now) {
+            Ok(permit) => permit,
+            Err(SourceRefusal::RateLimited) => {
+                self.reject(RejectReason::SourceRateLimited);
+                return; // dropping the socket closes it
+            }
+            Err(SourceRefusal::Busy) => {
+                self.reject(RejectReason::SourceBusy);
+                refuse_busy(&mut io);
+                return;
+            }
+        };
+        if !bucket.try_take(now) {
             self.reject(RejectReason::RateLimited);
             return; // dropping the socket closes it: the client backs off and retries
         }
         let Ok(permit) = self.inner.handshakes.clone().try_acquire_owned() else {
             self.reject(RejectReason::HandshakeBusy);
-            // A fresh socket's send buffer is empty: one poll writes it, never a wait.
-            let _ = io
-                .write_all(&HandshakeRefusal::Busy.encode())
-                .now_or_never();
+            refuse_busy(&mut io);
             return;
         };
         let server = self.internal();
         self.inner
             .tasks
-            .spawn(async move { server.run_connection(io, addr, permit).await });
+            .spawn(async move { server.run_connection(io, addr, (permit, source)).await });
     }
 
     async fn run_connection<T: Io>(
         self,
         mut io: T,
         addr: Option<SocketAddr>,
-        permit: OwnedSemaphorePermit,
+        permits: (OwnedSemaphorePermit, SourcePermit),
     ) {
         let inner = &self.inner;
+        let deadlines = ResponderDeadlines {
+            first_message: inner.config.first_message_timeout,
+            total: inner.config.handshake_timeout,
+        };
+        // `respond` bounds itself by `deadlines`, refusal writes included.
         let handshake = tokio::select! {
             () = inner.shutdown.cancelled() => return,
-            result = tokio::time::timeout(
-                inner.config.handshake_timeout,
-                respond(&mut io, &inner.keypair, &inner.config.pq),
-            ) => result,
+            result = respond(&mut io, &inner.keypair, &inner.config.pq, deadlines) => result,
         };
-        drop(permit);
+        drop(permits);
         let handshake = match handshake {
-            Ok(Ok(done)) => done,
-            Ok(Err(error)) => {
-                self.reject(RejectReason::HandshakeFailed);
-                tracing::debug!(?addr, %error, "session handshake failed");
+            Ok(done) => done,
+            Err(HandshakeError::Timeout(after)) => {
+                self.reject(RejectReason::HandshakeTimeout);
+                tracing::debug!(?addr, ?after, "session handshake timed out");
                 return;
             }
-            Err(_) => {
+            Err(error) => {
                 self.reject(RejectReason::HandshakeFailed);
-                let _ = refuse(&mut io, HandshakeRefusal::Other(0xff)).await;
-                tracing::debug!(?addr, "session handshake timed out");
+                tracing::debug!(?addr, %error, "session handshake failed");
                 return;
             }
         };
@@ -656,4 +668,12 @@ async fn splice(mut a: RawStream, mut b: RawStream, relayed: &AtomicU64) {
         a.reset(code);
         b.reset(code);
     }
+}
+
+/// Writes the busy refusal to a connection about to be dropped. A fresh socket's send buffer
+/// is empty: one poll writes it, never a wait.
+fn refuse_busy<T: Io>(io: &mut T) {
+    let _ = io
+        .write_all(&HandshakeRefusal::Busy.encode())
+        .now_or_never();
 }

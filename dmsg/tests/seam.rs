@@ -97,7 +97,7 @@ async fn a_session_runs_over_a_pipe_through_the_public_seam() {
     let pq = PqSettings::default();
     let (initiated, responded) = tokio::join!(
         handshake::initiate(&mut near, &initiator, responder_pk, &pq, false),
-        handshake::respond(&mut far, &responder, &pq),
+        handshake::respond(&mut far, &responder, &pq, Default::default()),
     );
     let (initiated, responded) = (initiated.unwrap(), responded.unwrap());
     assert_eq!(responded.established.remote(), initiator.public());

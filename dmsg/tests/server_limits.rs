@@ -76,7 +76,7 @@ async fn handshakes_beyond_the_cap_are_refused_busy_and_stalled_ones_time_out() 
         server
             .server
             .stats()
-            .rejected(RejectReason::HandshakeFailed)
+            .rejected(RejectReason::HandshakeTimeout)
             == 1
     })
     .await;
@@ -152,5 +152,200 @@ async fn closing_a_session_fails_its_streams_promptly() {
     );
     alice.close().await;
     bob.close().await;
+    server.stop().await;
+}
+
+/// Connects to `to` from the loopback address `source` (e.g. 127.0.0.2, another host).
+async fn connect_from(source: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Everything the server sends until it closes (at most 2 s).
+async fn rest_of<T: tokio::io::AsyncRead + Unpin>(tcp: &mut T) -> Vec<u8> {
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection")
+        .unwrap_or_default();
+    rest
+}
+
+/// An initiator of our own, honest up to message 2: it sends the preamble and message 1,
+/// reads message 2, and then either stops (`claim` `None`: never sends message 3) or sends
+/// message 3 claiming the identity `claim`, whatever its real key. Returns what the server
+/// sent after message 2 until it closed.
+async fn hostile_initiator<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    tcp: &mut T,
+    server: dmsg::identity::PublicKey,
+    claim: Option<dmsg::identity::PublicKey>,
+) -> Vec<u8> {
+    use dmsg::wire::Pattern;
+    let local = Keypair::generate();
+    let (mut expect, msg1) =
+        dmsg::noise::initiate(Pattern::Xk, &local, server, Mode::Hybrid, &[]).unwrap();
+    let mut first = Preamble::session(Mode::Hybrid).encode().to_vec();
+    first.extend_from_slice(&(msg1.len() as u16).to_be_bytes());
+    first.extend_from_slice(&msg1);
+    tcp.write_all(&first).await.unwrap();
+    assert_eq!(tcp.read_u8().await.unwrap(), 0, "the server answers");
+    let len = usize::from(tcp.read_u16().await.unwrap());
+    let mut msg2 = vec![0u8; len];
+    tcp.read_exact(&mut msg2).await.unwrap();
+    if let Some(identity) = claim {
+        expect.claim_identity(identity);
+        let msg3 = expect.read_answer(&msg2).unwrap().confirm.unwrap();
+        let mut framed = (msg3.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&msg3);
+        tcp.write_all(&framed).await.unwrap();
+    }
+    rest_of(tcp).await
+}
+
+/// PROTOCOL.md §10: a connection must deliver its first handshake message within the
+/// first-message deadline (1 s by default), however long the whole handshake may take; it is
+/// then told so (`ff 00`), closed, and counted as a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_nothing_is_closed_at_the_first_message_deadline() {
+    let server = TestServer::start(ServerConfig {
+        first_message_timeout: Duration::from_millis(200),
+        handshake_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(rest_of(&mut silent).await, [0xff, 0x00]);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(1),
+        "{waited:?}"
+    );
+    assert_eq!(
+        server
+            .server
+            .stats()
+            .rejected(RejectReason::HandshakeTimeout),
+        1
+    );
+    server.stop().await;
+}
+
+/// PROTOCOL.md §4.1: once the server has answered (status 0 and message 2), a stalled
+/// handshake is only closed at the deadline — the timeout refusal `ff 00` is never sent
+/// after message 2 (the security review saw it sent anyway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_stalled_after_message_2_is_closed_without_a_refusal() {
+    let server = TestServer::start(ServerConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let after_msg2 = hostile_initiator(&mut tcp, server.server.public_key(), None).await;
+    assert_eq!(after_msg2, Vec::<u8>::new(), "nothing after message 2");
+    common::wait_until("the stalled handshake is counted", || {
+        server
+            .server
+            .stats()
+            .rejected(RejectReason::HandshakeTimeout)
+            == 1
+    })
+    .await;
+    server.stop().await;
+}
+
+/// PROTOCOL.md §1: an initiator claiming a small-order identity in message 3 — each of the
+/// eight encodings — fails the handshake with a typed error (`PayloadError::Identity`) and
+/// is counted as a failed handshake; no session comes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_order_identity_fails_the_session_handshake_and_is_counted() {
+    // The typed error, from the responder over a pipe.
+    let responder = Keypair::generate();
+    let (mut near, mut far) = tokio::io::duplex(8192);
+    let server_side = {
+        let responder = responder.clone();
+        tokio::spawn(async move {
+            dmsg::handshake::respond(
+                &mut far,
+                &responder,
+                &dmsg::noise::PqSettings::default(),
+                Default::default(),
+            )
+            .await
+        })
+    };
+    let weak: [u8; 32] = hex::decode(dmsg::identity::SMALL_ORDER_KEYS[0])
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let weak = dmsg::identity::PublicKey::unchecked(weak);
+    hostile_initiator(&mut near, responder.public(), Some(weak)).await;
+    let refused = server_side.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            HandshakeError::Payload(dmsg::noise::PayloadError::Identity)
+        ),
+        "{refused}"
+    );
+
+    // Counted by a real server, for every small-order encoding.
+    let server = TestServer::start(ServerConfig::default()).await;
+    for text in dmsg::identity::SMALL_ORDER_KEYS {
+        let weak =
+            dmsg::identity::PublicKey::unchecked(hex::decode(text).unwrap().try_into().unwrap());
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        hostile_initiator(&mut tcp, server.server.public_key(), Some(weak)).await;
+    }
+    common::wait_until("every forged identity is counted", || {
+        server
+            .server
+            .stats()
+            .rejected(RejectReason::HandshakeFailed)
+            == 8
+    })
+    .await;
+    assert_eq!(server.server.session_count(), 0);
+    server.stop().await;
+}
+
+/// PROTOCOL.md §10: one source address spends its own share — at most `max_handshakes` in
+/// progress (more are refused busy) and its own accept bucket (beyond it, dropped) — while
+/// a client from another address connects as if nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_over_its_limits_is_refused_and_others_are_not() {
+    let server = TestServer::start(ServerConfig {
+        per_source: dmsg::admission::SourceLimits {
+            accept_rate: 0.01,
+            accept_burst: 4,
+            max_handshakes: 2,
+        },
+        first_message_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    })
+    .await;
+    let attacker = [127, 0, 0, 2];
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(connect_from(attacker, server.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..2 {
+        let mut busy = connect_from(attacker, server.addr).await;
+        assert_eq!(rest_of(&mut busy).await, HandshakeRefusal::Busy.encode());
+    }
+    let mut dropped = connect_from(attacker, server.addr).await;
+    assert_eq!(rest_of(&mut dropped).await, Vec::<u8>::new(), "dropped");
+    let stats = server.server.stats();
+    assert_eq!(stats.rejected(RejectReason::SourceBusy), 2);
+    assert_eq!(stats.rejected(RejectReason::SourceRateLimited), 1);
+    assert_eq!(stats.rejected(RejectReason::HandshakeBusy), 0);
+    assert_eq!(stats.rejected(RejectReason::RateLimited), 0);
+
+    let (client, _session) = connected(&server, ClientConfig::default()).await;
+    client.close().await;
+    drop(held);
     server.stop().await;
 }

@@ -46,6 +46,8 @@ async fn serve(settings: Settings, keypair: Keypair) -> anyhow::Result<()> {
             },
             pq,
             max_sessions: settings.max_sessions,
+            per_source: settings.per_source,
+            first_message_timeout: settings.first_message_timeout,
             ..ServerConfig::default()
         },
         discovery: settings.discovery,

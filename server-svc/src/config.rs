@@ -83,6 +83,26 @@ pub struct Args {
     /// after two missed pings).
     #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub ping_interval_ms: u64,
+
+    /// Sustained new connections per second accepted from one source (an IPv4 address or an
+    /// IPv6 /64); beyond it they are closed at once. Checked before the server-wide limits,
+    /// so one source never uses up anyone else's share.
+    #[arg(long, value_name = "N", default_value_t = 100.0)]
+    pub source_accept_rate: f64,
+
+    /// New connections one source may open in a burst.
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub source_accept_burst: u32,
+
+    /// Handshakes one source may have in progress at once; more are refused "busy". (The
+    /// server holds at most 512 in all.)
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub source_max_handshakes: u64,
+
+    /// Milliseconds a new connection has to send its first handshake message; a connection
+    /// that sends nothing is closed then (the whole handshake has 5 s).
+    #[arg(long, value_name = "MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(50..=5_000))]
+    pub first_message_timeout_ms: u64,
 }
 
 /// The resolved settings.
@@ -112,6 +132,10 @@ pub struct Settings {
     pub registration_refresh: Duration,
     /// Session ping period.
     pub ping_interval: Duration,
+    /// Per-source limits of new connections.
+    pub per_source: dmsg::admission::SourceLimits,
+    /// Deadline of a connection's first handshake message.
+    pub first_message_timeout: Duration,
 }
 
 impl service::process::Resolve for Args {
@@ -159,6 +183,12 @@ impl service::process::Resolve for Args {
             registration_backoff_cap: Duration::from_secs(self.registration_backoff_cap_secs),
             registration_refresh: Duration::from_secs(self.registration_refresh_secs),
             ping_interval: Duration::from_millis(self.ping_interval_ms),
+            per_source: dmsg::admission::SourceLimits {
+                accept_rate: self.source_accept_rate,
+                accept_burst: self.source_accept_burst,
+                max_handshakes: usize::try_from(self.source_max_handshakes).unwrap_or(usize::MAX),
+            },
+            first_message_timeout: Duration::from_millis(self.first_message_timeout_ms),
         })
     }
 }

@@ -127,8 +127,22 @@ async fn a_server_started_before_discovery_accepts_seeded_clients_then_registers
 async fn a_dead_accept_loop_turns_health_not_serving_and_exits_non_zero() {
     let scratch = Scratch::new("dead-relay");
     // 64 descriptors: the connections below exhaust them, so accept fails with EMFILE until
-    // the accept loop gives up (it tolerates ~4 s of failures first).
-    let mut server = ServerProcess::start_with(&scratch, "server", &[], Some(64));
+    // the accept loop gives up (it tolerates ~4 s of failures first). The per-source limits
+    // would refuse (and close) them long before that, so they are lifted here: this is
+    // about the accept loop dying, not admission.
+    let mut server = ServerProcess::start_with(
+        &scratch,
+        "server",
+        &[
+            "--source-max-handshakes",
+            "1000",
+            "--source-accept-burst",
+            "1000",
+            "--first-message-timeout-ms",
+            "5000",
+        ],
+        Some(64),
+    );
     server.wait_accepting().await;
     let channel = server.admin_channel().await;
     testkit::grpc::wait_health(

@@ -142,14 +142,27 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// Binds the TCP listener of `--<flag>` at `addr`.
+/// Connections the kernel queues for a listener before `accept` takes them (capped by
+/// `net.core.somaxconn`, 4096 on current kernels): a burst of thousands of connections waits
+/// there instead of overflowing while the accept loop drains it.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the TCP listener of `--<flag>` at `addr` (address reuse on, [`LISTEN_BACKLOG`]).
 pub async fn bind(
     addr: std::net::SocketAddr,
     flag: &'static str,
 ) -> Result<tokio::net::TcpListener, BindError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError { addr, flag, source })
+    let bind = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bind().map_err(|source| BindError { addr, flag, source })
 }
 
 /// Drives `running` (a service that stops when `shutdown` is cancelled) until it ends by itself

@@ -199,6 +199,15 @@ pub struct ExpectAnswer {
     remote: PublicKey,
 }
 
+impl ExpectAnswer {
+    /// Makes message 3 claim `identity` instead of this node's key: what a hostile initiator
+    /// does (tests only: feature `testing`).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn claim_identity(&mut self, identity: PublicKey) {
+        self.local = identity;
+    }
+}
+
 /// What the initiator has after message 2: for `XK`, message 3 still to send.
 pub struct Answered {
     /// `XK` message 3 (None for `KK`).

@@ -43,6 +43,9 @@ pub const INITIAL_SESSION_WINDOW: u32 = 16 * 1024 * 1024;
 pub const MAX_WINDOW: u64 = 1 << 31;
 /// Deadline for a session or stream handshake (PROTOCOL.md §4).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of a responder's first handshake message (preamble and message 1): a connection
+/// that has sent nothing by then is closed (PROTOCOL.md §10).
+pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a session is pinged (PROTOCOL.md §8).
 pub const PING_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a ping may go unanswered (PROTOCOL.md §8).

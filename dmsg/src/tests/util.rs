@@ -115,9 +115,14 @@ impl FakeServer {
     /// read past the handshake, and the mux.
     pub(crate) async fn accept(&self) -> (TcpStream, bytes::BytesMut, Mux) {
         let (mut tcp, _) = self.listener.accept().await.unwrap();
-        let handshake = respond(&mut tcp, &self.keypair, &PqSettings::default())
-            .await
-            .unwrap();
+        let handshake = respond(
+            &mut tcp,
+            &self.keypair,
+            &PqSettings::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
         let read_ahead = handshake.read_ahead;
         let (send, recv) = handshake.established.into_ciphers();
         let mut mux = Mux::new(

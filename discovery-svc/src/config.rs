@@ -56,7 +56,8 @@ pub struct Args {
     pub key_file: Option<PathBuf>,
 
     /// dmsg servers to connect to at start, comma-separated `PK@HOST:PORT` (a TOML array in
-    /// the file).
+    /// the file). Append #pq (PK@HOST:PORT#pq) to a server known to offer post-quantum: a
+    /// classical-only handshake with it is then refused.
     #[arg(long, value_name = "PK@HOST:PORT,…", value_delimiter = ',')]
     pub servers: Vec<ServerAddr>,
 

@@ -66,15 +66,25 @@ pub async fn run(
     // The configured servers first, before the store is even asked.
     keepers.keep_exactly(&configured);
     loop {
-        let mut targets: HashMap<PublicKey, String> = configured
+        let mut targets: HashMap<PublicKey, ServerAddr> = configured
             .iter()
-            .map(|server| (server.pk, server.address.clone()))
+            .map(|server| (server.pk, server.clone()))
             .collect();
         match store.servers().await {
             Ok(registered) => {
                 for entry in registered {
                     if let Some(server) = entry.server {
-                        targets.insert(entry.owner, server.address);
+                        // A registered address wins; PQ is known from the seed's marking or
+                        // the signed entry.
+                        let marked = targets.get(&entry.owner).is_some_and(|seed| seed.pq);
+                        targets.insert(
+                            entry.owner,
+                            ServerAddr {
+                                pk: entry.owner,
+                                address: server.address,
+                                pq: marked || entry.pq_capable,
+                            },
+                        );
                     }
                 }
             }
@@ -82,10 +92,7 @@ pub async fn run(
                 tracing::debug!(%error, "cannot read registered servers; keeping the current set")
             }
         }
-        let targets: Vec<ServerAddr> = targets
-            .into_iter()
-            .map(|(pk, address)| ServerAddr { pk, address })
-            .collect();
+        let targets: Vec<ServerAddr> = targets.into_values().collect();
         keepers.keep_exactly(&targets);
         tokio::select! {
             () = shutdown.cancelled() => break,

@@ -27,6 +27,7 @@ async fn discovery_connects_to_configured_servers_that_start_after_it() {
         .map(|(key, port)| ServerAddr {
             pk: key.public(),
             address: format!("127.0.0.1:{port}"),
+            pq: false,
         })
         .collect();
     let discovery =

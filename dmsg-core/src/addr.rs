@@ -140,18 +140,41 @@ mod tests {
     }
 }
 
-/// A dmsg server to dial: its key and its `host:port`, written `PK@HOST:PORT`.
+/// A dmsg server to dial: its key and its `host:port`, written `PK@HOST:PORT`, or
+/// `PK@HOST:PORT#pq` for a server known to offer the post-quantum hybrid.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServerAddr {
     /// The server's public key.
     pub pk: PublicKey,
     /// `host:port` of its dmsg listener.
     pub address: String,
+    /// The server is known to offer the PQ hybrid (`#pq`, or `pq_capable` in its signed
+    /// entry): a classical-only handshake with it is refused whatever the local policy
+    /// (PROTOCOL.md §4.5).
+    pub pq: bool,
+}
+
+/// The marking of a server known to offer the PQ hybrid: `PK@HOST:PORT#pq`.
+pub const PQ_MARK: &str = "#pq";
+
+impl ServerAddr {
+    /// The server `pk` at `address`, not known to offer PQ.
+    pub fn new(pk: PublicKey, address: impl Into<String>) -> Self {
+        Self {
+            pk,
+            address: address.into(),
+            pq: false,
+        }
+    }
 }
 
 impl fmt::Display for ServerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.pk, self.address)
+        write!(f, "{}@{}", self.pk, self.address)?;
+        if self.pq {
+            f.write_str(PQ_MARK)?;
+        }
+        Ok(())
     }
 }
 
@@ -160,7 +183,10 @@ impl fmt::Display for ServerAddr {
 #[non_exhaustive]
 pub enum ServerAddrError {
     /// Not `PK@HOST:PORT`.
-    #[error("a server is written PK@HOST:PORT (64 hex characters, then @host:port), got {0:?}")]
+    #[error(
+        "a server is written PK@HOST:PORT (64 hex characters, then @host:port), or \
+         PK@HOST:PORT#pq for one known to offer post-quantum, got {0:?}"
+    )]
     Format(String),
     /// The key part is not a public key.
     #[error("bad server key: {0}")]
@@ -171,12 +197,16 @@ impl FromStr for ServerAddr {
     type Err = ServerAddrError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (pk, address) = s
-            .trim()
+        let text = s.trim();
+        let (text, pq) = match text.strip_suffix(PQ_MARK) {
+            Some(unmarked) => (unmarked, true),
+            None => (text, false),
+        };
+        let (pk, address) = text
             .split_once('@')
             .ok_or_else(|| ServerAddrError::Format(s.to_owned()))?;
         let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            !host.is_empty() && !host.contains('#') && port.parse::<u16>().is_ok_and(|p| p != 0)
         });
         if !port_ok {
             return Err(ServerAddrError::Format(s.to_owned()));
@@ -184,6 +214,7 @@ impl FromStr for ServerAddr {
         Ok(Self {
             pk: pk.parse()?,
             address: address.to_owned(),
+            pq,
         })
     }
 }
@@ -220,14 +251,22 @@ mod server_addr_tests {
         let text = format!("{pk}@127.0.0.1:8080");
         let addr: ServerAddr = text.parse().unwrap();
         assert_eq!(addr.to_string(), text);
+        assert!(!addr.pq);
         let list = parse_server_list(&format!("{text}, {pk}@relay.example:8081,")).unwrap();
         assert_eq!(list.len(), 2);
+        // PROTOCOL.md §4.5: `#pq` marks a seed known to offer the hybrid.
+        let marked: ServerAddr = format!("{text}#pq").parse().unwrap();
+        assert!(marked.pq);
+        assert_eq!(marked.address, "127.0.0.1:8080");
+        assert_eq!(marked.to_string(), format!("{text}#pq"));
         for bad in [
             "nope",
             &format!("{pk}@host"),
             &format!("{pk}@:80"),
             &format!("{pk}@h:0"),
             "ab@h:1",
+            &format!("{text}#classical"),
+            &format!("{text}#pq#pq"),
         ] {
             assert!(bad.parse::<ServerAddr>().is_err(), "{bad}");
         }

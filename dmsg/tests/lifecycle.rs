@@ -22,6 +22,7 @@ async fn close_at_any_moment_returns_and_leaves_no_task() {
     let seed = ServerAddr {
         pk: server.server.public_key(),
         address: server.addr.to_string(),
+        pq: false,
     };
     for round in 0..40u64 {
         let client = Client::new(
@@ -81,6 +82,7 @@ async fn dropping_every_handle_without_close_shuts_the_client_down() {
     let seed = ServerAddr {
         pk: server.server.public_key(),
         address: server.addr.to_string(),
+        pq: false,
     };
     let config = ClientConfig {
         lifecycle: LifecycleConfig {
@@ -129,6 +131,7 @@ async fn every_path_to_one_server_shares_one_session() {
     let seed = ServerAddr {
         pk: server.server.public_key(),
         address: server.addr.to_string(),
+        pq: false,
     };
     let (bob, _bob_session) = common::connected(&server, ClientConfig::default()).await;
     let mut listener = bob.listen(common::port(7)).unwrap();
@@ -212,7 +215,7 @@ async fn silent_server() -> (ServerAddr, tokio::task::JoinHandle<()>) {
         }
     });
     let pk = Keypair::generate().public();
-    (ServerAddr { pk, address }, held)
+    (ServerAddr::new(pk, address), held)
 }
 
 /// The lifecycle keeps its servers through the one session keeper, concurrently: four
@@ -225,6 +228,7 @@ async fn hung_servers_do_not_hold_back_the_working_one() {
     let mut seeds = vec![ServerAddr {
         pk: server.server.public_key(),
         address: server.addr.to_string(),
+        pq: false,
     }];
     let mut silent = Vec::new();
     for _ in 0..4 {
@@ -272,6 +276,7 @@ async fn keepers_redial_a_lost_session_and_close_a_released_one() {
     let target = ServerAddr {
         pk: server.server.public_key(),
         address: server.addr.to_string(),
+        pq: false,
     };
     let client = Client::new(Keypair::generate(), ClientConfig::default());
     let mut keepers = SessionKeepers::new(

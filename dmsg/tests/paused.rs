@@ -58,6 +58,7 @@ impl MemoryServer {
         ServerAddr {
             pk: self.keypair.public(),
             address: self.name.clone(),
+            pq: false,
         }
     }
 }

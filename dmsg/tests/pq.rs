@@ -355,3 +355,59 @@ async fn the_destination_key_never_appears_on_the_wire() {
     bob.close().await;
     server.stop().await;
 }
+
+/// PROTOCOL.md §4.5 (the security review's finding 8): a seed marked `PK@HOST:PORT#pq` is
+/// known to offer the hybrid, so the client's lifecycle never accepts a classical session
+/// from it — with no env var and the default `Prefer` policy — and counts each refusal.
+/// The same seed unmarked connects (classical, a counted downgrade).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_marked_pq_never_completes_classical_in_the_lifecycle() {
+    let legacy_server = TestServer::start(ServerConfig {
+        pq: classical_only(),
+        ..ServerConfig::default()
+    })
+    .await;
+    let marked: dmsg::addr::ServerAddr = format!(
+        "{}@{}#pq",
+        legacy_server.server.public_key(),
+        legacy_server.addr
+    )
+    .parse()
+    .unwrap();
+    assert!(marked.pq);
+    let client_with = |seed: dmsg::addr::ServerAddr| {
+        Client::new(
+            Keypair::generate(),
+            ClientConfig {
+                lifecycle: dmsg::client::LifecycleConfig {
+                    seeds: vec![seed],
+                    start_jitter: std::time::Duration::ZERO,
+                    ..dmsg::client::LifecycleConfig::default()
+                },
+                ..ClientConfig::default()
+            },
+        )
+    };
+    let client = client_with(marked.clone());
+    common::wait_until("the keeper's classical handshakes are refused", || {
+        client.handshake_stats().pq_refused >= 2
+    })
+    .await;
+    assert!(client.connected_servers().is_empty());
+    assert_eq!(legacy_server.server.session_count(), 0);
+    assert_eq!(client.handshake_stats().classical, 0);
+    client.close().await;
+
+    let unmarked = dmsg::addr::ServerAddr {
+        pq: false,
+        ..marked
+    };
+    let client = client_with(unmarked);
+    common::wait_until("the unmarked seed connects", || {
+        !client.connected_servers().is_empty()
+    })
+    .await;
+    assert_eq!(client.handshake_stats().downgrades, 1);
+    client.close().await;
+    legacy_server.stop().await;
+}

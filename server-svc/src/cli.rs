@@ -49,7 +49,8 @@ struct Args {
     discovery_pk: Option<PublicKey>,
 
     /// Seeded dmsg servers, comma-separated PK@HOST:PORT (a TOML array in the file; tried
-    /// when discovery fails or lists none).
+    /// when discovery fails or lists none). Append #pq (PK@HOST:PORT#pq) to a server known to
+    /// offer post-quantum: a classical-only handshake with it is then refused.
     #[arg(long, value_name = "PK@HOST:PORT,…", value_delimiter = ',')]
     servers: Vec<ServerAddr>,
 

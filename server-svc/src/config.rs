@@ -61,7 +61,8 @@ pub struct Args {
 
     /// Other dmsg servers, comma-separated PK@HOST:PORT (a TOML array in the file): the
     /// server's transit client keeps a session to each, to reach discovery over dmsg (needed
-    /// only with --discovery-pk).
+    /// only with --discovery-pk). Append #pq (PK@HOST:PORT#pq) to a server known to offer
+    /// post-quantum: a classical-only handshake with it is then refused.
     #[arg(long, value_name = "PK@HOST:PORT,…", value_delimiter = ',')]
     pub servers: Vec<ServerAddr>,
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Client, ConnectError, DialError};
-use crate::addr::DmsgAddr;
+use crate::addr::{DmsgAddr, ServerAddr};
 use crate::discovery::DiscoveryError;
 use crate::entry::Entry;
 use crate::identity::PublicKey;
@@ -284,7 +284,12 @@ impl Client {
         for server in untried.take(NEW_SESSIONS) {
             let failure = match self.server_address(server).await {
                 None => AttemptFailure::NoAddress,
-                Some(address) => match self.connect(*server, address.as_str()).await {
+                // A server whose seed marking or signed entry says PQ never completes
+                // classical (PROTOCOL.md §4.5).
+                Some(address) => match self
+                    .connect_with(*server, address.address.as_str(), address.pq)
+                    .await
+                {
                     Err(ConnectError::Closed) => return Err(DialByAddrError::Closed),
                     Err(error) => AttemptFailure::Connect(error),
                     Ok(session) => {
@@ -390,13 +395,17 @@ impl Client {
 
     /// The address of the server `pk`: from the seeds or discovery's server lists, else from
     /// the server's own entry in discovery.
-    async fn server_address(&self, pk: &PublicKey) -> Option<String> {
+    async fn server_address(&self, pk: &PublicKey) -> Option<ServerAddr> {
         if let Some(address) = self.lock_known().address(pk, Instant::now()) {
             return Some(address);
         }
         match self.inner.discovery.entry(pk).await {
             Ok(Some(entry)) if entry.owner == *pk && entry.signature_valid() => {
-                entry.server.map(|server| server.address)
+                entry.server.map(|server| ServerAddr {
+                    pk: *pk,
+                    address: server.address,
+                    pq: entry.pq_capable,
+                })
             }
             _ => None,
         }

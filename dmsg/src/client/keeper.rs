@@ -243,7 +243,11 @@ impl Keeper {
             };
             let connected = tokio::select! {
                 () = self.ended() => return,
-                connected = client.connect(self.server.pk, self.server.address.as_str()) => connected,
+                connected = client.connect_with(
+                    self.server.pk,
+                    self.server.address.as_str(),
+                    self.server.pq,
+                ) => connected,
             };
             drop(client);
             match connected {

@@ -37,7 +37,7 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(5);
 /// a while, so their addresses are at hand when dialing).
 pub(crate) struct KnownServers {
     seeds: Vec<ServerAddr>,
-    discovered: HashMap<PublicKey, (String, Instant)>,
+    discovered: HashMap<PublicKey, (ServerAddr, Instant)>,
 }
 
 impl KnownServers {
@@ -48,10 +48,10 @@ impl KnownServers {
         }
     }
 
-    /// The address of `pk`, if known at `now`.
-    pub(crate) fn address(&self, pk: &PublicKey, now: Instant) -> Option<String> {
+    /// The address of `pk` (and whether it is known to offer PQ), if known at `now`.
+    pub(crate) fn address(&self, pk: &PublicKey, now: Instant) -> Option<ServerAddr> {
         if let Some(seed) = self.seeds.iter().find(|s| s.pk == *pk) {
-            return Some(seed.address.clone());
+            return Some(seed.clone());
         }
         self.discovered
             .get(pk)
@@ -64,8 +64,7 @@ impl KnownServers {
         let expires = now + SERVER_MEMORY;
         self.discovered.retain(|_, (_, at)| *at > now);
         for server in servers {
-            self.discovered
-                .insert(server.pk, (server.address.clone(), expires));
+            self.discovered.insert(server.pk, (server.clone(), expires));
         }
     }
 }
@@ -220,6 +219,7 @@ impl Client {
                         entry.server.map(|server| ServerAddr {
                             pk: entry.owner,
                             address: server.address,
+                            pq: entry.pq_capable,
                         })
                     })
                     .collect()
@@ -431,15 +431,20 @@ impl Balancing {
             if keepers.contains(&to) {
                 continue;
             }
-            let Some(address) = entries
+            let Some(target) = entries
                 .iter()
                 .find(|entry| entry.owner == to)
-                .and_then(|entry| entry.server.as_ref())
-                .map(|server| server.address.clone())
+                .and_then(|entry| {
+                    entry.server.as_ref().map(|server| ServerAddr {
+                        pk: to,
+                        address: server.address.clone(),
+                        pq: entry.pq_capable,
+                    })
+                })
             else {
                 continue;
             };
-            keepers.keep(&ServerAddr { pk: to, address });
+            keepers.keep(&target);
             self.moving = Some((home, to));
             return;
         }

@@ -119,6 +119,7 @@ impl ServerProcess {
         ServerAddr {
             pk: self.pk,
             address: self.relay.to_string(),
+            pq: false,
         }
     }
 

@@ -27,6 +27,7 @@
 //!   (server choice, reconnects, entry publishing, dial by address, pings).
 //! - [`deployment`]: the embedded default servers.
 //! - [`port`]: port reservations (fixed and ephemeral).
+//! - [`pq_peers`]: which peers advertise PQ (from signed entries and seeds), bounded.
 //! - [`grpc`]: tonic channels and servers over dmsg.
 //! - [`entry`], [`hexfield`], [`discovery`], [`publisher`], [`reason`]: the `discovery-client` crate,
 //!   re-exported — entries and their signing bytes, the gRPC discovery client, the one entry
@@ -43,6 +44,7 @@ pub mod grpc;
 pub mod handshake;
 pub mod net;
 pub mod port;
+pub mod pq_peers;
 pub mod server;
 pub mod session;
 mod session_table;

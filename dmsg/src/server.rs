@@ -8,7 +8,7 @@
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -23,11 +23,13 @@ use tokio_util::task::TaskTracker;
 use crate::admission::{
     Source, SourceLimits, SourcePermit, SourceRefusal, SourceTable, TokenBucket,
 };
+use crate::discovery::Discovery;
 use crate::handshake::{ResponderDeadlines, respond};
 use crate::identity::{Keypair, PublicKey};
 use crate::mux::{MuxConfig, Role, StreamError};
 use crate::net::{Io, Listen};
-use crate::noise::{HandshakeCounts, HandshakeError, PqSettings};
+use crate::noise::{HandshakeCounts, HandshakeError, PqSettings, PqStatus};
+use crate::pq_peers::PqPeers;
 use crate::session::{IncomingHandler, IncomingOpen, OpenAnswer, Session, SessionSetup};
 use crate::session_table::SessionTable;
 use crate::stream::RawStream;
@@ -205,7 +207,21 @@ struct Inner {
     sources: Arc<SourceTable>,
     /// When the latest sessions were established (Unix ms), oldest first, bounded.
     recent_sessions: Mutex<std::collections::VecDeque<i64>>,
+    /// Peers known to advertise PQ (part of `config.pq`'s known-peer rule).
+    pq_peers: Arc<PqPeers>,
+    /// Where the server looks up the entry of a peer that completed classical (set once,
+    /// when the server has a discovery: [`Server::look_up_peers_in`]).
+    peer_lookup: OnceLock<Arc<dyn Discovery>>,
+    /// Peer lookups in flight, at most [`PEER_LOOKUPS`].
+    lookups: Arc<Semaphore>,
 }
+
+/// Peer-entry lookups a server runs at once; a classical session arriving while all are
+/// busy is not looked up (PROTOCOL.md §4.5).
+pub const PEER_LOOKUPS: usize = 64;
+
+/// How long a peer-entry lookup may take.
+pub const PEER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Session start times kept for [`Server::recent_session_starts`].
 pub const RECENT_SESSIONS: usize = 4096;
@@ -244,7 +260,9 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// A server with `keypair` as its identity.
-    pub fn new(keypair: Keypair, config: ServerConfig) -> Self {
+    pub fn new(keypair: Keypair, mut config: ServerConfig) -> Self {
+        let pq_peers = PqPeers::new();
+        config.pq.known_pq = Some(pq_peers.known_pq(config.pq.known_pq.take()));
         let handshakes = Arc::new(Semaphore::new(config.max_handshakes.max(1)));
         let config_per_source = config.per_source;
         let inner = Arc::new(Inner {
@@ -257,6 +275,9 @@ impl Server {
             handshakes,
             sources: SourceTable::new(config_per_source),
             recent_sessions: Mutex::new(std::collections::VecDeque::new()),
+            pq_peers,
+            peer_lookup: OnceLock::new(),
+            lookups: Arc::new(Semaphore::new(PEER_LOOKUPS)),
         });
         let guard = DropGuard(Arc::downgrade(&inner));
         Self {
@@ -271,6 +292,18 @@ impl Server {
             inner: self.inner.clone(),
             _user: None,
         }
+    }
+
+    /// Where to look up the signed entry of a peer that completed a classical handshake
+    /// (the server's discovery). Set once; later calls are ignored. Without it the server
+    /// knows PQ peers only from its configured rule.
+    pub fn look_up_peers_in(&self, discovery: Arc<dyn Discovery>) {
+        let _ = self.inner.peer_lookup.set(discovery);
+    }
+
+    /// The peers this server knows to advertise PQ.
+    pub fn pq_peers(&self) -> &Arc<PqPeers> {
+        &self.inner.pq_peers
     }
 
     /// The server's public key.
@@ -347,6 +380,69 @@ impl Server {
 
     fn reject(&self, reason: RejectReason) {
         self.inner.counters.rejects[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// After a classical session with a peer the server knows nothing about, looks the
+    /// peer's signed entry up in the background — never holding up accept, at most
+    /// [`PEER_LOOKUPS`] at once. If the entry says `pq_capable`, the session is closed with
+    /// `PqRequired` (counted in `pq_refused`) and the peer's next classical handshake is
+    /// refused in the handshake (PROTOCOL.md §4.5).
+    fn check_classical_peer(&self, session: &Session) {
+        let remote = session.remote();
+        if self
+            .inner
+            .pq_peers
+            .lookup(&remote, Instant::now())
+            .is_some()
+        {
+            return;
+        }
+        let Some(discovery) = self.inner.peer_lookup.get().cloned() else {
+            return;
+        };
+        let Ok(permit) = self.inner.lookups.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, "peer lookups busy; not checking this classical session");
+            return;
+        };
+        let inner = self.inner.clone();
+        let session = session.clone();
+        self.inner.tasks.spawn(async move {
+            let _permit = permit;
+            let found = tokio::select! {
+                () = inner.shutdown.cancelled() => return,
+                found = tokio::time::timeout(PEER_LOOKUP_TIMEOUT, discovery.entry(&remote)) => found,
+            };
+            let entry = match found {
+                Ok(Ok(Some(entry))) if entry.owner == remote && entry.signature_valid() => entry,
+                Ok(Ok(_)) => {
+                    inner.pq_peers.learn(remote, false, Instant::now());
+                    return;
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%remote, %error, "peer lookup failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "peer lookup timed out");
+                    return;
+                }
+            };
+            inner
+                .pq_peers
+                .learn(remote, entry.pq_capable, Instant::now());
+            if entry.pq_capable {
+                inner.config.pq.stats.count_pq_refused();
+                tracing::warn!(
+                    %remote,
+                    "closing a classical-only session: the peer's signed entry advertises PQ"
+                );
+                session.close(
+                    Code::PqRequired,
+                    "your discovery entry advertises post-quantum support, but this session \
+                     is classical-only; reconnect with the hybrid handshake",
+                );
+            }
+        });
     }
 
     /// Runs the accept loop on `listener` (a bound `TcpListener`, or any [`Listen`]) until
@@ -475,6 +571,10 @@ impl Server {
             .fetch_add(1, Ordering::Relaxed);
         self.note_session_start();
         tracing::debug!(%remote, ?addr, ?pq, "session established");
+        // Only a server that offers the hybrid itself has a downgrade to guard against.
+        if pq == PqStatus::Classical && inner.config.pq.enabled {
+            self.check_classical_peer(&session);
+        }
         if inner.shutdown.is_cancelled() {
             session.close(Code::ShuttingDown, "server shutting down");
         }

@@ -411,3 +411,114 @@ async fn a_seed_marked_pq_never_completes_classical_in_the_lifecycle() {
     client.close().await;
     legacy_server.stop().await;
 }
+
+/// PROTOCOL.md §4.5, the responder's side: a peer whose signed entry says `pq_capable` never
+/// keeps a classical session or stream. The server looks the entry up after accept (without
+/// holding accept up), closes the classical session with PQ_REQUIRED and refuses the peer's
+/// next classical handshake; a listening client refuses a classical stream from a dialer
+/// whose entry it saw. Every refusal counts in `pq_refused`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_and_a_listening_client_refuse_a_classical_initiator_whose_entry_says_pq() {
+    let discovery = Arc::new(dmsg::memory::MemoryDiscovery::default());
+    let legacy_key = Keypair::generate();
+    let legacy_pk = legacy_key.public();
+    // The entry says PQ (what the peer published before losing it, or a downgraded build).
+    discovery.set(dmsg::entry::Entry::client(legacy_pk, 1, Vec::new()).signed(&legacy_key));
+
+    let server = TestServer::start(ServerConfig::default()).await;
+    server.server.look_up_peers_in(discovery.clone());
+    let legacy = Client::new(legacy_key, client_config(classical_only()));
+    let session = legacy
+        .connect(server.server.public_key(), server.addr)
+        .await
+        .expect("the handshake itself completes: the server does not wait on discovery");
+    assert_eq!(session.pq(), PqStatus::Classical);
+    let code = tokio::time::timeout(std::time::Duration::from_secs(5), session.closed())
+        .await
+        .expect("the server closes the classical session once it saw the entry");
+    assert_eq!(code, Code::PqRequired);
+    assert_eq!(server.server.stats().handshakes.pq_refused, 1);
+    assert!(
+        server
+            .server
+            .pq_peers()
+            .advertises(&legacy_pk, tokio::time::Instant::now())
+    );
+    let refused = legacy
+        .connect(server.server.public_key(), server.addr)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ConnectError::Refused(Code::PqRequired)),
+        "{refused}"
+    );
+    assert_eq!(server.server.stats().handshakes.pq_refused, 2);
+    assert_eq!(server.server.session_count(), 0);
+
+    // A classical peer whose entry does not say PQ keeps its session.
+    let honest_key = Keypair::generate();
+    let mut honest_entry = dmsg::entry::Entry::client(honest_key.public(), 1, Vec::new());
+    honest_entry.pq_capable = false;
+    discovery.set(honest_entry.signed(&honest_key));
+    let honest = Client::new(honest_key, client_config(classical_only()));
+    let honest_session = honest
+        .connect(server.server.public_key(), server.addr)
+        .await
+        .unwrap();
+    common::wait_until("the server looked the honest peer up", || {
+        server
+            .server
+            .pq_peers()
+            .lookup(&honest.public_key(), tokio::time::Instant::now())
+            .is_some()
+    })
+    .await;
+    assert!(!honest_session.is_closed());
+    assert_eq!(server.server.stats().handshakes.pq_refused, 2);
+
+    // The listening client saw the legacy peer's entry; a plain relay (no lookups) carries
+    // the stream open, and the listener refuses the classical stream.
+    let relay = TestServer::start(ServerConfig::default()).await;
+    let listener_client = Client::new(
+        Keypair::generate(),
+        ClientConfig {
+            lifecycle: dmsg::client::LifecycleConfig {
+                discovery: dmsg::client::DiscoveryTarget::Custom(discovery.clone()),
+                publish_entry: false,
+                ..dmsg::client::LifecycleConfig::default()
+            },
+            ..ClientConfig::default()
+        },
+    );
+    listener_client
+        .connect(relay.server.public_key(), relay.addr)
+        .await
+        .unwrap();
+    listener_client.destination_entry(&legacy_pk).await.unwrap();
+    let _listener = listener_client.listen(port(9)).unwrap();
+    let legacy_session = legacy
+        .connect(relay.server.public_key(), relay.addr)
+        .await
+        .unwrap();
+    let refused = legacy
+        .dial_via(&legacy_session, addr(&listener_client, 9))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            DialError::Rejected {
+                code: Code::PqRequired,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert_eq!(listener_client.handshake_stats().pq_refused, 1);
+    assert_eq!(listener_client.handshake_stats().classical, 0);
+    for client in [&legacy, &honest, &listener_client] {
+        client.close().await;
+    }
+    server.stop().await;
+    relay.stop().await;
+}

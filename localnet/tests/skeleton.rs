@@ -155,7 +155,30 @@ async fn every_port_lists_exactly_what_it_serves_and_metrics_parse() {
             "grpc_client_handling_seconds",
             "dmsg_client_server_sessions",
             "dmsg_client_entry_published",
+            "dmsg_client_handshakes_total",
         ],
+    );
+    // The agent's sessions and its probe's stream were hybrid; nothing was refused.
+    let hybrid = testkit::metrics::value(&text, "dmsg_client_handshakes_total{outcome=\"hybrid\"}");
+    assert!(hybrid.is_some_and(|n| n >= 2.0), "{text}");
+    assert_eq!(
+        testkit::metrics::value(
+            &text,
+            "dmsg_client_handshakes_total{outcome=\"pq_refused\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    let status = fleet.client_status(Role::Client(0)).await.unwrap();
+    assert!(status.handshakes_pq >= 2, "{status:?}");
+    assert_eq!(
+        (
+            status.handshakes_classical,
+            status.handshakes_downgraded,
+            status.handshakes_pq_refused
+        ),
+        (0, 0, 0),
+        "{status:?}"
     );
     assert!(
         text.contains("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Probe\",grpc_service=\"skywire.client.v1.Agent\"} 1"),

@@ -115,7 +115,7 @@ pub struct RelayCollector {
 }
 
 /// Sets a counter to an absolute value read from the relay (counters only grow there).
-fn set_counter(counter: &IntCounter, value: u64) {
+pub(crate) fn set_counter(counter: &IntCounter, value: u64) {
     counter.reset();
     counter.inc_by(value);
 }
@@ -182,13 +182,7 @@ impl RelayCollector {
         set_counter(&self.bytes_relayed, stats.bytes_relayed);
         self.available_sessions
             .set(self.view.server.available_sessions());
-        let handshakes = stats.handshakes;
-        for (outcome, value) in [
-            ("hybrid", handshakes.hybrid),
-            ("classical", handshakes.classical),
-            ("downgrade", handshakes.downgrades),
-            ("pq_refused", handshakes.pq_refused),
-        ] {
+        for (outcome, value) in stats.handshakes.by_outcome() {
             set_counter(&self.handshakes.with_label_values(&[outcome]), value);
         }
         for reason in RejectReason::ALL {

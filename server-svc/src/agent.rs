@@ -141,6 +141,7 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        let handshakes = self.client.handshake_stats();
         Ok(Response::new(pb::StatusResponse {
             pk: pk_to_proto(&self.client.public_key()),
             connected_servers: self
@@ -152,6 +153,10 @@ impl pb::agent_server::Agent for AgentService {
             published_sequence: self.client.published_sequence().unwrap_or(0),
             tasks: self.client.task_count() as u64,
             echo_port: u32::from(self.echo_port.get()),
+            handshakes_pq: handshakes.hybrid,
+            handshakes_classical: handshakes.classical,
+            handshakes_downgraded: handshakes.downgrades,
+            handshakes_pq_refused: handshakes.pq_refused,
         }))
     }
 
@@ -234,6 +239,7 @@ pub struct ClientCollector {
     client: Client,
     sessions: prometheus::IntGauge,
     published: prometheus::IntGauge,
+    handshakes: prometheus::IntCounterVec,
 }
 
 impl ClientCollector {
@@ -249,6 +255,14 @@ impl ClientCollector {
                 "dmsg_client_entry_published",
                 "1 once discovery has stored this client's entry",
             )?,
+            handshakes: prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "dmsg_client_handshakes_total",
+                    "Session and stream handshakes by outcome (hybrid, classical, downgrade, \
+                     pq_refused)",
+                ),
+                &["outcome"],
+            )?,
         })
     }
 }
@@ -257,6 +271,7 @@ impl prometheus::core::Collector for ClientCollector {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
         let mut descs = self.sessions.desc();
         descs.extend(self.published.desc());
+        descs.extend(self.handshakes.desc());
         descs
     }
 
@@ -265,8 +280,12 @@ impl prometheus::core::Collector for ClientCollector {
             .set(i64::try_from(self.client.connected_servers().len()).unwrap_or(i64::MAX));
         self.published
             .set(i64::from(self.client.published_sequence().is_some()));
+        for (outcome, value) in self.client.handshake_stats().by_outcome() {
+            crate::admin::set_counter(&self.handshakes.with_label_values(&[outcome]), value);
+        }
         let mut families = self.sessions.collect();
         families.extend(self.published.collect());
+        families.extend(self.handshakes.collect());
         families
     }
 }

@@ -166,14 +166,18 @@ pub async fn run(
     // 2. Outbound work, all in the background.
     let transit = transit_client(&config);
     let registration = match discovery_ways(&config, transit.as_ref()) {
-        Ok(Some((discovery, via))) => Registration::start(
-            server.clone(),
-            config.keypair.clone(),
-            discovery,
-            via,
-            config.registration.clone(),
-            transit.as_ref().map(Client::session_changes),
-        ),
+        Ok(Some((discovery, via))) => {
+            // A classical session's peer is looked up here afterwards (PROTOCOL.md §4.5).
+            server.look_up_peers_in(discovery.clone());
+            Registration::start(
+                server.clone(),
+                config.keypair.clone(),
+                discovery,
+                via,
+                config.registration.clone(),
+                transit.as_ref().map(Client::session_changes),
+            )
+        }
         Ok(None) => {
             tracing::warn!("no discovery configured: clients find this server only by seeds");
             Registration::disabled(config.keypair.clone())

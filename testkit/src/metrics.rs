@@ -59,3 +59,17 @@ pub fn families(text: &str) -> BTreeMap<String, String> {
     }
     families
 }
+
+/// The value of the sample written exactly as `series` (name and labels, e.g.
+/// `x_total{outcome="hybrid"}`) in `text`, if present.
+pub fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}

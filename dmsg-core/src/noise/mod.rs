@@ -137,6 +137,19 @@ pub struct HandshakeCounts {
     pub pq_refused: u64,
 }
 
+impl HandshakeCounts {
+    /// The counts under their metric labels (`outcome` of `*_handshakes_total`): hybrid,
+    /// classical, downgrade, pq_refused.
+    pub fn by_outcome(&self) -> [(&'static str, u64); 4] {
+        [
+            ("hybrid", self.hybrid),
+            ("classical", self.classical),
+            ("downgrade", self.downgrades),
+            ("pq_refused", self.pq_refused),
+        ]
+    }
+}
+
 impl HandshakeStats {
     /// Counts a handshake refused for PQ reasons before the policy gate could see it (a
     /// classical preamble at a `Require` server).

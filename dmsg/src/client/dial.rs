@@ -387,6 +387,9 @@ impl Client {
             .filter(|entry| entry.owner == *pk && entry.signature_valid())
             .map(Arc::new)
             .ok_or(DialByAddrError::NoEntry(*pk))?;
+        self.inner
+            .pq_peers
+            .learn(entry.owner, entry.pq_capable, Instant::now());
         let ttl = self.inner.config.lifecycle.entry_cache_ttl;
         self.lock_entries()
             .insert(entry.clone(), ttl, Instant::now());
@@ -401,6 +404,9 @@ impl Client {
         }
         match self.inner.discovery.entry(pk).await {
             Ok(Some(entry)) if entry.owner == *pk && entry.signature_valid() => {
+                self.inner
+                    .pq_peers
+                    .learn(entry.owner, entry.pq_capable, Instant::now());
                 entry.server.map(|server| ServerAddr {
                     pk: *pk,
                     address: server.address,

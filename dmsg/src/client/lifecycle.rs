@@ -213,6 +213,9 @@ impl Client {
         let mut candidates: Vec<ServerAddr> = match listed {
             Ok(Ok(entries)) => {
                 from_discovery = true;
+                for entry in &entries {
+                    self.inner.pq_peers.learn_entry(entry);
+                }
                 entries
                     .into_iter()
                     .filter_map(|entry| {
@@ -423,6 +426,9 @@ impl Balancing {
         else {
             return;
         };
+        for entry in &entries {
+            client.inner.pq_peers.learn_entry(entry);
+        }
         let loads: Vec<Load> = entries.iter().filter_map(Load::of).collect();
         for (home, _) in states {
             let Some(to) = balance::move_target(&home, &loads, rng) else {

@@ -44,6 +44,7 @@ use crate::mux::{MuxConfig, Role, StreamError};
 use crate::net::Dialer;
 use crate::noise::{self, HandshakeCounts, HandshakeError, PqSettings, ResponderNext};
 use crate::port::{PortAllocator, PortError, PortGuard};
+use crate::pq_peers::PqPeers;
 use crate::publisher::{EntryPublisher, Phase};
 use crate::session::{IncomingHandler, IncomingOpen, OpenAnswer, Session, SessionSetup};
 use crate::session_table::SessionTable;
@@ -274,6 +275,9 @@ struct Inner {
     publisher: Mutex<EntryPublisher>,
     /// Set when the first session came up (the end of the cold start).
     ever_connected: AtomicBool,
+    /// Peers known to advertise PQ: from every signed entry the client sees and its `#pq`
+    /// seeds; part of `config.pq`'s known-peer rule (PROTOCOL.md §4.5).
+    pq_peers: Arc<PqPeers>,
 }
 
 /// A handle to a client that does not keep it alive (for things the client itself owns, such
@@ -345,11 +349,16 @@ impl Client {
     /// Always yields a working client, even with discovery unreachable: the lifecycle (if it
     /// has seeds or a discovery) starts in the background at once — call this inside a tokio
     /// runtime. A client without either only does what it is told (`connect`, `dial_via`).
-    pub fn new(keypair: Keypair, config: ClientConfig) -> Self {
+    pub fn new(keypair: Keypair, mut config: ClientConfig) -> Self {
         let mut seeds = config.lifecycle.seeds.clone();
         if config.lifecycle.include_default_seeds {
             seeds.extend(crate::deployment::default_servers());
         }
+        let pq_peers = PqPeers::new();
+        for seed in seeds.iter().filter(|seed| seed.pq) {
+            pq_peers.pin(seed.pk);
+        }
+        config.pq.known_pq = Some(pq_peers.known_pq(config.pq.known_pq.take()));
         let disabled_key = keypair.clone();
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
             discovery: lifecycle::discovery_for(
@@ -370,6 +379,7 @@ impl Client {
             entries: Mutex::new(dial::EntryCache::default()),
             publisher: Mutex::new(EntryPublisher::disabled(disabled_key)),
             ever_connected: AtomicBool::new(false),
+            pq_peers,
         });
         let user = Some(Arc::new(DropGuard {
             stop: inner.stop.clone(),
@@ -427,6 +437,11 @@ impl Client {
     /// Handshake counters.
     pub fn handshake_stats(&self) -> HandshakeCounts {
         self.inner.config.pq.stats.snapshot()
+    }
+
+    /// The peers this client knows to advertise PQ (learned from the signed entries it saw).
+    pub fn pq_peers(&self) -> &Arc<PqPeers> {
+        &self.inner.pq_peers
     }
 
     /// Tasks the client owns now (its core and its lifecycle).

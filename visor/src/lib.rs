@@ -1,0 +1,14 @@
+//! The Skywire visor: the node of the network. It keeps transports to other visors (`dmsg`
+//! streams, direct `stcp` links), routes packets by route ID along rules, and carries route
+//! groups — end-to-end encrypted byte streams over multi-hop routes.
+//!
+//! The byte-level specification is `ROUTING.md` beside this crate; the code cites its
+//! sections.
+//!
+//! # Layout
+//! - [`packet`]: frames and route packets on a transport, and every wire number.
+//! - [`router`]: the sans-IO router: rules, the rule table (reservations, keep-alive, GC), and
+//!   the decision for an arriving packet.
+
+pub mod packet;
+pub mod router;

@@ -9,6 +9,12 @@
 //! - [`packet`]: frames and route packets on a transport, and every wire number.
 //! - [`router`]: the sans-IO router: rules, the rule table (reservations, keep-alive, GC), and
 //!   the decision for an arriving packet.
+//! - [`transport`]: transports (stcp handshake, framing, queues, the reader and writer tasks).
+//! - [`route_group`]: route groups: end-to-end records, credits, the `AsyncRead + AsyncWrite` handle.
+//! - [`node`]: the data plane at runtime: [`node::Visor`].
 
+pub mod node;
 pub mod packet;
+pub mod route_group;
 pub mod router;
+pub mod transport;

@@ -69,9 +69,10 @@ pub enum Decision {
     Drop(DropReason),
 }
 
-/// Decides what to do with a packet that arrived with `route`, marking the rule active.
-pub fn route(table: &mut RuleTable, route: RouteId, now: Instant) -> Decision {
-    match table.touch(route, now).map(|rule| rule.kind) {
+/// Decides what to do with a packet that arrived on `from` with `route`, marking the rule
+/// active.
+pub fn route(table: &mut RuleTable, route: RouteId, from: TransportId, now: Instant) -> Decision {
+    match table.touch_from(route, from, now).map(|rule| rule.kind) {
         Some(RuleKind::Intermediary(next)) => Decision::Forward(next),
         Some(RuleKind::Consume(descriptor)) => Decision::Deliver(descriptor),
         Some(RuleKind::Forward { .. }) => Decision::Drop(DropReason::WrongRule),
@@ -108,18 +109,27 @@ mod tests {
         ] {
             assert_eq!(table.install(rule, now), Ok(()));
         }
-        assert_eq!(route(&mut table, ids[0], now), Decision::Forward(next));
         assert_eq!(
-            route(&mut table, ids[1], now),
+            route(&mut table, ids[0], [0; 16], now),
+            Decision::Forward(next)
+        );
+        assert_eq!(
+            route(&mut table, ids[1], [0; 16], now),
             Decision::Deliver(descriptor)
         );
         assert_eq!(
-            route(&mut table, ids[2], now),
+            route(&mut table, ids[2], [0; 16], now),
             Decision::Drop(DropReason::WrongRule)
         );
+        assert_eq!(
+            table.rules_from(&[0; 16]).len(),
+            3,
+            "each remembers where it came from"
+        );
+        assert!(table.rules_from(&[1; 16]).is_empty());
         let unknown = RouteId::new(999).unwrap_or_else(|| unreachable!());
         assert_eq!(
-            route(&mut table, unknown, now),
+            route(&mut table, unknown, [0; 16], now),
             Decision::Drop(DropReason::UnknownRoute)
         );
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::rule::{Rule, RuleKind};
+use super::rule::{Rule, RuleKind, TransportId};
 use crate::packet::RouteId;
 
 /// Rules and reservations a table holds at most (ROUTING.md §5.1).
@@ -42,8 +42,15 @@ impl Default for TableConfig {
 
 #[derive(Clone, Debug)]
 enum Slot {
-    Reserved { expires: Instant },
-    Ruled { rule: Rule, last_active: Instant },
+    Reserved {
+        expires: Instant,
+    },
+    Ruled {
+        rule: Rule,
+        last_active: Instant,
+        /// The transport the last matching packet arrived on.
+        from: Option<TransportId>,
+    },
 }
 
 /// Why a table operation failed.
@@ -142,6 +149,7 @@ impl RuleTable {
             Slot::Ruled {
                 rule,
                 last_active: now,
+                from: None,
             },
         );
         Ok(())
@@ -163,15 +171,49 @@ impl RuleTable {
         }
     }
 
-    /// The rule under `key`, marked active at `now` (a packet matched it).
+    /// The rule under `key`, marked active at `now` (a local sender used it).
     pub fn touch(&mut self, key: RouteId, now: Instant) -> Option<Rule> {
         match self.slots.get_mut(&key)? {
-            Slot::Ruled { rule, last_active } => {
+            Slot::Ruled {
+                rule, last_active, ..
+            } => {
                 *last_active = now;
                 Some(*rule)
             }
             Slot::Reserved { .. } => None,
         }
+    }
+
+    /// The rule under `key`, marked active at `now` by a packet that arrived on `from`.
+    pub fn touch_from(&mut self, key: RouteId, from: TransportId, now: Instant) -> Option<Rule> {
+        match self.slots.get_mut(&key)? {
+            Slot::Ruled {
+                rule,
+                last_active,
+                from: arrived,
+            } => {
+                *last_active = now;
+                *arrived = Some(from);
+                Some(*rule)
+            }
+            Slot::Reserved { .. } => None,
+        }
+    }
+
+    /// The rules whose last packet arrived on `transport` (the routes a closing transport
+    /// breaks, ROUTING.md §6.6).
+    pub fn rules_from(&self, transport: &TransportId) -> Vec<Rule> {
+        self.slots
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Ruled {
+                    rule,
+                    from: Some(from),
+                    ..
+                } if from == transport => Some(*rule),
+                _ => None,
+            })
+            .collect()
     }
 
     /// When [`RuleTable::handle_timeout`] should next run: the next collection, if anything
@@ -196,7 +238,9 @@ impl RuleTable {
                 }
                 keep
             }
-            Slot::Ruled { rule, last_active } => {
+            Slot::Ruled {
+                rule, last_active, ..
+            } => {
                 let keep = now.saturating_duration_since(*last_active) <= rule.keep_alive;
                 if !keep {
                     collected.idle.push(*rule);

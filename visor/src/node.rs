@@ -1,0 +1,823 @@
+//! The visor's data plane at runtime: its transports, its rule table, its route groups and
+//! listeners, and the tasks that move packets between them (ROUTING.md §2–§6).
+//!
+//! [`Visor`] is a cheap handle. Clones share the node; dropping the last user handle shuts
+//! it down (every transport closes, every task ends); [`Visor::shutdown`] does the same and
+//! waits for every task. Locks guard plain data and are never held across an await.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use bytes::{Bytes, BytesMut};
+use dmsg::addr::Port;
+use dmsg::identity::{Keypair, PublicKey};
+use dmsg::noise::{self, PqSettings, ResponderNext};
+use dmsg::wire::{Mode, Pattern};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::packet::{ByeCode, CloseCode, FrameType, Header, RouteId};
+use crate::route_group::{
+    GroupAddr, GroupOwner, GroupShared, ROUTE_HANDSHAKE_TIMEOUT, ROUTE_KEEPALIVE_INTERVAL,
+    RouteGroup, RouteGroupError, binding,
+};
+use crate::router::{
+    self, Decision, DropReason, Rule, RuleKind, RuleTable, TableConfig, TableCounts, TableError,
+    TransportId,
+};
+use crate::transport::frame::{Frame, FrameReader, FrameWriter};
+use crate::transport::handshake::{self, StcpHandshakeError};
+use crate::transport::link::{self, FrameSink};
+use crate::transport::queue::{OutFrame, TRANSPORT_QUEUE_BYTES};
+use crate::transport::{Transport, TransportKind, new_connection_wins, stcp};
+
+/// Route groups a listener holds before refusing new ones.
+pub const ACCEPT_BACKLOG: usize = 64;
+/// stcp handshakes in progress at once on the listener.
+pub const MAX_STCP_HANDSHAKES: usize = 64;
+
+/// Data-plane settings.
+#[derive(Clone, Debug)]
+pub struct VisorConfig {
+    /// Post-quantum settings (stcp transports and route groups).
+    pub pq: PqSettings,
+    /// Rule table limits and timers.
+    pub table: TableConfig,
+    /// Bytes each outgoing transport queue holds at most.
+    pub queue_bytes: usize,
+    /// Route groups a listener holds before refusing new ones.
+    pub accept_backlog: usize,
+    /// stcp peers by key.
+    pub pk_table: HashMap<PublicKey, SocketAddr>,
+}
+
+impl Default for VisorConfig {
+    /// The defaults of ROUTING.md §7, no stcp peers.
+    fn default() -> Self {
+        Self {
+            pq: PqSettings::default(),
+            table: TableConfig::default(),
+            queue_bytes: TRANSPORT_QUEUE_BYTES,
+            accept_backlog: ACCEPT_BACKLOG,
+            pk_table: HashMap::new(),
+        }
+    }
+}
+
+/// Why a transport could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The peer is not in the `pk_table`.
+    #[error("{0} is not in the stcp pk_table")]
+    UnknownPeer(PublicKey),
+    /// The TCP connect failed.
+    #[error("stcp connect to {addr}: {error}")]
+    Connect {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The stcp handshake failed.
+    #[error("stcp handshake with {peer}: {error}")]
+    Handshake {
+        /// With whom.
+        peer: PublicKey,
+        /// Why.
+        error: StcpHandshakeError,
+    },
+    /// A connection of the other edge's for the same transport was kept instead.
+    #[error("a transport to {0} of this type already exists and wins (ROUTING.md §2.5)")]
+    Duplicate(PublicKey),
+    /// The visor is shutting down.
+    #[error("the visor is shutting down")]
+    ShuttingDown,
+}
+
+/// Counters of the data plane.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VisorStats {
+    /// Rules and reservations by type.
+    pub rules: TableCounts,
+    /// Live transports.
+    pub transports: usize,
+    /// Live route groups.
+    pub route_groups: usize,
+    /// Packets dropped, by reason.
+    pub drops: Vec<(DropReason, u64)>,
+    /// Bytes queued on all outgoing transports now.
+    pub queued_bytes: usize,
+}
+
+impl VisorStats {
+    /// The drops counted for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+struct Inner {
+    keypair: Keypair,
+    config: VisorConfig,
+    table: Mutex<RuleTable>,
+    transports: Mutex<HashMap<TransportId, Arc<Transport>>>,
+    /// Route groups by the key of their CONSUME rule.
+    groups: Mutex<HashMap<RouteId, Arc<GroupShared>>>,
+    listeners: Mutex<HashMap<Port, mpsc::Sender<RouteGroup>>>,
+    drops: [AtomicU64; DropReason::ALL.len()],
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    stcp_handshakes: Arc<tokio::sync::Semaphore>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A visor's data plane (see the module docs).
+#[derive(Clone)]
+pub struct Visor {
+    inner: Arc<Inner>,
+    _user: Option<Arc<DropGuard>>,
+}
+
+struct DropGuard(Weak<Inner>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.stop();
+        }
+    }
+}
+
+impl std::fmt::Debug for Visor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Visor")
+            .field("pk", &self.inner.keypair.public())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// Signals shutdown and closes every transport (the tasks then end on their own).
+    fn stop(&self) {
+        self.shutdown.cancel();
+        for transport in lock(&self.transports).values() {
+            let _ = transport.send(bye(ByeCode::ShuttingDown));
+            transport.close("the visor is shutting down");
+        }
+    }
+
+    fn count_drop(&self, transport: &Transport, reason: DropReason) {
+        self.drops[reason.index()].fetch_add(1, Ordering::Relaxed);
+        transport.count_drop(reason);
+    }
+
+    fn transport(&self, id: &TransportId) -> Option<Arc<Transport>> {
+        lock(&self.transports)
+            .get(id)
+            .filter(|t| !t.is_closed())
+            .cloned()
+    }
+}
+
+fn bye(code: ByeCode) -> OutFrame {
+    OutFrame {
+        header: Header::for_transport(FrameType::Bye, 1),
+        body: Bytes::copy_from_slice(&[code as u8]),
+    }
+}
+
+fn close_packet(route: RouteId, code: CloseCode) -> OutFrame {
+    OutFrame {
+        header: Header::for_route(FrameType::Close, route, 1),
+        body: Bytes::copy_from_slice(&[code as u8]),
+    }
+}
+
+impl Visor {
+    /// A visor with `keypair` as its identity; its maintenance task (rule collection,
+    /// route-group keep-alives) starts at once — call inside a tokio runtime.
+    pub fn new(keypair: Keypair, config: VisorConfig) -> Self {
+        let table = RuleTable::new(config.table, Instant::now());
+        let inner = Arc::new(Inner {
+            keypair,
+            config,
+            table: Mutex::new(table),
+            transports: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(HashMap::new()),
+            drops: Default::default(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            stcp_handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_STCP_HANDSHAKES)),
+        });
+        let visor = Self {
+            _user: Some(Arc::new(DropGuard(Arc::downgrade(&inner)))),
+            inner,
+        };
+        let internal = visor.internal();
+        visor
+            .inner
+            .tasks
+            .spawn(async move { internal.maintain().await });
+        visor
+    }
+
+    fn internal(&self) -> Visor {
+        Visor {
+            inner: self.inner.clone(),
+            _user: None,
+        }
+    }
+
+    /// The visor's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.keypair.public()
+    }
+
+    /// Stops everything and waits for every task.
+    pub async fn shutdown(&self) {
+        self.inner.stop();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// Tasks the visor owns now.
+    pub fn task_count(&self) -> usize {
+        self.inner.tasks.len()
+    }
+
+    // === rules ===
+
+    /// Reserves `count` route IDs (ROUTING.md §5.1).
+    pub fn reserve(&self, count: usize) -> Result<Vec<RouteId>, TableError> {
+        lock(&self.inner.table).reserve(count, Instant::now())
+    }
+
+    /// Installs a rule under a reserved ID (ROUTING.md §5.1).
+    pub fn install(&self, rule: Rule) -> Result<(), TableError> {
+        lock(&self.inner.table).install(rule, Instant::now())
+    }
+
+    /// The rule under `key`.
+    pub fn rule(&self, key: RouteId) -> Option<Rule> {
+        lock(&self.inner.table).rule(key).copied()
+    }
+
+    /// Counters now.
+    pub fn stats(&self) -> VisorStats {
+        let transports = lock(&self.inner.transports);
+        VisorStats {
+            rules: lock(&self.inner.table).counts(),
+            transports: transports.len(),
+            route_groups: lock(&self.inner.groups).len(),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| (*r, self.inner.drops[r.index()].load(Ordering::Relaxed)))
+                .collect(),
+            queued_bytes: transports.values().map(|t| t.queue.bytes()).sum(),
+        }
+    }
+
+    // === transports ===
+
+    /// The live transport `id`.
+    pub fn transport(&self, id: &TransportId) -> Option<Arc<Transport>> {
+        self.inner.transport(id)
+    }
+
+    /// Every live transport.
+    pub fn transports(&self) -> Vec<Arc<Transport>> {
+        lock(&self.inner.transports).values().cloned().collect()
+    }
+
+    /// Accepts stcp transports on `listener` until shutdown (ROUTING.md §2.2). Handshakes run
+    /// in their own tasks, at most [`MAX_STCP_HANDSHAKES`] at once; more are dropped.
+    pub async fn serve_stcp(&self, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let accepted = tokio::select! {
+                () = self.inner.shutdown.cancelled() => return Ok(()),
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, addr) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "stcp accept failed; backing off");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.inner.stcp_handshakes.clone().try_acquire_owned() else {
+                tracing::debug!(%addr, "stcp handshakes busy; dropping a connection");
+                continue;
+            };
+            let visor = self.internal();
+            self.inner.tasks.spawn(async move {
+                let _permit = permit;
+                if let Err(error) = visor.accept_stcp(stream).await {
+                    tracing::debug!(%addr, %error, "stcp transport not set up");
+                }
+            });
+        }
+    }
+
+    async fn accept_stcp(&self, mut stream: TcpStream) -> Result<Arc<Transport>, TransportError> {
+        let _ = stcp::configure(&stream);
+        let established = tokio::select! {
+            () = self.inner.shutdown.cancelled() => return Err(TransportError::ShuttingDown),
+            result = handshake::accept(&mut stream, &self.inner.keypair, &self.inner.config.pq) => result,
+        }
+        .map_err(|error| TransportError::Handshake {
+            peer: self.public_key(),
+            error,
+        })?;
+        let peer = established.remote();
+        let (send, recv) = established.into_ciphers();
+        let (read, write) = stream.into_split();
+        self.attach(
+            peer,
+            TransportKind::Stcp,
+            peer,
+            FrameReader::new(read, Some(recv)),
+            FrameWriter::new(write, Some(send)),
+        )
+    }
+
+    /// Dials an stcp transport to `peer` at its `pk_table` address (ROUTING.md §2.2).
+    pub async fn dial_stcp(&self, peer: PublicKey) -> Result<Arc<Transport>, TransportError> {
+        let addr = *self
+            .inner
+            .config
+            .pk_table
+            .get(&peer)
+            .ok_or(TransportError::UnknownPeer(peer))?;
+        let mut stream = stcp::connect(addr)
+            .await
+            .map_err(|error| TransportError::Connect { addr, error })?;
+        let established = handshake::dial(
+            &mut stream,
+            &self.inner.keypair,
+            peer,
+            &self.inner.config.pq,
+            false,
+        )
+        .await
+        .map_err(|error| TransportError::Handshake { peer, error })?;
+        let (send, recv) = established.into_ciphers();
+        let (read, write) = stream.into_split();
+        self.attach(
+            peer,
+            TransportKind::Stcp,
+            self.public_key(),
+            FrameReader::new(read, Some(recv)),
+            FrameWriter::new(write, Some(send)),
+        )
+    }
+
+    /// Adds a transport whose handshake is done and starts its tasks; keeps one per peer and
+    /// type by the rule of ROUTING.md §2.5.
+    pub fn attach<R, W>(
+        &self,
+        peer: PublicKey,
+        kind: TransportKind,
+        dialer: PublicKey,
+        reader: FrameReader<R>,
+        writer: FrameWriter<W>,
+    ) -> Result<Arc<Transport>, TransportError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let local = self.public_key();
+        let transport = Arc::new(Transport::new(
+            &local,
+            peer,
+            kind,
+            dialer,
+            self.inner.config.queue_bytes,
+        ));
+        let low = local.min(peer);
+        let replaced = {
+            let mut transports = lock(&self.inner.transports);
+            if self.inner.shutdown.is_cancelled() {
+                return Err(TransportError::ShuttingDown);
+            }
+            let held = transports.get(&transport.id).filter(|t| !t.is_closed());
+            match held {
+                Some(held) if !new_connection_wins(&dialer, &held.dialer, &low) => None,
+                held => {
+                    let replaced = held.cloned();
+                    transports.insert(transport.id, transport.clone());
+                    Some(replaced)
+                }
+            }
+        };
+        // Tasks run either way: a refused duplicate still says BYE and drains.
+        let sink: Arc<dyn FrameSink> = Arc::new(self.internal());
+        let (t, s) = (transport.clone(), sink);
+        self.inner
+            .tasks
+            .spawn(async move { link::run_reader(t, reader, s).await });
+        let t = transport.clone();
+        self.inner
+            .tasks
+            .spawn(async move { link::run_writer(t, writer).await });
+        match replaced {
+            None => {
+                let _ = transport.send(bye(ByeCode::Duplicate));
+                transport.close("a connection of the winning edge exists (ROUTING.md §2.5)");
+                Err(TransportError::Duplicate(peer))
+            }
+            Some(old) => {
+                if let Some(old) = old {
+                    let _ = old.send(bye(ByeCode::Duplicate));
+                    old.close("replaced by a newer connection (ROUTING.md §2.5)");
+                }
+                tracing::debug!(%peer, %kind, id = hex::encode(transport.id), "transport up");
+                Ok(transport)
+            }
+        }
+    }
+
+    // === route groups ===
+
+    /// Listens for route groups arriving for local `port`.
+    pub fn listen(&self, port: Port) -> Result<RouteListener, RouteGroupError> {
+        let mut listeners = lock(&self.inner.listeners);
+        if listeners.get(&port).is_some_and(|tx| !tx.is_closed()) {
+            return Err(RouteGroupError::BadRules(format!(
+                "port {port} is already listened on"
+            )));
+        }
+        let (tx, rx) = mpsc::channel(self.inner.config.accept_backlog.max(1));
+        listeners.insert(port, tx);
+        Ok(RouteListener { rx, port })
+    }
+
+    /// Opens a route group with this visor's two rules of it: `forward` (FORWARD, this end's
+    /// first hop) and `consume` (CONSUME, where the other end's packets arrive), both under
+    /// reserved IDs. Runs the end-to-end handshake; on any failure the rules are removed
+    /// again and nothing is left behind.
+    pub async fn dial(&self, forward: Rule, consume: Rule) -> Result<RouteGroup, RouteGroupError> {
+        let (descriptor, next) = match forward.kind {
+            RuleKind::Forward { descriptor, next } => (descriptor, next),
+            _ => {
+                return Err(RouteGroupError::BadRules(
+                    "`forward` is not a FORWARD rule".into(),
+                ));
+            }
+        };
+        match consume.kind {
+            RuleKind::Consume(reverse) if reverse == descriptor.reversed() => {}
+            _ => {
+                return Err(RouteGroupError::BadRules(
+                    "`consume` is not the CONSUME rule of the reverse route".into(),
+                ));
+            }
+        }
+        if descriptor.src_pk != self.public_key() {
+            return Err(RouteGroupError::BadRules(
+                "the forward route does not start at this visor".into(),
+            ));
+        }
+        let transport = self
+            .transport(&next.transport)
+            .ok_or(RouteGroupError::NoTransport(next.transport))?;
+        {
+            let mut table = lock(&self.inner.table);
+            let now = Instant::now();
+            table
+                .install(forward, now)
+                .map_err(|e| RouteGroupError::BadRules(e.to_string()))?;
+            if let Err(error) = table.install(consume, now) {
+                table.remove(forward.key);
+                return Err(RouteGroupError::BadRules(error.to_string()));
+            }
+        }
+        let addr = GroupAddr {
+            local: descriptor.src_pk,
+            local_port: descriptor.src_port,
+            remote: descriptor.dst_pk,
+            remote_port: descriptor.dst_port,
+        };
+        let shared = Arc::new(GroupShared::new(
+            addr,
+            consume.key,
+            forward.key,
+            next,
+            transport,
+        ));
+        lock(&self.inner.groups).insert(consume.key, shared.clone());
+        // From here the handle's drop guard removes the group and both rules on any error.
+        let group = RouteGroup::new(shared.clone(), self.owner());
+        let answer = shared.expect_answer();
+        let pq = &self.inner.config.pq;
+        let (expect, message) = noise::initiate(
+            Pattern::Kk,
+            &self.inner.keypair,
+            addr.remote,
+            pq.offer(),
+            &binding(
+                (addr.local, addr.local_port),
+                (addr.remote, addr.remote_port),
+            ),
+        )
+        .map_err(|e| RouteGroupError::Handshake(e.to_string()))?;
+        let mut body = BytesMut::with_capacity(1 + message.len());
+        body.extend_from_slice(&[pq.offer() as u8]);
+        body.extend_from_slice(&message);
+        shared.send_frame(FrameType::Handshake, body.freeze())?;
+        let reply = tokio::select! {
+            () = self.inner.shutdown.cancelled() => return Err(RouteGroupError::ShuttingDown),
+            reply = tokio::time::timeout(ROUTE_HANDSHAKE_TIMEOUT, answer) => reply,
+        };
+        let reply = match reply {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => {
+                return Err(group.error().unwrap_or(RouteGroupError::Closed));
+            }
+            Err(_) => return Err(RouteGroupError::HandshakeTimeout(ROUTE_HANDSHAKE_TIMEOUT)),
+        };
+        let answered = expect
+            .read_answer(&reply)
+            .map_err(|e| RouteGroupError::Handshake(e.to_string()))?;
+        let established = pq
+            .check(answered.outcome, false, "route group")
+            .map_err(|e| RouteGroupError::Handshake(e.to_string()))?;
+        let status = established.pq();
+        let (send, recv) = established.into_ciphers();
+        shared.open(send, recv, status);
+        Ok(group)
+    }
+
+    fn owner(&self) -> Weak<dyn GroupOwner> {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        weak
+    }
+
+    /// A HANDSHAKE arrived on a CONSUME rule with no route group yet: the responder's side
+    /// (ROUTING.md §6.2). Runs in the transport's reader task; it is bounded by the rules
+    /// route-setup installed.
+    fn accept_route_group(
+        &self,
+        key: RouteId,
+        descriptor: router::RouteDescriptor,
+        body: Bytes,
+        from: &Arc<Transport>,
+    ) {
+        let local_port = descriptor.dst_port;
+        let reverse = descriptor.reversed();
+        let forward = lock(&self.inner.table)
+            .rules()
+            .find(|rule| matches!(rule.kind, RuleKind::Forward { descriptor, .. } if descriptor == reverse))
+            .copied();
+        let Some(Rule {
+            key: forward_key,
+            kind: RuleKind::Forward { next, .. },
+            ..
+        }) = forward
+        else {
+            self.inner.count_drop(from, DropReason::UnknownRoute);
+            return;
+        };
+        let Some(transport) = self.transport(&next.transport) else {
+            self.inner.count_drop(from, DropReason::TransportClosed);
+            return;
+        };
+        let listener = lock(&self.inner.listeners).get(&local_port).cloned();
+        let Some(listener) = listener else {
+            let _ = transport.send(close_packet(next.route, CloseCode::NoListener));
+            return;
+        };
+        let addr = GroupAddr {
+            local: descriptor.dst_pk,
+            local_port,
+            remote: descriptor.src_pk,
+            remote_port: descriptor.src_port,
+        };
+        let pq = &self.inner.config.pq;
+        let answered = body
+            .split_first()
+            .and_then(|(mode, message)| Some((Mode::from_u8(*mode)?, message)))
+            .ok_or_else(|| "no mode byte".to_owned())
+            .and_then(|(mode, message)| {
+                noise::respond(
+                    Pattern::Kk,
+                    &self.inner.keypair,
+                    Some(addr.remote),
+                    mode,
+                    &binding(
+                        (addr.remote, addr.remote_port),
+                        (addr.local, addr.local_port),
+                    ),
+                    message,
+                    pq.enabled,
+                )
+                .map_err(|e| e.to_string())
+            })
+            .and_then(|responded| match responded.next {
+                ResponderNext::Done(outcome) => pq
+                    .check(outcome, false, "route group")
+                    .map(|established| (established, responded.reply))
+                    .map_err(|e| e.to_string()),
+                ResponderNext::ExpectConfirm(_) => Err("not a KK handshake".to_owned()),
+            });
+        let (established, reply) = match answered {
+            Ok(answered) => answered,
+            Err(error) => {
+                tracing::debug!(peer = %addr.remote, %error, "route-group handshake refused");
+                let _ = transport.send(close_packet(next.route, CloseCode::HandshakeFailed));
+                return;
+            }
+        };
+        let shared = Arc::new(GroupShared::new(addr, key, forward_key, next, transport));
+        let status = established.pq();
+        let (send, recv) = established.into_ciphers();
+        shared.open(send, recv, status);
+        lock(&self.inner.groups).insert(key, shared.clone());
+        let group = RouteGroup::new(shared.clone(), self.owner());
+        if shared
+            .send_frame(FrameType::Handshake, Bytes::from(reply))
+            .is_err()
+        {
+            return; // dropping `group` cleans up
+        }
+        if let Err(
+            mpsc::error::TrySendError::Full(group) | mpsc::error::TrySendError::Closed(group),
+        ) = listener.try_send(group)
+        {
+            // The drop closes it with a CLOSE record the initiator reads as refused.
+            drop(group);
+        }
+    }
+
+    /// Closes the routes a closed transport breaks (ROUTING.md §6.6): local route groups
+    /// using it fail at once, and every route whose packets came over it is told onwards.
+    fn transport_closed(&self, closed: &Arc<Transport>) {
+        {
+            let mut transports = lock(&self.inner.transports);
+            if transports
+                .get(&closed.id)
+                .is_some_and(|held| Arc::ptr_eq(held, closed))
+            {
+                transports.remove(&closed.id);
+            }
+        }
+        let groups: Vec<Arc<GroupShared>> = lock(&self.inner.groups).values().cloned().collect();
+        for group in groups {
+            if Arc::ptr_eq(&group.transport, closed) || group.last_from() == Some(closed.id) {
+                group.fail(RouteGroupError::TransportClosed);
+            }
+        }
+        let broken = lock(&self.inner.table).rules_from(&closed.id);
+        for rule in broken {
+            if let RuleKind::Intermediary(next) = rule.kind
+                && let Some(onward) = self.transport(&next.transport)
+            {
+                let _ = onward.send(close_packet(next.route, CloseCode::TransportClosed));
+            }
+        }
+        tracing::debug!(
+            peer = %closed.peer,
+            kind = %closed.kind,
+            reason = closed.close_reason().unwrap_or_default(),
+            "transport closed"
+        );
+    }
+
+    /// Collects expired reservations and idle rules, and sends the keep-alives of living
+    /// route groups, until shutdown.
+    async fn maintain(&self) {
+        let mut next_keepalive = Instant::now() + ROUTE_KEEPALIVE_INTERVAL;
+        loop {
+            let next_gc = lock(&self.inner.table).poll_timeout();
+            let wake = next_gc.map_or(next_keepalive, |gc| gc.min(next_keepalive));
+            tokio::select! {
+                () = self.inner.shutdown.cancelled() => return,
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            let now = Instant::now();
+            let collected = lock(&self.inner.table).handle_timeout(now);
+            if !collected.idle.is_empty() || !collected.released.is_empty() {
+                tracing::debug!(
+                    idle = collected.idle.len(),
+                    released = collected.released.len(),
+                    "rules collected"
+                );
+            }
+            if now >= next_keepalive {
+                next_keepalive = now + ROUTE_KEEPALIVE_INTERVAL;
+                let groups: Vec<Arc<GroupShared>> =
+                    lock(&self.inner.groups).values().cloned().collect();
+                for group in groups.iter().filter(|g| !g.is_failed()) {
+                    {
+                        let mut table = lock(&self.inner.table);
+                        table.touch(group.forward_key, now);
+                        table.touch(group.consume_key, now);
+                    }
+                    let _ = group.send_frame(FrameType::KeepAlive, Bytes::new());
+                }
+            }
+        }
+    }
+}
+
+impl GroupOwner for Inner {
+    fn forget(&self, group: &GroupShared) {
+        {
+            let mut groups = lock(&self.groups);
+            if groups
+                .get(&group.consume_key)
+                .is_some_and(|held| std::ptr::eq(Arc::as_ptr(held), group))
+            {
+                groups.remove(&group.consume_key);
+            }
+        }
+        let mut table = lock(&self.table);
+        table.remove(group.forward_key);
+        table.remove(group.consume_key);
+    }
+}
+
+impl FrameSink for Visor {
+    fn on_frame(&self, transport: &Arc<Transport>, frame: Frame) {
+        let Frame { header, body } = frame;
+        let Some(route) = header.route else {
+            if header.kind == FrameType::Bye {
+                let code = body.first().and_then(|b| ByeCode::from_u8(*b));
+                transport.close(format!(
+                    "the peer closed the transport ({})",
+                    code.map_or("unknown code", ByeCode::label)
+                ));
+            }
+            return;
+        };
+        let decision = {
+            let mut table = lock(&self.inner.table);
+            router::route(&mut table, route, transport.id, Instant::now())
+        };
+        match decision {
+            Decision::Forward(next) => {
+                let Some(onward) = self.transport(&next.transport) else {
+                    self.inner
+                        .count_drop(transport, DropReason::TransportClosed);
+                    return;
+                };
+                let frame = OutFrame {
+                    header: header.with_route(next.route),
+                    body,
+                };
+                if let Err(reason) = onward.queue.try_push(frame) {
+                    self.inner.count_drop(transport, reason);
+                }
+            }
+            Decision::Deliver(descriptor) => {
+                let group = lock(&self.inner.groups).get(&route).cloned();
+                match group {
+                    Some(group) => group.on_packet(header.kind, body, transport.id),
+                    None if header.kind == FrameType::Handshake => {
+                        self.accept_route_group(route, descriptor, body, transport);
+                    }
+                    None => self.inner.count_drop(transport, DropReason::UnknownRoute),
+                }
+            }
+            Decision::Drop(reason) => self.inner.count_drop(transport, reason),
+        }
+    }
+
+    fn on_closed(&self, transport: &Arc<Transport>) {
+        self.transport_closed(transport);
+    }
+}
+
+/// Route groups arriving for one local port.
+#[derive(Debug)]
+pub struct RouteListener {
+    rx: mpsc::Receiver<RouteGroup>,
+    port: Port,
+}
+
+impl RouteListener {
+    /// The next route group; `None` once the visor shuts down.
+    pub async fn accept(&mut self) -> Option<RouteGroup> {
+        self.rx.recv().await
+    }
+
+    /// The port.
+    pub fn port(&self) -> Port {
+        self.port
+    }
+}

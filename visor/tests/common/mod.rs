@@ -1,0 +1,194 @@
+//! Visors in one process over real loopback TCP, and routes through them with rules
+//! installed through the library.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dmsg::addr::Port;
+use dmsg::identity::{Keypair, PublicKey};
+use tokio::net::TcpListener;
+use visor::node::{Visor, VisorConfig};
+use visor::route_group::RouteGroup;
+use visor::router::{NextHop, RouteDescriptor, Rule, RuleKind, TransportId};
+
+/// A visor with its stcp listener.
+pub struct Node {
+    pub visor: Visor,
+    pub addr: SocketAddr,
+    pub keypair: Keypair,
+}
+
+/// Starts `n` visors, each listening for stcp on 127.0.0.1, each knowing every other's address.
+pub async fn nodes(n: usize) -> Vec<Node> {
+    nodes_with(n, VisorConfig::default()).await
+}
+
+/// [`nodes`] with `config` for each (its `pk_table` is filled in).
+pub async fn nodes_with(n: usize, config: VisorConfig) -> Vec<Node> {
+    let mut keys = Vec::new();
+    let mut listeners = Vec::new();
+    for _ in 0..n {
+        keys.push(Keypair::generate());
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let table: HashMap<PublicKey, SocketAddr> = keys
+        .iter()
+        .zip(&listeners)
+        .map(|(k, l)| (k.public(), l.local_addr().unwrap()))
+        .collect();
+    let mut out = Vec::new();
+    for (keypair, listener) in keys.into_iter().zip(listeners) {
+        let addr = listener.local_addr().unwrap();
+        let visor = Visor::new(
+            keypair.clone(),
+            VisorConfig {
+                pk_table: table.clone(),
+                ..config.clone()
+            },
+        );
+        let serving = visor.clone();
+        tokio::spawn(async move { serving.serve_stcp(listener).await });
+        out.push(Node {
+            visor,
+            addr,
+            keypair,
+        });
+    }
+    out
+}
+
+/// Dials an stcp transport from `a` to `b` and waits until both ends hold it.
+pub async fn link(a: &Node, b: &Node) -> TransportId {
+    let transport = a.visor.dial_stcp(b.visor.public_key()).await.unwrap();
+    let id = transport.id;
+    wait_until("the listener holds the transport", || {
+        b.visor.transport(&id).is_some()
+    })
+    .await;
+    id
+}
+
+/// Polls `condition` every 10 ms for up to 10 s.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn port(n: u16) -> Port {
+    Port::new(n).unwrap()
+}
+
+/// A route group's rules along a path of visors: `path[0]` dials, `path.last()` listens on
+/// `dst_port`; `links[i]` is the transport between `path[i]` and `path[i + 1]`.
+pub struct Route {
+    /// The dialer's FORWARD rule.
+    pub forward: Rule,
+    /// The dialer's CONSUME rule.
+    pub consume: Rule,
+}
+
+/// Reserves and installs every rule of a route group along `path` except the dialer's two,
+/// which it returns for [`visor::node::Visor::dial`].
+pub fn install_route(
+    path: &[&Node],
+    links: &[TransportId],
+    src_port: Port,
+    dst_port: Port,
+) -> Route {
+    assert_eq!(links.len() + 1, path.len());
+    let n = path.len();
+    // Two ids per visor: [0] on the forward route, [1] on the reverse route.
+    let ids: Vec<Vec<_>> = path.iter().map(|v| v.visor.reserve(2).unwrap()).collect();
+    let forward_desc = RouteDescriptor {
+        src_pk: path[0].visor.public_key(),
+        dst_pk: path[n - 1].visor.public_key(),
+        src_port,
+        dst_port,
+    };
+    let reverse_desc = forward_desc.reversed();
+    // Forward route: path[0] → … → path[n-1], arriving at ids[i][0] on visor i.
+    for i in 1..n - 1 {
+        path[i]
+            .visor
+            .install(Rule::new(
+                ids[i][0],
+                RuleKind::Intermediary(NextHop {
+                    route: ids[i + 1][0],
+                    transport: links[i],
+                }),
+            ))
+            .unwrap();
+        path[i]
+            .visor
+            .install(Rule::new(
+                ids[i][1],
+                RuleKind::Intermediary(NextHop {
+                    route: ids[i - 1][1],
+                    transport: links[i - 1],
+                }),
+            ))
+            .unwrap();
+    }
+    let last = path[n - 1];
+    last.visor
+        .install(Rule::new(ids[n - 1][0], RuleKind::Consume(forward_desc)))
+        .unwrap();
+    last.visor
+        .install(Rule::new(
+            ids[n - 1][1],
+            RuleKind::Forward {
+                descriptor: reverse_desc,
+                next: NextHop {
+                    route: ids[n - 2][1],
+                    transport: links[n - 2],
+                },
+            },
+        ))
+        .unwrap();
+    Route {
+        forward: Rule::new(
+            ids[0][0],
+            RuleKind::Forward {
+                descriptor: forward_desc,
+                next: NextHop {
+                    route: ids[1][0],
+                    transport: links[0],
+                },
+            },
+        ),
+        consume: Rule::new(ids[0][1], RuleKind::Consume(reverse_desc)),
+    }
+}
+
+/// Dials a route group along `path` and accepts it at the far end.
+pub async fn route_group(
+    path: &[&Node],
+    links: &[TransportId],
+    src_port: Port,
+    dst_port: Port,
+) -> (RouteGroup, RouteGroup) {
+    let mut listener = path.last().unwrap().visor.listen(dst_port).unwrap();
+    let route = install_route(path, links, src_port, dst_port);
+    let (dialed, accepted) = tokio::join!(
+        path[0].visor.dial(route.forward, route.consume),
+        listener.accept()
+    );
+    (dialed.unwrap(), accepted.unwrap())
+}
+
+/// The byte at `offset` of the test pattern of `seed`.
+pub fn pattern(seed: u8, offset: usize) -> u8 {
+    (offset as u8).wrapping_mul(31).wrapping_add(seed) ^ ((offset >> 8) as u8)
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{link, nodes, pattern, port, route_group};
 use dmsg::noise::PqStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use visor::route_group::RouteGroupError;
 
 const MIB: usize = 1024 * 1024;
 
@@ -71,6 +72,141 @@ async fn a_route_group_over_two_hops_moves_64_mib_each_way() {
     assert_eq!((moved.2, moved.3), (total, total));
     let b = net[1].visor.stats();
     assert_eq!(b.drops.iter().map(|(_, n)| n).sum::<u64>(), 0, "{b:?}");
+    for node in &net {
+        node.visor.shutdown().await;
+    }
+}
+
+/// The `RouteGroupError` inside an IO error from a route group.
+fn route_error(error: &std::io::Error) -> Option<&RouteGroupError> {
+    error.get_ref()?.downcast_ref::<RouteGroupError>()
+}
+
+/// ROUTING.md §6.6 (Done-when b): when the intermediary B stops, A's and C's reads and
+/// writes fail with a typed error within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_intermediary_stops_both_ends_fail_within_a_second() {
+    let net = nodes(3).await;
+    let ab = link(&net[0], &net[1]).await;
+    let bc = link(&net[1], &net[2]).await;
+    let (mut dialed, mut accepted) =
+        route_group(&[&net[0], &net[1], &net[2]], &[ab, bc], port(1), port(80)).await;
+    dialed.write_all(b"hello").await.unwrap();
+    let mut hello = [0u8; 5];
+    accepted.read_exact(&mut hello).await.unwrap();
+
+    let stopped = tokio::time::Instant::now();
+    let b = net[1].visor.clone();
+    let stopping = tokio::spawn(async move { b.shutdown().await });
+    for (end, group) in [("A", &mut dialed), ("C", &mut accepted)] {
+        let mut buf = [0u8; 16];
+        let error = tokio::time::timeout(Duration::from_secs(1), group.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{end}'s read did not fail within 1 s"))
+            .expect_err("a read on a broken route fails");
+        assert_eq!(
+            route_error(&error),
+            Some(&RouteGroupError::TransportClosed),
+            "{end}: {error}"
+        );
+        let error = group
+            .write_all(b"more")
+            .await
+            .expect_err("a write fails too");
+        assert!(route_error(&error).is_some(), "{end}: {error}");
+    }
+    assert!(stopped.elapsed() < Duration::from_secs(1));
+    stopping.await.unwrap();
+    for node in [&net[0], &net[2]] {
+        node.visor.shutdown().await;
+    }
+}
+
+/// ROUTING.md §6.4 (Done-when c): a route group whose reader stalls does not stop a second
+/// one on the same transports from moving 100 MB, and the intermediary's queues stay within
+/// the windows (its own counters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_route_group_does_not_block_another_on_the_same_transports() {
+    let net = nodes(3).await;
+    let ab = link(&net[0], &net[1]).await;
+    let bc = link(&net[1], &net[2]).await;
+    let path = [&net[0], &net[1], &net[2]];
+    let (mut stalled_tx, _stalled_rx) = route_group(&path, &[ab, bc], port(1), port(80)).await;
+    let (busy_tx, busy_rx) = route_group(&path, &[ab, bc], port(2), port(81)).await;
+
+    // The stalled group's writer fills its window and then waits for credit forever.
+    let stalled = tokio::spawn(async move {
+        let chunk = vec![7u8; 64 * 1024];
+        loop {
+            if stalled_tx.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let total = 100_000_000;
+    let (moved, ()) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(receive(busy_rx, 3), send(busy_tx, 3, total))
+    })
+    .await
+    .expect("100 MB beside a stalled route group within 120 s");
+    assert_eq!(moved, total);
+
+    let b = &net[1].visor;
+    let window = visor::route_group::ROUTE_WINDOW;
+    let packet = visor::packet::MAX_PACKET;
+    for transport in b.transports() {
+        let stats = transport.stats();
+        assert!(
+            stats.queue_high_water <= 2 * (window + packet),
+            "B's queue to {} peaked at {} bytes: more than the two windows",
+            transport.peer,
+            stats.queue_high_water
+        );
+    }
+    assert_eq!(b.stats().drops.iter().map(|(_, n)| n).sum::<u64>(), 0);
+    stalled.abort();
+    for node in &net {
+        node.visor.shutdown().await;
+    }
+}
+
+/// ROUTING.md §1, §3.3 (Done-when g): what the intermediary receives and sends contains no
+/// plaintext of a known payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intermediary_never_sees_the_payload() {
+    // Every visor is reached through a recording proxy: `recorders[1]` holds all of A–B,
+    // `recorders[2]` all of B–C — everything B reads and writes.
+    let (net, recorders) = common::nodes_recorded(3).await;
+    let ab = link(&net[0], &net[1]).await;
+    let bc = link(&net[1], &net[2]).await;
+    let (mut dialed, mut accepted) =
+        route_group(&[&net[0], &net[1], &net[2]], &[ab, bc], port(1), port(80)).await;
+    let secret: Vec<u8> = b"the quick brown fox jumps over the lazy visor, "
+        .iter()
+        .copied()
+        .cycle()
+        .take(64 * 1024)
+        .collect();
+    dialed.write_all(&secret).await.unwrap();
+    let mut got = vec![0u8; secret.len()];
+    accepted.read_exact(&mut got).await.unwrap();
+    accepted.write_all(&secret).await.unwrap();
+    dialed.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, secret);
+
+    let needle = &secret[..32];
+    for (hop, recorder) in [("A-B", &recorders[1]), ("B-C", &recorders[2])] {
+        let captured = recorder.captured();
+        assert!(
+            captured.len() > 2 * secret.len(),
+            "{hop}: the payload crossed it ({} bytes)",
+            captured.len()
+        );
+        assert!(
+            !common::contains(&captured, needle),
+            "{hop}: plaintext of the payload on the wire"
+        );
+    }
     for node in &net {
         node.visor.shutdown().await;
     }

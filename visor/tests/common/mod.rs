@@ -34,17 +34,48 @@ pub async fn nodes(n: usize) -> Vec<Node> {
 
 /// [`nodes`] with `config` for each (its `pk_table` is filled in).
 pub async fn nodes_with(n: usize, config: VisorConfig) -> Vec<Node> {
+    let (keys, listeners) = keys_and_listeners(n).await;
+    let table: HashMap<PublicKey, SocketAddr> = keys
+        .iter()
+        .zip(&listeners)
+        .map(|(k, l)| (k.public(), l.local_addr().unwrap()))
+        .collect();
+    start(keys, listeners, table, config)
+}
+
+/// [`nodes`] where every visor is reached through a [`Recorder`] (the `i`th in front of the
+/// `i`th visor).
+pub async fn nodes_recorded(n: usize) -> (Vec<Node>, Vec<Recorder>) {
+    let (keys, listeners) = keys_and_listeners(n).await;
+    let mut recorders = Vec::new();
+    let mut table = HashMap::new();
+    for (key, listener) in keys.iter().zip(&listeners) {
+        let recorder = Recorder::start(listener.local_addr().unwrap()).await;
+        table.insert(key.public(), recorder.addr);
+        recorders.push(recorder);
+    }
+    (
+        start(keys, listeners, table, VisorConfig::default()),
+        recorders,
+    )
+}
+
+async fn keys_and_listeners(n: usize) -> (Vec<Keypair>, Vec<TcpListener>) {
     let mut keys = Vec::new();
     let mut listeners = Vec::new();
     for _ in 0..n {
         keys.push(Keypair::generate());
         listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
     }
-    let table: HashMap<PublicKey, SocketAddr> = keys
-        .iter()
-        .zip(&listeners)
-        .map(|(k, l)| (k.public(), l.local_addr().unwrap()))
-        .collect();
+    (keys, listeners)
+}
+
+fn start(
+    keys: Vec<Keypair>,
+    listeners: Vec<TcpListener>,
+    table: HashMap<PublicKey, SocketAddr>,
+    config: VisorConfig,
+) -> Vec<Node> {
     let mut out = Vec::new();
     for (keypair, listener) in keys.into_iter().zip(listeners) {
         let addr = listener.local_addr().unwrap();
@@ -191,4 +222,72 @@ pub async fn route_group(
 /// The byte at `offset` of the test pattern of `seed`.
 pub fn pattern(seed: u8, offset: usize) -> u8 {
     (offset as u8).wrapping_mul(31).wrapping_add(seed) ^ ((offset >> 8) as u8)
+}
+
+/// A TCP proxy that records every byte it forwards, both ways.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    captured: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    /// Proxies connections to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let captured = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = captured.clone();
+        let task = tokio::spawn(async move {
+            let mut pipes = tokio::task::JoinSet::new();
+            while let Ok((inbound, _)) = listener.accept().await {
+                let outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                pipes.spawn(copy_recording(ri, wo, sink.clone()));
+                pipes.spawn(copy_recording(ro, wi, sink.clone()));
+            }
+        });
+        Self {
+            addr,
+            captured,
+            task,
+        }
+    }
+
+    /// Everything forwarded so far.
+    pub fn captured(&self) -> Vec<u8> {
+        self.captured.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn copy_recording(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    sink: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -39,6 +39,11 @@ use crate::transport::{Transport, TransportKind, new_connection_wins, stcp};
 
 /// Route groups a listener holds before refusing new ones.
 pub const ACCEPT_BACKLOG: usize = 64;
+/// The dmsg port visors accept dmsg transports on (ROUTING.md §2.1).
+pub const DMSG_TRANSPORT_PORT: Port = match Port::new(45) {
+    Some(port) => port,
+    None => unreachable!(),
+};
 /// stcp handshakes in progress at once on the listener.
 pub const MAX_STCP_HANDSHAKES: usize = 64;
 
@@ -92,6 +97,14 @@ pub enum TransportError {
         /// Why.
         error: StcpHandshakeError,
     },
+    /// The dmsg stream to the peer's port 45 could not be opened.
+    #[error("dmsg transport to {peer}: {error}")]
+    Dmsg {
+        /// With whom.
+        peer: PublicKey,
+        /// Why.
+        error: dmsg::client::dial::DialByAddrError,
+    },
     /// A connection of the other edge's for the same transport was kept instead.
     #[error("a transport to {0} of this type already exists and wins (ROUTING.md §2.5)")]
     Duplicate(PublicKey),
@@ -128,6 +141,9 @@ impl VisorStats {
 struct Inner {
     keypair: Keypair,
     config: VisorConfig,
+    /// The visor's dmsg client (dmsg transports ride on it). Always present: a bare one when
+    /// the caller gave none.
+    dmsg: dmsg::client::Client,
     table: Mutex<RuleTable>,
     transports: Mutex<HashMap<TransportId, Arc<Transport>>>,
     /// Route groups by the key of their CONSUME rule.
@@ -208,13 +224,33 @@ fn close_packet(route: RouteId, code: CloseCode) -> OutFrame {
 }
 
 impl Visor {
-    /// A visor with `keypair` as its identity; its maintenance task (rule collection,
-    /// route-group keep-alives) starts at once — call inside a tokio runtime.
+    /// A visor with `keypair` as its identity and a bare dmsg client of its own (no seeds, no
+    /// discovery: it dials only when told). See [`Visor::with_dmsg`].
     pub fn new(keypair: Keypair, config: VisorConfig) -> Self {
+        let client = dmsg::client::Client::new(
+            keypair.clone(),
+            dmsg::client::ClientConfig {
+                pq: config.pq.clone(),
+                lifecycle: dmsg::client::LifecycleConfig {
+                    include_default_seeds: false,
+                    ..dmsg::client::LifecycleConfig::default()
+                },
+                ..dmsg::client::ClientConfig::default()
+            },
+        );
+        Self::with_dmsg(keypair, config, client)
+    }
+
+    /// A visor with `keypair` as its identity, riding dmsg transports on `client` (whose key
+    /// must be the same). Its maintenance task (rule collection, route-group keep-alives) and
+    /// its dmsg transport listener (port 45) start at once — call inside a tokio runtime.
+    pub fn with_dmsg(keypair: Keypair, config: VisorConfig, client: dmsg::client::Client) -> Self {
         let table = RuleTable::new(config.table, Instant::now());
+        let listener = client.listen(DMSG_TRANSPORT_PORT);
         let inner = Arc::new(Inner {
             keypair,
             config,
+            dmsg: client,
             table: Mutex::new(table),
             transports: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
@@ -233,7 +269,65 @@ impl Visor {
             .inner
             .tasks
             .spawn(async move { internal.maintain().await });
+        match listener {
+            Ok(listener) => {
+                let internal = visor.internal();
+                visor
+                    .inner
+                    .tasks
+                    .spawn(async move { internal.serve_dmsg(listener).await });
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for dmsg transports on port 45");
+            }
+        }
         visor
+    }
+
+    /// The visor's dmsg client.
+    pub fn dmsg(&self) -> &dmsg::client::Client {
+        &self.inner.dmsg
+    }
+
+    /// Accepts dmsg transports (streams to port 45) until shutdown.
+    async fn serve_dmsg(&self, mut listener: dmsg::client::Listener) {
+        loop {
+            let stream = tokio::select! {
+                () = self.inner.shutdown.cancelled() => return,
+                stream = listener.accept() => stream,
+            };
+            let Some(stream) = stream else { return };
+            let peer = stream.remote_addr().pk;
+            let (read, write) = tokio::io::split(stream);
+            if let Err(error) = self.attach(
+                peer,
+                TransportKind::Dmsg,
+                peer,
+                FrameReader::new(read, None),
+                FrameWriter::new(write, None),
+            ) {
+                tracing::debug!(%peer, %error, "dmsg transport not kept");
+            }
+        }
+    }
+
+    /// Dials a dmsg transport: a dmsg stream to `peer`'s port 45 (ROUTING.md §2.1), found
+    /// through the dmsg client's discovery.
+    pub async fn dial_dmsg(&self, peer: PublicKey) -> Result<Arc<Transport>, TransportError> {
+        let dst = dmsg::addr::DmsgAddr::new(peer, DMSG_TRANSPORT_PORT);
+        let stream = tokio::select! {
+            () = self.inner.shutdown.cancelled() => return Err(TransportError::ShuttingDown),
+            stream = self.inner.dmsg.dial(dst) => stream,
+        }
+        .map_err(|error| TransportError::Dmsg { peer, error })?;
+        let (read, write) = tokio::io::split(stream);
+        self.attach(
+            peer,
+            TransportKind::Dmsg,
+            self.public_key(),
+            FrameReader::new(read, None),
+            FrameWriter::new(write, None),
+        )
     }
 
     fn internal(&self) -> Visor {
@@ -253,6 +347,7 @@ impl Visor {
         self.inner.stop();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        self.inner.dmsg.close().await;
     }
 
     /// Tasks the visor owns now.

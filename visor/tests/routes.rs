@@ -44,13 +44,19 @@ async fn receive(mut reader: impl tokio::io::AsyncRead + Unpin, seed: u8) -> usi
     }
 }
 
-/// ROUTING.md §6 (Done-when a, over stcp): A–B–C, rules installed through the library; a
-/// route group A→C moves 64 MiB each way at once, every byte checked, then EOF both ways.
+/// ROUTING.md §6 (Done-when a): A–B over stcp, B–C over dmsg through a real dmsg relay,
+/// rules installed through the library; a route group A→C moves 64 MiB each way at once,
+/// every byte checked, then EOF both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_route_group_over_two_hops_moves_64_mib_each_way() {
-    let net = nodes(3).await;
+async fn a_route_group_over_stcp_and_dmsg_moves_64_mib_each_way() {
+    let relay = common::Relay::start().await;
+    let net = common::nodes_on(3, &relay).await;
     let ab = link(&net[0], &net[1]).await;
-    let bc = link(&net[1], &net[2]).await;
+    let bc = common::link_dmsg(&net[1], &net[2]).await;
+    assert_eq!(
+        net[2].visor.transport(&bc).unwrap().kind,
+        visor::transport::TransportKind::Dmsg
+    );
     let (dialed, accepted) =
         route_group(&[&net[0], &net[1], &net[2]], &[ab, bc], port(1), port(80)).await;
     assert_eq!(dialed.pq(), PqStatus::Hybrid);
@@ -72,9 +78,11 @@ async fn a_route_group_over_two_hops_moves_64_mib_each_way() {
     assert_eq!((moved.2, moved.3), (total, total));
     let b = net[1].visor.stats();
     assert_eq!(b.drops.iter().map(|(_, n)| n).sum::<u64>(), 0, "{b:?}");
+    assert!(relay.server.stats().bytes_relayed >= 2 * total as u64);
     for node in &net {
         node.visor.shutdown().await;
     }
+    relay.stop().await;
 }
 
 /// The `RouteGroupError` inside an IO error from a route group.
@@ -86,9 +94,11 @@ fn route_error(error: &std::io::Error) -> Option<&RouteGroupError> {
 /// writes fail with a typed error within 1 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_intermediary_stops_both_ends_fail_within_a_second() {
-    let net = nodes(3).await;
+    // The topology of Done-when a: stcp A–B, dmsg B–C.
+    let relay = common::Relay::start().await;
+    let net = common::nodes_on(3, &relay).await;
     let ab = link(&net[0], &net[1]).await;
-    let bc = link(&net[1], &net[2]).await;
+    let bc = common::link_dmsg(&net[1], &net[2]).await;
     let (mut dialed, mut accepted) =
         route_group(&[&net[0], &net[1], &net[2]], &[ab, bc], port(1), port(80)).await;
     dialed.write_all(b"hello").await.unwrap();
@@ -120,6 +130,7 @@ async fn when_the_intermediary_stops_both_ends_fail_within_a_second() {
     for node in [&net[0], &net[2]] {
         node.visor.shutdown().await;
     }
+    relay.stop().await;
 }
 
 /// ROUTING.md §6.4 (Done-when c): a route group whose reader stalls does not stop a second

@@ -76,16 +76,105 @@ fn start(
     table: HashMap<PublicKey, SocketAddr>,
     config: VisorConfig,
 ) -> Vec<Node> {
+    start_on(keys, listeners, table, config, None)
+}
+
+/// A real dmsg relay server core on loopback, and the discovery its clients share.
+pub struct Relay {
+    pub server: dmsg::server::Server,
+    pub seed: dmsg::addr::ServerAddr,
+    pub discovery: std::sync::Arc<dmsg::memory::MemoryDiscovery>,
+    serve: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Relay {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server =
+            dmsg::server::Server::new(Keypair::generate(), dmsg::server::ServerConfig::default());
+        let serve = tokio::spawn({
+            let server = server.clone();
+            async move { server.serve(listener).await }
+        });
+        Self {
+            seed: dmsg::addr::ServerAddr::new(server.public_key(), addr.to_string()),
+            server,
+            discovery: std::sync::Arc::new(dmsg::memory::MemoryDiscovery::default()),
+            serve,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.server.shutdown().await;
+        let _ = self.serve.await;
+    }
+
+    /// A dmsg client homed on this relay that publishes its entry to the shared discovery.
+    pub fn client(&self, keypair: &Keypair) -> dmsg::client::Client {
+        dmsg::client::Client::new(
+            keypair.clone(),
+            dmsg::client::ClientConfig {
+                lifecycle: dmsg::client::LifecycleConfig {
+                    seeds: vec![self.seed.clone()],
+                    include_default_seeds: false,
+                    discovery: dmsg::client::DiscoveryTarget::Custom(self.discovery.clone()),
+                    start_jitter: Duration::ZERO,
+                    publish_debounce: Duration::from_millis(10),
+                    ..dmsg::client::LifecycleConfig::default()
+                },
+                ..dmsg::client::ClientConfig::default()
+            },
+        )
+    }
+
+    /// Waits until `visor`'s entry in discovery names this relay.
+    pub async fn published(&self, visor: &Visor) {
+        let pk = visor.public_key();
+        let relay = self.server.public_key();
+        wait_until("the visor's entry names the relay", || {
+            self.discovery
+                .get(&pk)
+                .and_then(|entry| entry.client)
+                .is_some_and(|client| client.delegated_servers.contains(&relay))
+        })
+        .await;
+    }
+}
+
+/// [`nodes`] whose dmsg clients are homed on `relay`.
+pub async fn nodes_on(n: usize, relay: &Relay) -> Vec<Node> {
+    let (keys, listeners) = keys_and_listeners(n).await;
+    let table: HashMap<PublicKey, SocketAddr> = keys
+        .iter()
+        .zip(&listeners)
+        .map(|(k, l)| (k.public(), l.local_addr().unwrap()))
+        .collect();
+    let nodes = start_on(keys, listeners, table, VisorConfig::default(), Some(relay));
+    for node in &nodes {
+        relay.published(&node.visor).await;
+    }
+    nodes
+}
+
+fn start_on(
+    keys: Vec<Keypair>,
+    listeners: Vec<TcpListener>,
+    table: HashMap<PublicKey, SocketAddr>,
+    config: VisorConfig,
+    relay: Option<&Relay>,
+) -> Vec<Node> {
     let mut out = Vec::new();
     for (keypair, listener) in keys.into_iter().zip(listeners) {
         let addr = listener.local_addr().unwrap();
-        let visor = Visor::new(
-            keypair.clone(),
-            VisorConfig {
-                pk_table: table.clone(),
-                ..config.clone()
-            },
-        );
+        let config = VisorConfig {
+            pk_table: table.clone(),
+            ..config.clone()
+        };
+        let visor = match relay {
+            Some(relay) => Visor::with_dmsg(keypair.clone(), config, relay.client(&keypair)),
+            None => Visor::new(keypair.clone(), config),
+        };
         let serving = visor.clone();
         tokio::spawn(async move { serving.serve_stcp(listener).await });
         out.push(Node {
@@ -100,7 +189,16 @@ fn start(
 /// Dials an stcp transport from `a` to `b` and waits until both ends hold it.
 pub async fn link(a: &Node, b: &Node) -> TransportId {
     let transport = a.visor.dial_stcp(b.visor.public_key()).await.unwrap();
-    let id = transport.id;
+    held_by(b, transport.id).await
+}
+
+/// Dials a dmsg transport from `a` to `b` and waits until both ends hold it.
+pub async fn link_dmsg(a: &Node, b: &Node) -> TransportId {
+    let transport = a.visor.dial_dmsg(b.visor.public_key()).await.unwrap();
+    held_by(b, transport.id).await
+}
+
+async fn held_by(b: &Node, id: TransportId) -> TransportId {
     wait_until("the listener holds the transport", || {
         b.visor.transport(&id).is_some()
     })

@@ -121,7 +121,7 @@ pub struct DiscoveryClient {
 /// Timeouts and breaker of discovery clients. The breaker opens for 1 s only: discovery is
 /// what every node bootstraps from, so an open breaker must not hold a first registration
 /// or publish back for long once discovery answers again (ARCHITECTURE §5).
-fn stack_config() -> (ClientStackConfig, BreakerConfig) {
+pub(crate) fn stack_config() -> (ClientStackConfig, BreakerConfig) {
     (
         ClientStackConfig {
             timeouts: TimeoutConfig::uniform(Duration::from_secs(10)),
@@ -160,13 +160,7 @@ impl DiscoveryClient {
 
     /// A client of discovery's TCP gRPC endpoint (`http://host:port`), connecting lazily.
     pub fn over_tcp(url: &str) -> Result<Self, DiscoveryError> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|error| DiscoveryError::Refused {
-                code: Code::InvalidArgument,
-                message: format!("bad discovery URL {url:?}: {error}"),
-            })?
-            .connect_timeout(Duration::from_secs(5));
-        Ok(Self::new(endpoint.connect_lazy()))
+        Ok(Self::new(lazy_endpoint(url)?))
     }
 
     /// The breaker guarding calls (observe it for metrics).
@@ -183,6 +177,17 @@ impl DiscoveryClient {
     ) -> Result<Published, DiscoveryError> {
         publish(self, keypair, entry).await
     }
+}
+
+/// A lazily connecting channel to discovery's TCP gRPC endpoint (`http://host:port`).
+pub(crate) fn lazy_endpoint(url: &str) -> Result<tonic::transport::Channel, DiscoveryError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|error| DiscoveryError::Refused {
+            code: Code::InvalidArgument,
+            message: format!("bad discovery URL {url:?}: {error}"),
+        })?
+        .connect_timeout(Duration::from_secs(5));
+    Ok(endpoint.connect_lazy())
 }
 
 /// Publishes `entry` through any [`Discovery`], signing it with `keypair`: on a stale sequence

@@ -7,6 +7,7 @@
 //! - [`discovery`]: the [`discovery::Discovery`] trait and its gRPC implementation over any
 //!   tonic transport (TCP; a dmsg stream comes from `dmsg::grpc`), and the resyncing publish.
 //! - [`reason`]: the `google.rpc.ErrorInfo` every discovery error carries, built and read.
+//! - [`registry`]: the [`registry::Registry`] trait (the transport registry) and its gRPC client.
 //! - [`publisher`]: the one entry publisher (servers, clients, next visors and transports).
 //! - [`memory`]: discovery in memory, for unit tests and simulations.
 
@@ -16,3 +17,4 @@ pub mod hexfield;
 pub mod memory;
 pub mod publisher;
 pub mod reason;
+pub mod registry;

@@ -12,7 +12,13 @@
 //! - [`transport`]: transports (stcp handshake, framing, queues, the reader and writer tasks).
 //! - [`route_group`]: route groups: end-to-end records, credits, the `AsyncRead + AsyncWrite` handle.
 //! - [`node`]: the data plane at runtime: [`node::Visor`].
+//! - [`app`], [`config`], [`binary`], [`metrics`]: the `skywire-visor` process on the shared
+//!   service skeleton (bind first, then run), its settings, and its Prometheus metrics.
 
+pub mod app;
+pub mod binary;
+pub mod config;
+pub mod metrics;
 pub mod node;
 pub mod packet;
 pub mod route_group;

@@ -126,6 +126,10 @@ pub struct VisorStats {
     pub drops: Vec<(DropReason, u64)>,
     /// Bytes queued on all outgoing transports now.
     pub queued_bytes: usize,
+    /// Frame bytes written to transports since start.
+    pub bytes_sent: u64,
+    /// Frame bytes read from transports since start.
+    pub bytes_received: u64,
 }
 
 impl VisorStats {
@@ -150,6 +154,9 @@ struct Inner {
     groups: Mutex<HashMap<RouteId, Arc<GroupShared>>>,
     listeners: Mutex<HashMap<Port, mpsc::Sender<RouteGroup>>>,
     drops: [AtomicU64; DropReason::ALL.len()],
+    /// Bytes of transports that closed (live ones count their own).
+    closed_sent: AtomicU64,
+    closed_received: AtomicU64,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     stcp_handshakes: Arc<tokio::sync::Semaphore>,
@@ -256,6 +263,8 @@ impl Visor {
             groups: Mutex::new(HashMap::new()),
             listeners: Mutex::new(HashMap::new()),
             drops: Default::default(),
+            closed_sent: AtomicU64::new(0),
+            closed_received: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             stcp_handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_STCP_HANDSHAKES)),
@@ -375,6 +384,7 @@ impl Visor {
     /// Counters now.
     pub fn stats(&self) -> VisorStats {
         let transports = lock(&self.inner.transports);
+        let live: Vec<_> = transports.values().map(|t| t.stats()).collect();
         VisorStats {
             rules: lock(&self.inner.table).counts(),
             transports: transports.len(),
@@ -384,6 +394,10 @@ impl Visor {
                 .map(|r| (*r, self.inner.drops[r.index()].load(Ordering::Relaxed)))
                 .collect(),
             queued_bytes: transports.values().map(|t| t.queue.bytes()).sum(),
+            bytes_sent: self.inner.closed_sent.load(Ordering::Relaxed)
+                + live.iter().map(|s| s.bytes_sent).sum::<u64>(),
+            bytes_received: self.inner.closed_received.load(Ordering::Relaxed)
+                + live.iter().map(|s| s.bytes_received).sum::<u64>(),
         }
     }
 
@@ -770,6 +784,14 @@ impl Visor {
             {
                 transports.remove(&closed.id);
             }
+            // Counted under the lock, so a scrape never sees its bytes twice or not at all.
+            let stats = closed.stats();
+            self.inner
+                .closed_sent
+                .fetch_add(stats.bytes_sent, Ordering::Relaxed);
+            self.inner
+                .closed_received
+                .fetch_add(stats.bytes_received, Ordering::Relaxed);
         }
         let groups: Vec<Arc<GroupShared>> = lock(&self.inner.groups).values().cloned().collect();
         for group in groups {

@@ -1,0 +1,185 @@
+//! The visor as a process (ARCHITECTURE §5): [`App::build`] binds every listener, then
+//! [`App::spawn`] starts the data plane, the stcp accept loop and the admin endpoint, and
+//! returns the handle that shuts them down. The dmsg client connects in the background: a
+//! minimal first boot (a key, no reachable discovery) runs and connects as soon as a seeded
+//! server answers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dmsg::client::{Client, ClientConfig, DiscoveryTarget, LifecycleConfig};
+use dmsg::identity::Keypair;
+use dmsg::noise::PqSettings;
+use middleware::ServerStackConfig;
+use observability::{HealthStates, MetricsRegistry};
+use service::{EndpointError, GrpcEndpoint};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::metrics::VisorCollector;
+use crate::node::{Visor, VisorConfig};
+
+/// The health component of the data plane (the stcp accept loop).
+pub const DATA_PLANE_COMPONENT: &str = "data-plane";
+
+/// Why the visor could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] service::process::BindError),
+    /// The admin endpoint failed.
+    #[error("the admin endpoint: {0}")]
+    Admin(#[from] EndpointError),
+    /// The metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The stcp accept loop died.
+    #[error("the stcp accept loop died: {0}")]
+    StcpDied(std::io::Error),
+    /// A task panicked.
+    #[error("a skywire-visor task panicked")]
+    Panicked,
+}
+
+/// A visor with its listeners bound, not running yet.
+#[derive(Debug)]
+pub struct App {
+    settings: Settings,
+    keypair: Keypair,
+    stcp: TcpListener,
+    admin: TcpListener,
+}
+
+impl App {
+    /// Binds the stcp and admin listeners; nothing else happens yet.
+    pub async fn build(settings: Settings, keypair: Keypair) -> Result<Self, AppError> {
+        let stcp = service::process::bind(settings.stcp_listen, "stcp-listen").await?;
+        let admin = service::process::bind(settings.admin, "admin").await?;
+        Ok(Self {
+            settings,
+            keypair,
+            stcp,
+            admin,
+        })
+    }
+
+    /// Where the stcp listener is bound.
+    pub fn stcp_addr(&self) -> std::io::Result<SocketAddr> {
+        self.stcp.local_addr()
+    }
+
+    /// Where the admin endpoint is bound.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Starts everything in the background; returns the handle that stops it.
+    pub fn spawn(self) -> Result<AppHandle, AppError> {
+        let settings = self.settings;
+        let pq = PqSettings::with_required(settings.common.require_pq);
+        let discovery = match (&settings.discovery, settings.discovery_pk) {
+            (Some(url), _) => DiscoveryTarget::Tcp(url.clone()),
+            (None, Some(pk)) => DiscoveryTarget::Dmsg(pk),
+            (None, None) => DiscoveryTarget::None,
+        };
+        let client = Client::new(
+            self.keypair.clone(),
+            ClientConfig {
+                pq: pq.clone(),
+                lifecycle: LifecycleConfig {
+                    include_default_seeds: settings.servers.is_empty(),
+                    seeds: settings.servers.clone(),
+                    discovery,
+                    ..LifecycleConfig::default()
+                },
+                ..ClientConfig::default()
+            },
+        );
+        let visor = Visor::with_dmsg(
+            self.keypair,
+            VisorConfig {
+                pq,
+                pk_table: settings.pk_table.clone(),
+                ..VisorConfig::default()
+            },
+            client,
+        );
+        let stop = CancellationToken::new();
+        let health = HealthStates::new();
+        let mut tasks = JoinSet::new();
+
+        let data_plane = health.component(DATA_PLANE_COMPONENT);
+        let serving = visor.clone();
+        let listener = self.stcp;
+        tasks.spawn(async move {
+            data_plane.set_serving();
+            let result = serving.serve_stcp(listener).await;
+            if let Err(error) = &result {
+                data_plane.set_down(format!("stcp accept loop died: {error}"));
+            }
+            result.map_err(AppError::StcpDied)
+        });
+
+        let metrics = MetricsRegistry::new();
+        metrics.register(VisorCollector::new(visor.clone())?)?;
+        let (endpoint, health_driver) = GrpcEndpoint::new(ServerStackConfig::default())
+            .with_metrics(&metrics)
+            .build(&health, &stop)?;
+        let grace = settings.common.shutdown_grace();
+        let serve = endpoint.serve(TcpListenerStream::new(self.admin), stop.clone(), grace);
+        tasks.spawn(async move { serve.await.map_err(AppError::Admin) });
+        tasks.spawn(async move {
+            health_driver.await;
+            Ok(())
+        });
+        Ok(AppHandle {
+            visor,
+            stop,
+            tasks,
+            grace,
+        })
+    }
+}
+
+/// A running visor.
+#[derive(Debug)]
+pub struct AppHandle {
+    visor: Visor,
+    stop: CancellationToken,
+    tasks: JoinSet<Result<(), AppError>>,
+    grace: Duration,
+}
+
+impl AppHandle {
+    /// The data plane.
+    pub fn visor(&self) -> &Visor {
+        &self.visor
+    }
+
+    /// Waits until a task of the visor ends by itself (a failure: it runs until stopped).
+    pub async fn failed(&mut self) -> AppError {
+        match self.tasks.join_next().await {
+            Some(Ok(Err(error))) => error,
+            Some(Err(_)) => AppError::Panicked,
+            Some(Ok(Ok(()))) | None => {
+                AppError::StcpDied(std::io::Error::other("a visor task ended before shutdown"))
+            }
+        }
+    }
+
+    /// Stops the admin endpoint and the data plane and waits for every task, within the
+    /// grace period.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        self.visor.shutdown().await;
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.grace, drain).await.is_err() {
+            tracing::warn!("visor tasks still running after the grace period; leaving them");
+            self.tasks.abort_all();
+        }
+    }
+}

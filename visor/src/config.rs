@@ -1,0 +1,194 @@
+//! Configuration of the `skywire-visor` binary: one definition gives the flags, the
+//! `SKYWIRE_VISOR_*` variables and the keys of the `--config` file (see [`service::config`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use dmsg::addr::ServerAddr;
+use dmsg::identity::PublicKey;
+use service::{Binary, CommonArgs, ConfigError};
+
+/// What the skeleton knows of `skywire-visor`.
+pub const BINARY: Binary = Binary {
+    name: "skywire-visor",
+    env_prefix: "SKYWIRE_VISOR_",
+};
+
+/// The Skywire visor: the node of the network. It keeps a dmsg client to the relay servers,
+/// transports to other visors (dmsg streams, direct stcp links), and routes end-to-end
+/// encrypted route groups along the rules installed on it.
+///
+/// Every listener (stcp, admin) is bound first; the dmsg client, the transports and the
+/// registrations run in the background and never hold them up. With no reachable discovery
+/// the dmsg client falls back to the seeded --servers and connects as soon as one answers.
+/// The admin address serves grpc.health.v1, gRPC reflection and Prometheus text at GET
+/// /metrics.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+pub struct Args {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+
+    /// The visor's secret key file (mode 0600; `dmsg-cli keygen` writes one). Without it an
+    /// ephemeral key is generated and logged: development only, since other visors know this
+    /// one by its key.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// dmsg servers to use, comma-separated PK@HOST:PORT (a TOML array in the file): tried
+    /// when discovery fails or lists none. Append #pq to a server known to offer
+    /// post-quantum: a classical-only handshake with it is then refused.
+    #[arg(long, value_name = "PK@HOST:PORT,…", value_delimiter = ',')]
+    pub servers: Vec<ServerAddr>,
+
+    /// Discovery's TCP gRPC endpoint, e.g. http://127.0.0.1:9090.
+    #[arg(long, value_name = "URL")]
+    pub discovery: Option<String>,
+
+    /// Discovery's public key: reach it at dmsg://PK:80 through the dmsg servers (tried after
+    /// --discovery when both are given).
+    #[arg(long, value_name = "PK")]
+    pub discovery_pk: Option<PublicKey>,
+
+    /// Address of the stcp listener (direct transports from other visors).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7777")]
+    pub stcp_listen: SocketAddr,
+
+    /// File naming the stcp addresses of other visors: one `PK HOST:PORT` per line (`#`
+    /// starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub pk_table: Option<PathBuf>,
+
+    /// Address of the admin endpoint: gRPC health, reflection, and GET /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3435")]
+    pub admin: SocketAddr,
+}
+
+/// The resolved settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The flags every binary has.
+    pub common: CommonArgs,
+    /// Key file, if any.
+    pub key_file: Option<PathBuf>,
+    /// Seeded dmsg servers.
+    pub servers: Vec<ServerAddr>,
+    /// Discovery's TCP endpoint.
+    pub discovery: Option<String>,
+    /// Discovery's dmsg key.
+    pub discovery_pk: Option<PublicKey>,
+    /// stcp listen address.
+    pub stcp_listen: SocketAddr,
+    /// stcp peers.
+    pub pk_table: HashMap<PublicKey, SocketAddr>,
+    /// Admin listen address.
+    pub admin: SocketAddr,
+}
+
+/// Reads a pk_table file: `PK HOST:PORT` per line, `#` comments, blank lines ignored.
+pub fn read_pk_table(path: &Path) -> Result<HashMap<PublicKey, SocketAddr>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| ConfigError::Invalid(format!("--pk-table {}: {error}", path.display())))?;
+    parse_pk_table(&text)
+        .map_err(|error| ConfigError::Invalid(format!("--pk-table {}: {error}", path.display())))
+}
+
+/// Parses the text of a pk_table file.
+pub fn parse_pk_table(text: &str) -> Result<HashMap<PublicKey, SocketAddr>, String> {
+    let mut table = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(pk), Some(addr), None) = (words.next(), words.next(), words.next()) else {
+            return Err(format!("line {}: expected `PK HOST:PORT`", number + 1));
+        };
+        let pk: PublicKey = pk
+            .parse()
+            .map_err(|error| format!("line {}: {pk:?} is not a public key: {error}", number + 1))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|error| format!("line {}: {addr:?} is not HOST:PORT: {error}", number + 1))?;
+        table.insert(pk, addr);
+    }
+    Ok(table)
+}
+
+impl service::process::Resolve for Args {
+    type Settings = Settings;
+
+    fn resolve(self) -> Result<Settings, ConfigError> {
+        if let Some(url) = &self.discovery
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--discovery takes an http:// URL such as http://127.0.0.1:9090, not {url:?}"
+            )));
+        }
+        let pk_table = match &self.pk_table {
+            Some(path) => read_pk_table(path)?,
+            None => HashMap::new(),
+        };
+        Ok(Settings {
+            common: self.common,
+            key_file: self.key_file,
+            servers: self.servers,
+            discovery: self.discovery,
+            discovery_pk: self.discovery_pk,
+            stcp_listen: self.stcp_listen,
+            pk_table,
+            admin: self.admin,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use service::process::Resolve;
+
+    fn resolve(args: &[&str]) -> Result<Settings, ConfigError> {
+        service::config::parse::<Args>(
+            &BINARY,
+            std::iter::once("skywire-visor")
+                .chain(args.iter().copied())
+                .map(Into::into),
+        )?
+        .resolve()
+    }
+
+    #[test]
+    fn defaults_are_loopback() {
+        let settings = resolve(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            settings.stcp_listen,
+            "127.0.0.1:7777".parse().unwrap_or_else(|_| unreachable!())
+        );
+        assert_eq!(
+            settings.admin,
+            "127.0.0.1:3435".parse().unwrap_or_else(|_| unreachable!())
+        );
+    }
+
+    #[test]
+    fn pk_tables_are_checked() {
+        let pk = dmsg::identity::Keypair::generate().public();
+        let table =
+            parse_pk_table(&format!("# peers\n{pk} 127.0.0.1:7000  # b\n\n")).unwrap_or_default();
+        assert_eq!(
+            table.get(&pk),
+            Some(&"127.0.0.1:7000".parse().unwrap_or_else(|_| unreachable!()))
+        );
+        assert!(parse_pk_table("nonsense").unwrap_err().contains("line 1"));
+        assert!(
+            parse_pk_table(&format!("{pk} nowhere"))
+                .unwrap_err()
+                .contains("HOST:PORT")
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! The visor's Prometheus metrics, read from the live data plane at every scrape: transports
+//! by type, route groups, rules by type, reservations, bytes, drops by reason, dmsg sessions.
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+
+use crate::node::Visor;
+use crate::router::DropReason;
+use crate::transport::TransportKind;
+
+/// The collector.
+#[derive(Clone, Debug)]
+pub struct VisorCollector {
+    visor: Visor,
+    transports: IntGaugeVec,
+    route_groups: IntGauge,
+    rules: IntGaugeVec,
+    reservations: IntGauge,
+    bytes: IntCounterVec,
+    drops: IntCounterVec,
+    dmsg_sessions: IntGauge,
+}
+
+/// Sets a counter to an absolute value read from the data plane (counters only grow there).
+fn set_counter(counter: &IntCounter, value: u64) {
+    counter.reset();
+    counter.inc_by(value);
+}
+
+impl VisorCollector {
+    /// A collector over `visor`.
+    pub fn new(visor: Visor) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            visor,
+            transports: IntGaugeVec::new(
+                Opts::new("visor_transports", "Transports up now, by type"),
+                &["type"],
+            )?,
+            route_groups: IntGauge::new("visor_route_groups", "Route groups open now")?,
+            rules: IntGaugeVec::new(
+                Opts::new("visor_rules", "Routing rules installed now, by type"),
+                &["type"],
+            )?,
+            reservations: IntGauge::new(
+                "visor_route_reservations",
+                "Route IDs reserved and not yet turned into a rule",
+            )?,
+            bytes: IntCounterVec::new(
+                Opts::new(
+                    "visor_transport_bytes_total",
+                    "Frame bytes over transports, by direction (sent, received)",
+                ),
+                &["direction"],
+            )?,
+            drops: IntCounterVec::new(
+                Opts::new(
+                    "visor_packets_dropped_total",
+                    "Route packets dropped, by reason",
+                ),
+                &["reason"],
+            )?,
+            dmsg_sessions: IntGauge::new(
+                "visor_dmsg_sessions",
+                "Sessions of the visor's dmsg client to dmsg servers now",
+            )?,
+        })
+    }
+
+    fn refresh(&self) {
+        let stats = self.visor.stats();
+        let gauge = |g: &IntGauge, v: usize| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        let transports = self.visor.transports();
+        for kind in TransportKind::ALL {
+            let up = transports.iter().filter(|t| t.kind == kind).count();
+            gauge(&self.transports.with_label_values(&[kind.name()]), up);
+        }
+        gauge(&self.route_groups, stats.route_groups);
+        for (label, count) in [
+            ("consume", stats.rules.consume),
+            ("forward", stats.rules.forward),
+            ("intermediary", stats.rules.intermediary),
+        ] {
+            gauge(&self.rules.with_label_values(&[label]), count);
+        }
+        gauge(&self.reservations, stats.rules.reserved);
+        set_counter(&self.bytes.with_label_values(&["sent"]), stats.bytes_sent);
+        set_counter(
+            &self.bytes.with_label_values(&["received"]),
+            stats.bytes_received,
+        );
+        for reason in DropReason::ALL {
+            set_counter(
+                &self.drops.with_label_values(&[reason.label()]),
+                stats.dropped(reason),
+            );
+        }
+        gauge(
+            &self.dmsg_sessions,
+            self.visor.dmsg().connected_servers().len(),
+        );
+    }
+
+    fn parts(&self) -> [&dyn Collector; 7] {
+        [
+            &self.transports,
+            &self.route_groups,
+            &self.rules,
+            &self.reservations,
+            &self.bytes,
+            &self.drops,
+            &self.dmsg_sessions,
+        ]
+    }
+}
+
+impl Collector for VisorCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.parts().into_iter().flat_map(Collector::desc).collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.refresh();
+        self.parts()
+            .into_iter()
+            .flat_map(Collector::collect)
+            .collect()
+    }
+}

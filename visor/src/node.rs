@@ -895,7 +895,7 @@ impl FrameSink for Visor {
                 };
                 let frame = OutFrame {
                     header: header.with_route(next.route),
-                    body,
+                    body: body.freeze(),
                 };
                 if let Err(reason) = onward.queue.try_push(frame) {
                     self.inner.count_drop(transport, reason);
@@ -906,7 +906,7 @@ impl FrameSink for Visor {
                 match group {
                     Some(group) => group.on_packet(header.kind, body, transport.id),
                     None if header.kind == FrameType::Handshake => {
-                        self.accept_route_group(route, descriptor, body, transport);
+                        self.accept_route_group(route, descriptor, body.freeze(), transport);
                     }
                     None => self.inner.count_drop(transport, DropReason::UnknownRoute),
                 }

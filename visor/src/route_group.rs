@@ -120,7 +120,6 @@ pub(crate) fn binding(initiator: (PublicKey, Port), responder: (PublicKey, Port)
 /// What the receive side holds.
 #[derive(Debug)]
 struct RecvState {
-    open: Option<Aead>,
     /// Stream content not read yet.
     readable: VecDeque<Bytes>,
     buffered: usize,
@@ -155,6 +154,9 @@ pub struct GroupShared {
     /// Whether the group completed hybrid.
     pq: Mutex<PqStatus>,
     state: Mutex<RecvState>,
+    /// The receive cipher: records are opened under it and outside `state`, so a reader
+    /// copying out is never held up by a decryption.
+    open: Mutex<Option<Aead>>,
     /// The send cipher: sealing and queueing happen under it, so records enter the queue in
     /// counter order.
     send: Mutex<Option<Aead>>,
@@ -176,8 +178,8 @@ impl GroupShared {
             next,
             transport,
             pq: Mutex::new(PqStatus::Classical),
+            open: Mutex::new(None),
             state: Mutex::new(RecvState {
-                open: None,
                 readable: VecDeque::new(),
                 buffered: 0,
                 consumed: 0,
@@ -213,9 +215,11 @@ impl GroupShared {
             .pq
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = pq;
-        let mut state = self.lock();
-        state.open = Some(recv);
-        state.send_credit = ROUTE_WINDOW;
+        *self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(recv);
+        self.lock().send_credit = ROUTE_WINDOW;
     }
 
     /// Registers where the handshake answer goes (initiator).
@@ -278,32 +282,19 @@ impl GroupShared {
     }
 
     /// A packet for this group arrived on `from` (ROUTING.md §6.3, §6.6).
-    pub(crate) fn on_packet(&self, kind: FrameType, body: Bytes, from: TransportId) {
+    pub(crate) fn on_packet(&self, kind: FrameType, body: BytesMut, from: TransportId) {
+        if kind == FrameType::Data {
+            return self.on_record(body, from);
+        }
         let mut state = self.lock();
         state.last_from = Some(from);
         if state.error.is_some() {
             return;
         }
         match kind {
-            FrameType::Data => {
-                if let Err(error) = open_record(&mut state, body) {
-                    let code = match error {
-                        RouteGroupError::BadRecord => CloseCode::BadRecord,
-                        _ => CloseCode::Normal,
-                    };
-                    state.error = Some(error);
-                    wake(&mut state);
-                    drop(state);
-                    // Tell the other end, then stop sending.
-                    let _ = self.send_record(RecordKind::Close, &[code as u8]);
-                    *self.lock_send() = None;
-                    return;
-                }
-                wake(&mut state);
-            }
             FrameType::Handshake => {
                 if let Some(answer) = state.answer.take() {
-                    let _ = answer.send(body);
+                    let _ = answer.send(body.freeze());
                 }
             }
             FrameType::Close => {
@@ -316,8 +307,40 @@ impl GroupShared {
                 wake(&mut state);
             }
             // Rules are refreshed by the router; nothing else to do.
-            FrameType::KeepAlive | FrameType::Sign | FrameType::Bye => {}
+            FrameType::Data | FrameType::KeepAlive | FrameType::Sign | FrameType::Bye => {}
         }
+    }
+
+    /// A DATA packet: opened before `state` is locked (in arrival order: one transport's
+    /// reader delivers a group's records, and the cipher's lock orders any other), so a
+    /// reader copying out is never held up by a decryption.
+    fn on_record(&self, body: BytesMut, from: TransportId) {
+        let opened = {
+            let mut open = self
+                .open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            open_body(open.as_mut(), body)
+        };
+        let mut state = self.lock();
+        state.last_from = Some(from);
+        if state.error.is_some() {
+            return;
+        }
+        if let Err(error) = opened.and_then(|record| apply_record(&mut state, record)) {
+            let code = match error {
+                RouteGroupError::BadRecord => CloseCode::BadRecord,
+                _ => CloseCode::Normal,
+            };
+            state.error = Some(error);
+            wake(&mut state);
+            drop(state);
+            // Tell the other end, then stop sending.
+            let _ = self.send_record(RecordKind::Close, &[code as u8]);
+            *self.lock_send() = None;
+            return;
+        }
+        wake(&mut state);
     }
 }
 
@@ -330,17 +353,21 @@ fn wake(state: &mut RecvState) {
     }
 }
 
-/// Opens one arriving record and applies it.
-fn open_record(state: &mut RecvState, body: Bytes) -> Result<(), RouteGroupError> {
-    let Some(open) = state.open.as_mut() else {
+/// Opens one arriving record in place: its plaintext (kind byte and content).
+fn open_body(open: Option<&mut Aead>, mut body: BytesMut) -> Result<BytesMut, RouteGroupError> {
+    let Some(open) = open else {
         return Err(RouteGroupError::BadRecord);
     };
-    let mut body = BytesMut::from(body);
     let len = open
         .open(&[], &mut body)
         .map_err(|_| RouteGroupError::BadRecord)?
         .len();
     body.truncate(len);
+    Ok(body)
+}
+
+/// Applies one opened record.
+fn apply_record(state: &mut RecvState, mut body: BytesMut) -> Result<(), RouteGroupError> {
     let Some(&kind) = body.first() else {
         return Err(RouteGroupError::BadRecord);
     };

@@ -326,10 +326,16 @@ mod tests {
         let route = RouteId::new(5).unwrap();
         let len = u16::try_from(record.len()).unwrap();
         writer
-            .push(&Header::for_route(FrameType::Data, route, len), record)
+            .push(
+                &Header::for_route(FrameType::Data, route, len),
+                &bytes::Bytes::copy_from_slice(record),
+            )
             .unwrap();
         writer
-            .push(&Header::for_transport(FrameType::Sign, 72), signature)
+            .push(
+                &Header::for_transport(FrameType::Sign, 72),
+                &bytes::Bytes::copy_from_slice(signature),
+            )
             .unwrap();
         writer.flush().await.unwrap();
         let mut raw = vec![0u8; 8 + record.len() + 16 + 8 + 72 + 16];

@@ -1,8 +1,8 @@
-//! The one entry publisher (ARCHITECTURE §5, PROTOCOL.md §15.2): keeps an owner's signed
-//! entry in discovery — a server's registration, a client's delegated servers, and next the
-//! visor's and its transports' entries.
+//! The one entry publisher (ARCHITECTURE §5, PROTOCOL.md §15.2): keeps a signed record in
+//! discovery — an owner's entry (a server's registration, a client's delegated servers) or a
+//! transport's registration, signed by both its edges (PROTOCOL.md §14.4).
 //!
-//! One background task per entry:
+//! One background task per record:
 //! - publishes at once, then retries a failure with full-jitter backoff — within half the
 //!   base delay until the first success, so a bootstrap is never held back — or at once when a new
 //!   path to discovery opens (`paths`);
@@ -24,7 +24,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::{Discovery, DiscoveryError, Published, publish};
-use crate::entry::{Entry, unix_nanos_now};
+use crate::entry::{Entry, TransportEntry, unix_nanos_now};
+use crate::registry::Registry;
 use dmsg_core::backoff::Backoff;
 use dmsg_core::identity::Keypair;
 
@@ -39,6 +40,14 @@ impl<F: Fn(u64) -> Option<Entry> + Send + Sync + 'static> EntrySource for F {
     fn entry(&self, sequence: u64) -> Option<Entry> {
         self(sequence)
     }
+}
+
+/// Gets a transport entry signed by both edges, timestamped now (the other edge signs over
+/// the transport); `None` when it cannot now (the publisher retries).
+#[tonic::async_trait]
+pub trait TransportSource: Send + Sync + 'static {
+    /// A freshly signed entry.
+    async fn signed(&self) -> Option<TransportEntry>;
 }
 
 /// Publisher timing.
@@ -123,8 +132,7 @@ pub struct EntryPublisher {
     state: watch::Sender<PublishState>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
-    discovery: Option<Arc<dyn Discovery>>,
-    keypair: Keypair,
+    withdraw: Option<Box<dyn Withdraw>>,
     delete_timeout: Duration,
 }
 
@@ -139,12 +147,12 @@ impl std::fmt::Debug for EntryPublisher {
 impl EntryPublisher {
     /// No discovery: nothing is published ([`Phase::Disabled`]).
     pub fn disabled(keypair: Keypair) -> Self {
+        let _ = keypair;
         Self {
             state: watch::Sender::new(PublishState::default()),
             stop: CancellationToken::new(),
             task: None,
-            discovery: None,
-            keypair,
+            withdraw: None,
             delete_timeout: Duration::ZERO,
         }
     }
@@ -159,6 +167,48 @@ impl EntryPublisher {
         config: PublisherConfig,
         triggers: Triggers,
     ) -> Self {
+        let record = EntryRecord {
+            keypair: keypair.clone(),
+            discovery: discovery.clone(),
+            source: Box::new(source),
+            stored: None,
+        };
+        let withdraw = EntryWithdraw { keypair, discovery };
+        Self::spawn(record, Box::new(withdraw), via, config, triggers)
+    }
+
+    /// Starts keeping transport `id` registered in `registry` (reached `via`): each publish
+    /// gets a fresh entry signed by both edges from `source`; [`EntryPublisher::stop`]
+    /// deregisters it, signed with `keypair` (an edge's). Call inside a tokio runtime.
+    pub fn start_transport(
+        keypair: Keypair,
+        id: [u8; 16],
+        registry: Arc<dyn Registry>,
+        via: &str,
+        source: impl TransportSource,
+        config: PublisherConfig,
+    ) -> Self {
+        let record = TransportRecord {
+            id,
+            registry: registry.clone(),
+            source: Box::new(source),
+            stored: None,
+        };
+        let withdraw = TransportWithdraw {
+            keypair,
+            id,
+            registry,
+        };
+        Self::spawn(record, Box::new(withdraw), via, config, Triggers::default())
+    }
+
+    fn spawn(
+        record: impl Record,
+        withdraw: Box<dyn Withdraw>,
+        via: &str,
+        config: PublisherConfig,
+        triggers: Triggers,
+    ) -> Self {
         let state = watch::Sender::new(PublishState {
             phase: Phase::Pending,
             via: via.to_owned(),
@@ -167,21 +217,17 @@ impl EntryPublisher {
         let stop = CancellationToken::new();
         let delete_timeout = config.delete_timeout;
         let task = Task {
-            keypair: keypair.clone(),
-            discovery: discovery.clone(),
-            source: Box::new(source),
+            record,
             config,
             triggers,
             state: state.clone(),
             stop: stop.clone(),
-            stored: None,
         };
         Self {
             state,
             stop,
             task: Some(tokio::spawn(task.run())),
-            discovery: Some(discovery),
-            keypair,
+            withdraw: Some(withdraw),
             delete_timeout,
         }
     }
@@ -206,7 +252,7 @@ impl EntryPublisher {
         {
             tracing::error!("the entry publisher panicked");
         }
-        let Some(discovery) = self.discovery.take() else {
+        let Some(withdraw) = self.withdraw.take() else {
             return;
         };
         let was_stored = self.state.borrow().sequence > 0;
@@ -215,15 +261,14 @@ impl EntryPublisher {
         if !was_stored {
             return;
         }
-        let owner = self.keypair.public().short();
-        match tokio::time::timeout(self.delete_timeout, discovery.delete_entry(&self.keypair)).await
-        {
-            Ok(Ok(())) => tracing::debug!(%owner, "entry deleted from discovery"),
+        let what = withdraw.what();
+        match tokio::time::timeout(self.delete_timeout, withdraw.withdraw()).await {
+            Ok(Ok(())) => tracing::debug!(%what, "removed from discovery"),
             Ok(Err(error)) => {
-                tracing::warn!(%owner, %error, "could not delete the entry; it expires on its own");
+                tracing::warn!(%what, %error, "could not remove it from discovery; it expires on its own");
             }
             Err(_) => {
-                tracing::warn!(%owner, "deleting the entry timed out; it expires on its own");
+                tracing::warn!(%what, "removing it from discovery timed out; it expires on its own");
             }
         }
     }
@@ -247,17 +292,39 @@ enum Wake {
     Changed,
 }
 
+/// What a publisher keeps in discovery: an owner's entry, or a transport's registration.
+#[tonic::async_trait]
+trait Record: Send + 'static {
+    /// Publishes a fresh version. `Ok(false)` when there was nothing to publish or nothing
+    /// changed.
+    async fn publish_once(
+        &mut self,
+        wake: Wake,
+        state: &watch::Sender<PublishState>,
+    ) -> Result<bool, DiscoveryError>;
+    /// Whether a version was stored once (before that, a bootstrap retries quickly).
+    fn has_stored(&self) -> bool;
+    /// True if discovery answered and no longer holds what was stored (or holds an older
+    /// version). An unreachable discovery is not a loss: the next check asks again.
+    async fn lost(&self, state: &PublishState) -> bool;
+    /// What is published, for logs.
+    fn what(&self) -> String;
+}
+
+/// Removes what a publisher stored (on [`EntryPublisher::stop`]).
+#[tonic::async_trait]
+trait Withdraw: Send + Sync + 'static {
+    async fn withdraw(&self) -> Result<(), DiscoveryError>;
+    fn what(&self) -> String;
+}
+
 /// The publishing task.
-struct Task {
-    keypair: Keypair,
-    discovery: Arc<dyn Discovery>,
-    source: Box<dyn EntrySource>,
+struct Task<R> {
+    record: R,
     config: PublisherConfig,
     triggers: Triggers,
     state: watch::Sender<PublishState>,
     stop: CancellationToken,
-    /// The content of the last stored entry (sequence, time and signature cleared).
-    stored: Option<Entry>,
 }
 
 /// Completes when `watch` changes; never if there is none (or its sender is gone).
@@ -280,7 +347,7 @@ fn content(entry: &Entry) -> Entry {
     }
 }
 
-impl Task {
+impl<R: Record> Task<R> {
     async fn run(mut self) {
         let (base, cap) = (self.config.backoff_base, self.config.backoff_cap);
         let mut backoff = match self.config.seed {
@@ -295,7 +362,7 @@ impl Task {
                 return;
             }
             // Not raced with `stop`: a publish in flight completes, and `stop` joins it.
-            match self.publish_once(wake).await {
+            match self.record.publish_once(wake, &self.state).await {
                 Ok(published) => {
                     backoff.reset();
                     if published {
@@ -306,7 +373,7 @@ impl Task {
                     tracing::debug!(%error, "entry not published yet; retrying");
                     // Before the first success (a bootstrap), retry within half the base
                     // delay: discovery may come up any moment and nothing would say so.
-                    let delay = if self.stored.is_some() {
+                    let delay = if self.record.has_stored() {
                         backoff.next_delay()
                     } else {
                         backoff.jitter(self.config.backoff_base / 2)
@@ -340,10 +407,11 @@ impl Task {
                 () = tokio::time::sleep_until(next_refresh) => return Some(Wake::Publish),
                 () = changed(&mut self.triggers.changes) => Wake::Changed,
                 () = check => {
-                    if self.stored.is_some() && self.lost().await {
+                    let state = self.state.borrow().clone();
+                    if self.record.has_stored() && self.record.lost(&state).await {
                         tracing::info!(
-                            owner = %self.keypair.public().short(),
-                            "discovery lost the entry; republishing"
+                            what = %self.record.what(),
+                            "discovery lost what was published; republishing"
                         );
                         return Some(Wake::Publish);
                     }
@@ -352,7 +420,7 @@ impl Task {
             };
             // Debounce: changes within the window make one publish. Not before the first
             // publish: a cold start waits for nothing it does not have to.
-            let stopped = self.stored.is_some()
+            let stopped = self.record.has_stored()
                 && tokio::select! {
                     () = self.stop.cancelled() => true,
                     () = tokio::time::sleep(self.config.debounce) => false,
@@ -363,11 +431,29 @@ impl Task {
             return (!stopped).then_some(woke);
         }
     }
+}
 
-    /// True if discovery answered and no longer holds the stored entry (or holds an older
-    /// one). An unreachable discovery is not a loss: the next check asks again.
-    async fn lost(&self) -> bool {
-        let sequence = self.state.borrow().sequence;
+/// An owner's entry (PROTOCOL.md §14.1, §15.2).
+struct EntryRecord {
+    keypair: Keypair,
+    discovery: Arc<dyn Discovery>,
+    source: Box<dyn EntrySource>,
+    /// The content of the last stored entry (sequence, time and signature cleared).
+    stored: Option<Entry>,
+}
+
+#[tonic::async_trait]
+impl Record for EntryRecord {
+    fn has_stored(&self) -> bool {
+        self.stored.is_some()
+    }
+
+    fn what(&self) -> String {
+        format!("the entry of {}", self.keypair.public().short())
+    }
+
+    async fn lost(&self, state: &PublishState) -> bool {
+        let sequence = state.sequence;
         match self.discovery.entry(&self.keypair.public()).await {
             Ok(Some(entry)) => entry.sequence < sequence,
             Ok(None) => true,
@@ -375,12 +461,15 @@ impl Task {
         }
     }
 
-    /// Publishes a fresh entry (built anew each time; nothing cached is edited). `Ok(false)`
-    /// when there was nothing to publish or nothing changed.
-    async fn publish_once(&mut self, wake: Wake) -> Result<bool, DiscoveryError> {
+    /// Publishes a fresh entry (built anew each time; nothing cached is edited).
+    async fn publish_once(
+        &mut self,
+        wake: Wake,
+        state: &watch::Sender<PublishState>,
+    ) -> Result<bool, DiscoveryError> {
         // A second round only after discovery reported a newer entry of ours.
         for _ in 0..2 {
-            let sequence = self.state.borrow().sequence + 1;
+            let sequence = state.borrow().sequence + 1;
             let Some(entry) = self.source.entry(sequence) else {
                 return Ok(false);
             };
@@ -389,7 +478,7 @@ impl Task {
             }
             match publish(self.discovery.as_ref(), &self.keypair, entry).await {
                 Ok(Published::Stored { entry, created }) => {
-                    if created || self.state.borrow().phase != Phase::Registered {
+                    if created || state.borrow().phase != Phase::Registered {
                         tracing::info!(
                             owner = %self.keypair.public().short(),
                             sequence = entry.sequence,
@@ -397,7 +486,7 @@ impl Task {
                         );
                     }
                     self.stored = Some(content(&entry));
-                    self.state.send_modify(|state| {
+                    state.send_modify(|state| {
                         state.phase = Phase::Registered;
                         state.sequence = entry.sequence;
                         state.failed_attempts = 0;
@@ -407,11 +496,11 @@ impl Task {
                     return Ok(true);
                 }
                 // Discovery holds a newer entry of ours: continue after it, at once.
-                Ok(Published::Superseded { stored_sequence }) => self
-                    .state
-                    .send_modify(|state| state.sequence = stored_sequence),
+                Ok(Published::Superseded { stored_sequence }) => {
+                    state.send_modify(|state| state.sequence = stored_sequence);
+                }
                 Err(error) => {
-                    self.state.send_modify(|state| {
+                    state.send_modify(|state| {
                         state.failed_attempts = state.failed_attempts.saturating_add(1);
                         state.last_error = error.to_string();
                     });
@@ -422,6 +511,110 @@ impl Task {
         Err(DiscoveryError::Unavailable(
             "discovery keeps holding a newer entry of ours".into(),
         ))
+    }
+}
+
+struct EntryWithdraw {
+    keypair: Keypair,
+    discovery: Arc<dyn Discovery>,
+}
+
+#[tonic::async_trait]
+impl Withdraw for EntryWithdraw {
+    async fn withdraw(&self) -> Result<(), DiscoveryError> {
+        self.discovery.delete_entry(&self.keypair).await
+    }
+
+    fn what(&self) -> String {
+        format!("the entry of {}", self.keypair.public().short())
+    }
+}
+
+/// A transport's registration, signed by both edges (PROTOCOL.md §14.4).
+struct TransportRecord {
+    id: [u8; 16],
+    registry: Arc<dyn Registry>,
+    source: Box<dyn TransportSource>,
+    /// The last entry stored.
+    stored: Option<TransportEntry>,
+}
+
+#[tonic::async_trait]
+impl Record for TransportRecord {
+    async fn publish_once(
+        &mut self,
+        wake: Wake,
+        state: &watch::Sender<PublishState>,
+    ) -> Result<bool, DiscoveryError> {
+        // A transport's content never changes; only refreshes and retries publish.
+        if wake == Wake::Changed {
+            return Ok(false);
+        }
+        let registered = match self.source.signed().await {
+            Some(entry) => self.registry.register(&entry).await.map(|()| entry),
+            None => Err(DiscoveryError::Unavailable(
+                "the other edge did not sign the transport entry in time".into(),
+            )),
+        };
+        match registered {
+            Ok(entry) => {
+                if self.stored.is_none() {
+                    tracing::info!(what = %self.what(), "transport registered in discovery");
+                }
+                self.stored = Some(entry);
+                state.send_modify(|state| {
+                    state.phase = Phase::Registered;
+                    state.sequence += 1;
+                    state.failed_attempts = 0;
+                    state.last_error.clear();
+                    state.last_registered_nanos = unix_nanos_now();
+                });
+                Ok(true)
+            }
+            Err(error) => {
+                state.send_modify(|state| {
+                    state.failed_attempts = state.failed_attempts.saturating_add(1);
+                    state.last_error = error.to_string();
+                });
+                Err(error)
+            }
+        }
+    }
+
+    fn has_stored(&self) -> bool {
+        self.stored.is_some()
+    }
+
+    async fn lost(&self, _: &PublishState) -> bool {
+        let Some(stored) = &self.stored else {
+            return false;
+        };
+        match self.registry.transport(&self.id).await {
+            Ok(Some(entry)) => entry.timestamp < stored.timestamp,
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    fn what(&self) -> String {
+        format!("transport {}", hex::encode(self.id))
+    }
+}
+
+struct TransportWithdraw {
+    keypair: Keypair,
+    id: [u8; 16],
+    registry: Arc<dyn Registry>,
+}
+
+#[tonic::async_trait]
+impl Withdraw for TransportWithdraw {
+    async fn withdraw(&self) -> Result<(), DiscoveryError> {
+        self.registry.deregister(&self.keypair, &self.id).await
+    }
+
+    fn what(&self) -> String {
+        format!("transport {}", hex::encode(self.id))
     }
 }
 

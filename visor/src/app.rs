@@ -5,8 +5,10 @@
 //! server answers.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use discovery_client::registry::{Registry, RegistryClient};
 use dmsg::client::{Client, ClientConfig, DiscoveryTarget, LifecycleConfig};
 use dmsg::identity::Keypair;
 use dmsg::noise::PqSettings;
@@ -40,6 +42,9 @@ pub enum AppError {
     /// The stcp accept loop died.
     #[error("the stcp accept loop died: {0}")]
     StcpDied(std::io::Error),
+    /// The discovery URL is unusable.
+    #[error("discovery: {0}")]
+    Discovery(#[from] dmsg::discovery::DiscoveryError),
     /// A task panicked.
     #[error("a skywire-visor task panicked")]
     Panicked,
@@ -99,11 +104,17 @@ impl App {
                 ..ClientConfig::default()
             },
         );
+        // Transports are registered through discovery's TCP endpoint when there is one.
+        let registry = match &settings.discovery {
+            Some(url) => Some(Arc::new(RegistryClient::over_tcp(url)?) as Arc<dyn Registry>),
+            None => None,
+        };
         let visor = Visor::with_dmsg(
             self.keypair,
             VisorConfig {
                 pq,
                 pk_table: settings.pk_table.clone(),
+                registry,
                 ..VisorConfig::default()
             },
             client,

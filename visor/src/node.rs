@@ -36,6 +36,9 @@ use crate::transport::handshake::{self, StcpHandshakeError};
 use crate::transport::link::{self, FrameSink};
 use crate::transport::queue::{OutFrame, TRANSPORT_QUEUE_BYTES};
 use crate::transport::{Transport, TransportKind, new_connection_wins, stcp};
+use discovery_client::entry::TransportEntry;
+use discovery_client::publisher::{EntryPublisher, PublishState, PublisherConfig, TransportSource};
+use discovery_client::registry::Registry;
 
 /// Route groups a listener holds before refusing new ones.
 pub const ACCEPT_BACKLOG: usize = 64;
@@ -47,8 +50,21 @@ pub const DMSG_TRANSPORT_PORT: Port = match Port::new(45) {
 /// stcp handshakes in progress at once on the listener.
 pub const MAX_STCP_HANDSHAKES: usize = 64;
 
+/// How long the low edge waits for the other edge's SIGN.
+pub const SIGN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Registration timing of transports: refreshed (re-signed by both edges) every 10 minutes,
+/// well within the registry's one-hour TTL; checked every 30 s.
+pub fn registration_config() -> PublisherConfig {
+    PublisherConfig {
+        refresh: std::time::Duration::from_secs(600),
+        check_every: std::time::Duration::from_secs(30),
+        ..PublisherConfig::default()
+    }
+}
+
 /// Data-plane settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct VisorConfig {
     /// Post-quantum settings (stcp transports and route groups).
     pub pq: PqSettings,
@@ -60,6 +76,21 @@ pub struct VisorConfig {
     pub accept_backlog: usize,
     /// stcp peers by key.
     pub pk_table: HashMap<PublicKey, SocketAddr>,
+    /// Where transports are registered (the low edge registers each, ROUTING.md §2.4);
+    /// `None` when no discovery is configured: transports then work unregistered.
+    pub registry: Option<Arc<dyn Registry>>,
+    /// Registration timing.
+    pub registration: PublisherConfig,
+}
+
+impl std::fmt::Debug for VisorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VisorConfig")
+            .field("pq", &self.pq)
+            .field("pk_table", &self.pk_table.len())
+            .field("registry", &self.registry.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for VisorConfig {
@@ -71,6 +102,8 @@ impl Default for VisorConfig {
             queue_bytes: TRANSPORT_QUEUE_BYTES,
             accept_backlog: ACCEPT_BACKLOG,
             pk_table: HashMap::new(),
+            registry: None,
+            registration: registration_config(),
         }
     }
 }
@@ -160,6 +193,8 @@ struct Inner {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     stcp_handshakes: Arc<tokio::sync::Semaphore>,
+    /// The registration of each transport this visor is the low edge of.
+    registrations: Mutex<HashMap<TransportId, EntryPublisher>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -268,6 +303,7 @@ impl Visor {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             stcp_handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_STCP_HANDSHAKES)),
+            registrations: Mutex::new(HashMap::new()),
         });
         let visor = Self {
             _user: Some(Arc::new(DropGuard(Arc::downgrade(&inner)))),
@@ -353,6 +389,13 @@ impl Visor {
 
     /// Stops everything and waits for every task.
     pub async fn shutdown(&self) {
+        // Registrations first: each publisher is joined, then deregisters (ARCHITECTURE
+        // §5.5), while the transports still run.
+        let registrations: Vec<EntryPublisher> = lock(&self.inner.registrations)
+            .drain()
+            .map(|(_, publisher)| publisher)
+            .collect();
+        futures::future::join_all(registrations.into_iter().map(EntryPublisher::stop)).await;
         self.inner.stop();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
@@ -555,10 +598,78 @@ impl Visor {
                     let _ = old.send(bye(ByeCode::Duplicate));
                     old.close("replaced by a newer connection (ROUTING.md §2.5)");
                 }
+                self.register(&transport);
                 tracing::debug!(%peer, %kind, id = hex::encode(transport.id), "transport up");
                 Ok(transport)
             }
         }
+    }
+
+    /// Starts the registration of `transport` if this visor is its low edge and has a
+    /// registry, and none runs for its ID yet (a replaced connection keeps the one running:
+    /// it signs over whichever connection is live).
+    fn register(&self, transport: &Arc<Transport>) {
+        let Some(registry) = self.inner.config.registry.clone() else {
+            return;
+        };
+        if self.public_key() > transport.peer {
+            return;
+        }
+        let mut registrations = lock(&self.inner.registrations);
+        if registrations.contains_key(&transport.id) || self.inner.shutdown.is_cancelled() {
+            return;
+        }
+        let signer = Signer {
+            inner: Arc::downgrade(&self.inner),
+            id: transport.id,
+        };
+        let publisher = EntryPublisher::start_transport(
+            self.inner.keypair.clone(),
+            transport.id,
+            registry,
+            "tcp",
+            signer,
+            self.inner.config.registration.clone(),
+        );
+        registrations.insert(transport.id, publisher);
+    }
+
+    /// The publish state of transport `id`'s registration, if this visor runs it.
+    pub fn registration(&self, id: &TransportId) -> Option<PublishState> {
+        lock(&self.inner.registrations)
+            .get(id)
+            .map(EntryPublisher::state)
+    }
+
+    /// A SIGN frame (ROUTING.md §2.4): the high edge countersigns and answers; the low edge
+    /// hands the answer to the request waiting for it.
+    fn on_sign(&self, transport: &Arc<Transport>, body: &[u8]) {
+        let Some((timestamp, signature)) = sign_body(body) else {
+            return;
+        };
+        let local = self.public_key();
+        if local < transport.peer {
+            let waiting = lock(&transport.pending_signs).remove(&timestamp);
+            if let Some(waiting) = waiting {
+                let _ = waiting.send(signature);
+            }
+            return;
+        }
+        let mut entry = TransportEntry::new(local, transport.peer, transport.kind.name());
+        entry.timestamp = timestamp;
+        entry.signature_a = signature;
+        if !transport.peer.verify(&entry.signing_bytes(), &signature) {
+            let _ = transport.send(bye(ByeCode::BadSignature));
+            transport.close("the other edge's SIGN does not verify");
+            return;
+        }
+        if !discovery_client::entry::in_window(timestamp, discovery_client::entry::unix_nanos_now())
+        {
+            tracing::debug!(peer = %transport.peer, "a SIGN outside the clock window; not answered");
+            return;
+        }
+        entry.sign_as(&self.inner.keypair);
+        let _ = transport.send(sign_frame(timestamp, &entry.signature_b));
     }
 
     // === route groups ===
@@ -799,6 +910,14 @@ impl Visor {
                 group.fail(RouteGroupError::TransportClosed);
             }
         }
+        // The transport is gone (not replaced): join its registration, then deregister.
+        let still_held = lock(&self.inner.transports).contains_key(&closed.id);
+        if !still_held {
+            let registration = lock(&self.inner.registrations).remove(&closed.id);
+            if let Some(registration) = registration {
+                self.inner.tasks.spawn(registration.stop());
+            }
+        }
         let broken = lock(&self.inner.table).rules_from(&closed.id);
         for rule in broken {
             if let RuleKind::Intermediary(next) = rule.kind
@@ -873,6 +992,9 @@ impl FrameSink for Visor {
     fn on_frame(&self, transport: &Arc<Transport>, frame: Frame) {
         let Frame { header, body } = frame;
         let Some(route) = header.route else {
+            if header.kind == FrameType::Sign {
+                self.on_sign(transport, &body);
+            }
             if header.kind == FrameType::Bye {
                 let code = body.first().and_then(|b| ByeCode::from_u8(*b));
                 transport.close(format!(
@@ -917,6 +1039,62 @@ impl FrameSink for Visor {
 
     fn on_closed(&self, transport: &Arc<Transport>) {
         self.transport_closed(transport);
+    }
+}
+
+fn sign_frame(timestamp: i64, signature: &[u8; 64]) -> OutFrame {
+    let mut body = BytesMut::with_capacity(crate::packet::SIGN_BODY_LEN);
+    body.extend_from_slice(&timestamp.to_be_bytes());
+    body.extend_from_slice(signature);
+    OutFrame {
+        header: Header::for_transport(FrameType::Sign, crate::packet::SIGN_BODY_LEN as u16),
+        body: body.freeze(),
+    }
+}
+
+fn sign_body(body: &[u8]) -> Option<(i64, [u8; 64])> {
+    let timestamp = i64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+    let signature: [u8; 64] = body.get(8..72)?.try_into().ok()?;
+    Some((timestamp, signature))
+}
+
+/// Gets a transport entry signed by both edges over the transport (the low edge's side of
+/// ROUTING.md §2.4).
+struct Signer {
+    inner: Weak<Inner>,
+    id: TransportId,
+}
+
+#[tonic::async_trait]
+impl TransportSource for Signer {
+    async fn signed(&self) -> Option<TransportEntry> {
+        let inner = self.inner.upgrade()?;
+        let transport = inner.transport(&self.id)?;
+        let local = inner.keypair.public();
+        let mut entry = TransportEntry::new(local, transport.peer, transport.kind.name());
+        entry.sign_as(&inner.keypair);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&transport.pending_signs).insert(entry.timestamp, tx);
+        let sent = transport.send(sign_frame(entry.timestamp, &entry.signature_a));
+        let shutdown = inner.shutdown.clone();
+        drop(inner);
+        let answer = if sent.is_ok() {
+            tokio::select! {
+                () = shutdown.cancelled() => None,
+                answer = tokio::time::timeout(SIGN_TIMEOUT, rx) => answer.ok().and_then(Result::ok),
+            }
+        } else {
+            None
+        };
+        lock(&transport.pending_signs).remove(&entry.timestamp);
+        entry.signature_b = answer?;
+        match entry.validate(discovery_client::entry::unix_nanos_now()) {
+            Ok(()) => Some(entry),
+            Err(error) => {
+                tracing::warn!(peer = %transport.peer, %error, "the other edge's SIGN does not verify");
+                None
+            }
+        }
     }
 }
 

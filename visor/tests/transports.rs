@@ -14,13 +14,16 @@ use visor::router::{NextHop, Rule, RuleKind, TableCounts};
 use visor::transport::TransportKind;
 use visor::transport::frame::{FrameReader, FrameWriter};
 
-/// ROUTING.md §2.5 (Done-when e, the transport part): A and B dialing each other at the same
-/// instant end with exactly one transport, the same ID at both ends, the one the low edge
-/// dialed — and it carries a route group.
+/// ROUTING.md §2.4–§2.5 (Done-when e): A and B dialing each other at the same instant end
+/// with exactly one transport, the same ID at both ends (the one the low edge dialed); it is
+/// registered in discovery signed by both edges, carries a route group, and is gone from the
+/// registry once it closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_simultaneous_dial_leaves_exactly_one_transport() {
-    for _ in 0..5 {
-        let net = nodes(2).await;
+async fn a_simultaneous_dial_leaves_exactly_one_registered_transport() {
+    use discovery_client::registry::Registry;
+    let discovery = common::Discovery::start().await;
+    for _ in 0..3 {
+        let net = common::nodes_with(2, discovery.config()).await;
         let (a, b) = (&net[0].visor, &net[1].visor);
         let (from_a, from_b) =
             tokio::join!(a.dial_stcp(b.public_key()), b.dial_stcp(a.public_key()));
@@ -38,6 +41,25 @@ async fn a_simultaneous_dial_leaves_exactly_one_transport() {
         })
         .await;
         let id = a.transports()[0].id;
+
+        // Registered, signed by both edges (the registry validated both signatures; so do we).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let entry = loop {
+            if let Some(entry) = discovery.registry.transport(&id).await.unwrap() {
+                break entry;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never registered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            (entry.edge_a, entry.edge_b),
+            (low, a.public_key().max(b.public_key()))
+        );
+        assert_eq!(entry.kind, "stcp");
+        entry
+            .validate(discovery_client::entry::unix_nanos_now())
+            .expect("both signatures verify");
+
         let (mut dialed, mut accepted) =
             common::route_group(&[&net[0], &net[1]], &[id], port(1), port(2)).await;
         dialed.write_all(b"one transport").await.unwrap();
@@ -45,10 +67,23 @@ async fn a_simultaneous_dial_leaves_exactly_one_transport() {
         accepted.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"one transport");
         drop((dialed, accepted));
+
+        // The high edge goes away: the transport closes, the low edge deregisters it.
+        let high = if a.public_key() == low { b } else { a };
+        high.shutdown().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while discovery.registry.transport(&id).await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still registered after close"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for node in &net {
             node.visor.shutdown().await;
         }
     }
+    discovery.stop().await;
 }
 
 /// ROUTING.md §2.5: a peer that dials again (it restarted, say) replaces its old connection;

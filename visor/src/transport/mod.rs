@@ -12,6 +12,7 @@ pub mod link;
 pub mod queue;
 pub mod stcp;
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -99,6 +100,9 @@ pub struct Transport {
     drops: [AtomicU64; DropReason::ALL.len()],
     /// Why it closed, once it did.
     close_reason: Mutex<Option<String>>,
+    /// The low edge's signature requests waiting for the other edge's SIGN, by timestamp
+    /// (ROUTING.md §2.4); one at a time in practice, never more than a few.
+    pub(crate) pending_signs: Mutex<HashMap<i64, tokio::sync::oneshot::Sender<[u8; 64]>>>,
 }
 
 /// A snapshot of a transport's counters.
@@ -136,6 +140,7 @@ impl Transport {
             bytes_received: AtomicU64::new(0),
             drops: Default::default(),
             close_reason: Mutex::new(None),
+            pending_signs: Mutex::new(HashMap::new()),
         }
     }
 

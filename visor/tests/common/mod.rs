@@ -389,3 +389,52 @@ async fn copy_recording(
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// dmsg-discovery (memory store) running in this process, its TransportRegistry reached
+/// over TCP.
+pub struct Discovery {
+    pub registry: std::sync::Arc<discovery_client::registry::RegistryClient>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), discovery_svc::run::RunError>>,
+}
+
+impl Discovery {
+    pub async fn start() -> Self {
+        use discovery_svc::run::{Config, Listeners, StoreConfig, run};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Config {
+            keypair: Keypair::generate(),
+            store: StoreConfig::Memory,
+            servers: Vec::new(),
+            ttls: Default::default(),
+            connector: Default::default(),
+            pq: Default::default(),
+            server_stack: Default::default(),
+            grace: Duration::from_secs(2),
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(run(config, Listeners::grpc(listener), stop.clone()));
+        let registry =
+            discovery_client::registry::RegistryClient::over_tcp(&format!("http://{addr}"))
+                .unwrap();
+        Self {
+            registry: std::sync::Arc::new(registry),
+            stop,
+            task,
+        }
+    }
+
+    /// Visor settings that register transports here.
+    pub fn config(&self) -> VisorConfig {
+        VisorConfig {
+            registry: Some(self.registry.clone()),
+            ..VisorConfig::default()
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}

@@ -7,12 +7,12 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 /// The binaries a member can be.
-pub const BINARIES: [&str; 3] = ["dmsg-discovery", "dmsg-server", "dmsg-cli"];
+pub const BINARIES: [&str; 4] = ["dmsg-discovery", "dmsg-server", "dmsg-cli", "skywire-visor"];
 
 /// What `skywire-localnet --help` and `skywire-localnet member --help` say of `member`.
 pub const MEMBER_HELP: &str = "\
 Members:
-  skywire-localnet member <dmsg-discovery|dmsg-server|dmsg-cli> [ARGS…]
+  skywire-localnet member <dmsg-discovery|dmsg-server|dmsg-cli|skywire-visor> [ARGS…]
       Runs that binary exactly as its standalone program would (same flags, same config file,
       same SKYWIRE_* variables; `member dmsg-server --help` prints its help). This is how the
       fleet starts its processes from one executable.
@@ -38,6 +38,7 @@ pub fn run_member(args: Vec<OsString>) -> Option<ExitCode> {
         "dmsg-discovery" => discovery_svc::binary::main(args),
         "dmsg-server" => server_svc::binary::main(args),
         "dmsg-cli" => server_svc::cli::main(args),
+        "skywire-visor" => visor::binary::main(args),
         _ => return None,
     })
 }

@@ -330,6 +330,16 @@ fn help_lists_keys_and_the_environment_and_member_help_exits_0() {
             "dmsg-cli",
             &["discovery", "timeout_secs", "[agent] admin, echo_port"][..],
         ),
+        (
+            "skywire-visor",
+            &[
+                "stcp_listen",
+                "pk_table",
+                "servers",
+                "admin",
+                "SKYWIRE_VISOR_STCP_LISTEN",
+            ][..],
+        ),
     ] {
         let (code, stdout, stderr) = member(&[binary, "--help"], &[]);
         assert_eq!(code, Some(0), "{binary}: {stderr}");
@@ -358,7 +368,7 @@ fn help_lists_keys_and_the_environment_and_member_help_exits_0() {
     let output = Command::new(LAUNCHER).arg("--help").output().unwrap();
     assert!(
         String::from_utf8_lossy(&output.stdout)
-            .contains("member <dmsg-discovery|dmsg-server|dmsg-cli>")
+            .contains("member <dmsg-discovery|dmsg-server|dmsg-cli|skywire-visor>")
     );
 }
 

@@ -24,8 +24,11 @@ use crate::router::{NextHop, TransportId};
 use crate::transport::Transport;
 use crate::transport::queue::OutFrame;
 
-/// Credit each direction starts with, in bytes of stream content (ROUTING.md §6.4).
+/// Credit each direction starts with, in bytes of DATA records as they travel (kind byte,
+/// content and tag: ROUTING.md §6.4), so every hop can bound what it queues per route.
 pub const ROUTE_WINDOW: usize = 1024 * 1024;
+/// What a DATA record costs beyond its content: the kind byte and the tag.
+pub const RECORD_OVERHEAD: usize = 1 + TAG_LEN;
 /// Deadline of the route-group handshake.
 pub const ROUTE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often each end sends a KEEPALIVE down its forward route.
@@ -377,11 +380,15 @@ fn apply_record(state: &mut RecvState, mut body: BytesMut) -> Result<(), RouteGr
             if state.eof {
                 return Err(RouteGroupError::BadRecord);
             }
-            if state.buffered + content.len() > ROUTE_WINDOW {
+            let cost = content.len() + RECORD_OVERHEAD;
+            if state.buffered + cost > ROUTE_WINDOW {
                 return Err(RouteGroupError::FlowControl);
             }
-            state.buffered += content.len();
-            if !content.is_empty() {
+            if content.is_empty() {
+                // Nothing to read: its credit is returned with the next grant.
+                state.consumed += cost;
+            } else {
+                state.buffered += cost;
                 state.readable.push_back(content);
             }
         }
@@ -485,6 +492,8 @@ impl AsyncRead for RouteGroup {
             taken += n;
             if n == front.len() {
                 state.readable.pop_front();
+                // A record read to its end returns its overhead too.
+                taken += RECORD_OVERHEAD;
             } else {
                 let _ = front.split_to(n);
             }
@@ -523,12 +532,15 @@ impl AsyncWrite for RouteGroup {
         if state.fin_sent {
             return Poll::Ready(Err(RouteGroupError::Closed.into_io()));
         }
-        if state.send_credit == 0 {
+        if state.send_credit <= RECORD_OVERHEAD {
             state.write_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let n = buf.len().min(state.send_credit).min(MAX_RECORD_DATA);
-        state.send_credit -= n;
+        let n = buf
+            .len()
+            .min(state.send_credit - RECORD_OVERHEAD)
+            .min(MAX_RECORD_DATA);
+        state.send_credit -= n + RECORD_OVERHEAD;
         drop(state);
         match shared.send_record(RecordKind::Data, &buf[..n]) {
             Ok(()) => Poll::Ready(Ok(n)),

@@ -134,7 +134,10 @@ impl Transport {
             peer,
             kind,
             dialer,
-            queue: FrameQueue::new(queue_bytes),
+            queue: FrameQueue::new(
+                queue_bytes,
+                crate::route_group::ROUTE_WINDOW + crate::packet::MAX_BODY,
+            ),
             closed: CancellationToken::new(),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),

@@ -2,13 +2,13 @@
 //! do not fit are dropped and counted, never buffered without bound; the writer task takes
 //! everything queued at once and writes it as one batch.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::packet::{HEADER_LEN, Header};
+use crate::packet::{FrameType, HEADER_LEN, Header};
 use crate::router::DropReason;
 
 /// Bytes an outgoing transport queue holds at most (ROUTING.md §6.4).
@@ -33,6 +33,8 @@ impl OutFrame {
 struct State {
     frames: VecDeque<OutFrame>,
     bytes: usize,
+    /// Forwarded DATA body bytes queued per route (the route id they leave with).
+    per_route: HashMap<u32, usize>,
     closed: bool,
     /// The most bytes ever queued at once.
     high_water: usize,
@@ -43,15 +45,18 @@ struct State {
 pub struct FrameQueue {
     state: Mutex<State>,
     cap: usize,
+    route_cap: usize,
     ready: Notify,
 }
 
 impl FrameQueue {
-    /// An empty queue of at most `cap` bytes.
-    pub fn new(cap: usize) -> Self {
+    /// An empty queue of at most `cap` bytes, of which forwarded DATA bodies of one route
+    /// may be at most `route_cap` (ROUTING.md §6.4).
+    pub fn new(cap: usize, route_cap: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
             cap,
+            route_cap,
             ready: Notify::new(),
         }
     }
@@ -62,7 +67,8 @@ impl FrameQueue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues a forwarded frame if it fits; otherwise says why it was dropped.
+    /// Queues a forwarded frame if it fits; otherwise says why it was dropped: its route is
+    /// past its window here (a sender ignoring credit), or the queue is full.
     pub fn try_push(&self, frame: OutFrame) -> Result<(), DropReason> {
         let mut state = self.lock();
         if state.closed {
@@ -70,6 +76,15 @@ impl FrameQueue {
         }
         if state.bytes + frame.cost() > self.cap {
             return Err(DropReason::QueueFull);
+        }
+        if frame.header.kind == FrameType::Data
+            && let Some(route) = frame.header.route
+        {
+            let queued = state.per_route.entry(route.get()).or_default();
+            if *queued + frame.body.len() > self.route_cap {
+                return Err(DropReason::OverWindow);
+            }
+            *queued += frame.body.len();
         }
         Self::append(&mut state, frame);
         drop(state);
@@ -107,6 +122,7 @@ impl FrameQueue {
                 if !state.frames.is_empty() {
                     into.extend(state.frames.drain(..));
                     state.bytes = 0;
+                    state.per_route.clear();
                     return true;
                 }
                 if state.closed {
@@ -156,7 +172,7 @@ mod tests {
     /// frames are queued; a closed queue refuses both and still hands out what it held.
     #[tokio::test]
     async fn the_queue_is_bounded_for_forwarded_frames() {
-        let queue = FrameQueue::new(1000);
+        let queue = FrameQueue::new(1000, 1000);
         assert_eq!(queue.try_push(frame(492)), Ok(()));
         assert_eq!(queue.try_push(frame(492)), Ok(()));
         assert_eq!(queue.try_push(frame(100)), Err(DropReason::QueueFull));
@@ -171,5 +187,34 @@ mod tests {
         assert_eq!(queue.bytes(), 0);
         assert!(!queue.take_all(&mut out).await);
         assert_eq!(queue.high_water(), 1108);
+    }
+
+    /// ROUTING.md §6.4: one route may not hold more than its window in a hop's queue, and
+    /// what the writer took no longer counts; other routes are unaffected.
+    #[tokio::test]
+    async fn one_route_is_bounded_by_its_window() {
+        let queue = FrameQueue::new(1 << 20, 1000);
+        let on = |route: u32, len: usize| OutFrame {
+            header: Header::for_route(
+                FrameType::Data,
+                RouteId::new(route).unwrap_or_else(|| unreachable!()),
+                u16::try_from(len).unwrap_or(0),
+            ),
+            body: Bytes::from(vec![0; len]),
+        };
+        assert_eq!(queue.try_push(on(1, 600)), Ok(()));
+        assert_eq!(queue.try_push(on(1, 600)), Err(DropReason::OverWindow));
+        assert_eq!(
+            queue.try_push(on(2, 600)),
+            Ok(()),
+            "another route has its own window"
+        );
+        let mut out = Vec::new();
+        assert!(queue.take_all(&mut out).await);
+        assert_eq!(
+            queue.try_push(on(1, 600)),
+            Ok(()),
+            "taken bytes no longer count"
+        );
     }
 }

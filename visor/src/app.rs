@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::metrics::VisorCollector;
 use crate::node::{Visor, VisorConfig};
+use crate::transport::persistent::{TransportKeepers, TransportLink};
+use dmsg::client::keeper::KeeperConfig;
 
 /// The health component of the data plane (the stcp accept loop).
 pub const DATA_PLANE_COMPONENT: &str = "data-plane";
@@ -119,6 +121,16 @@ impl App {
             },
             client,
         );
+        // Persistent transports: dmsg's one keeper, dialing through the visor.
+        let mut keepers = TransportKeepers::with_link(
+            TransportLink(visor.downgrade()),
+            KeeperConfig {
+                backoff_base: Duration::from_secs(1),
+                backoff_cap: Duration::from_secs(30),
+                seed: None,
+            },
+        );
+        keepers.keep_exactly(&settings.transports);
         let stop = CancellationToken::new();
         let health = HealthStates::new();
         let mut tasks = JoinSet::new();
@@ -149,6 +161,7 @@ impl App {
         });
         Ok(AppHandle {
             visor,
+            keepers,
             stop,
             tasks,
             grace,
@@ -160,6 +173,7 @@ impl App {
 #[derive(Debug)]
 pub struct AppHandle {
     visor: Visor,
+    keepers: TransportKeepers,
     stop: CancellationToken,
     tasks: JoinSet<Result<(), AppError>>,
     grace: Duration,
@@ -186,6 +200,7 @@ impl AppHandle {
     /// grace period.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
+        self.keepers.stop().await;
         self.visor.shutdown().await;
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(self.grace, drain).await.is_err() {

@@ -10,6 +10,9 @@ use dmsg::addr::ServerAddr;
 use dmsg::identity::PublicKey;
 use service::{Binary, CommonArgs, ConfigError};
 
+use crate::transport::TransportKind;
+use crate::transport::persistent::Persistent;
+
 /// What the skeleton knows of `skywire-visor`.
 pub const BINARY: Binary = Binary {
     name: "skywire-visor",
@@ -62,6 +65,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub pk_table: Option<PathBuf>,
 
+    /// A transport to keep up, TYPE:PK with TYPE dmsg or stcp; repeatable (a TOML array in
+    /// the file). It is dialed at start and re-dialed with backoff (1 s doubling to 30 s,
+    /// full jitter) whenever it closes; one the other edge dialed is adopted.
+    #[arg(long = "transport", value_name = "TYPE:PK")]
+    pub transports: Vec<Persistent>,
+
     /// Address of the admin endpoint: gRPC health, reflection, and GET /metrics.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3435")]
     pub admin: SocketAddr,
@@ -84,6 +93,8 @@ pub struct Settings {
     pub stcp_listen: SocketAddr,
     /// stcp peers.
     pub pk_table: HashMap<PublicKey, SocketAddr>,
+    /// Transports to keep up.
+    pub transports: Vec<Persistent>,
     /// Admin listen address.
     pub admin: SocketAddr,
 }
@@ -134,6 +145,14 @@ impl service::process::Resolve for Args {
             Some(path) => read_pk_table(path)?,
             None => HashMap::new(),
         };
+        for persistent in &self.transports {
+            if persistent.kind == TransportKind::Stcp && !pk_table.contains_key(&persistent.peer) {
+                return Err(ConfigError::Invalid(format!(
+                    "--transport stcp:{} needs the peer's address in --pk-table",
+                    persistent.peer
+                )));
+            }
+        }
         Ok(Settings {
             common: self.common,
             key_file: self.key_file,
@@ -142,6 +161,7 @@ impl service::process::Resolve for Args {
             discovery_pk: self.discovery_pk,
             stcp_listen: self.stcp_listen,
             pk_table,
+            transports: self.transports,
             admin: self.admin,
         })
     }
@@ -185,6 +205,21 @@ mod tests {
             Some(&"127.0.0.1:7000".parse().unwrap_or_else(|_| unreachable!()))
         );
         assert!(parse_pk_table("nonsense").unwrap_err().contains("line 1"));
+        let error = resolve(&["--transport", &format!("stcp:{pk}")]).unwrap_err();
+        assert!(error.to_string().contains("--pk-table"), "{error}");
+        let error = resolve(&["--transport", "udp:xyz"]).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown transport type"),
+            "{error}"
+        );
+        let ok = resolve(&["--transport", &format!("dmsg:{pk}")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ok.transports,
+            [Persistent {
+                kind: TransportKind::Dmsg,
+                peer: pk
+            }]
+        );
         assert!(
             parse_pk_table(&format!("{pk} nowhere"))
                 .unwrap_err()

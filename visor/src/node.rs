@@ -220,6 +220,25 @@ impl Drop for DropGuard {
     }
 }
 
+/// A handle that does not keep the visor alive.
+#[derive(Clone, Debug)]
+pub struct WeakVisor(Weak<Inner>);
+
+impl WeakVisor {
+    /// The visor, if it still exists.
+    pub fn upgrade(&self) -> Option<Visor> {
+        self.0.upgrade().map(|inner| Visor { inner, _user: None })
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Visor")
+            .field("pk", &self.keypair.public())
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for Visor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Visor")
@@ -380,6 +399,11 @@ impl Visor {
             inner: self.inner.clone(),
             _user: None,
         }
+    }
+
+    /// A handle that does not keep the visor alive.
+    pub fn downgrade(&self) -> WeakVisor {
+        WeakVisor(Arc::downgrade(&self.inner))
     }
 
     /// The visor's public key.

@@ -210,3 +210,43 @@ fn wrap(visor: &Visor) -> common::Node {
         keypair: Keypair::generate(),
     }
 }
+
+/// ROUTING.md §2.6: a persistent transport is dialed at start through dmsg's one keeper and
+/// dialed again after it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_transport_is_dialed_again_after_it_closes() {
+    use dmsg::client::keeper::{KeeperConfig, TargetState};
+    use visor::transport::persistent::{Persistent, TransportKeepers, TransportLink};
+    let net = nodes(2).await;
+    let (a, b) = (&net[0].visor, &net[1].visor);
+    let mut keepers = TransportKeepers::with_link(
+        TransportLink(a.downgrade()),
+        KeeperConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
+            seed: Some(7),
+        },
+    );
+    let target = Persistent {
+        kind: TransportKind::Stcp,
+        peer: b.public_key(),
+    };
+    keepers.keep(&target);
+    wait_until("the transport is up at both ends", || {
+        keepers.states() == vec![(target, TargetState::Up)] && b.transports().len() == 1
+    })
+    .await;
+    let first = b.transports()[0].clone();
+    first.close("closed by the test");
+    wait_until("dialed again", || {
+        b.transports()
+            .first()
+            .is_some_and(|t| !std::sync::Arc::ptr_eq(t, &first) && !t.is_closed())
+            && a.transports().first().is_some_and(|t| !t.is_closed())
+    })
+    .await;
+    keepers.stop().await;
+    for node in &net {
+        node.visor.shutdown().await;
+    }
+}

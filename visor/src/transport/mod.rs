@@ -4,11 +4,13 @@
 //! - [`frame`]: frames over a byte stream, sealed per hop on stcp.
 //! - [`queue`]: the outgoing queue, bounded by bytes, drops counted.
 //! - [`link`]: the reader and writer tasks of one transport.
+//! - [`persistent`]: transports kept up by dmsg's one keeper.
 //! - [`stcp`]: TCP dialing and socket options.
 
 pub mod frame;
 pub mod handshake;
 pub mod link;
+pub mod persistent;
 pub mod queue;
 pub mod stcp;
 

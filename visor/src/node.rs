@@ -35,7 +35,7 @@ use crate::transport::frame::{Frame, FrameReader, FrameWriter};
 use crate::transport::handshake::{self, StcpHandshakeError};
 use crate::transport::link::{self, FrameSink};
 use crate::transport::queue::{OutFrame, TRANSPORT_QUEUE_BYTES};
-use crate::transport::{Transport, TransportKind, new_connection_wins, stcp};
+use crate::transport::{Transport, TransportKind, bye, new_connection_wins, stcp};
 use discovery_client::entry::TransportEntry;
 use discovery_client::publisher::{EntryPublisher, PublishState, PublisherConfig, TransportSource};
 use discovery_client::registry::Registry;
@@ -270,13 +270,6 @@ impl Inner {
     }
 }
 
-fn bye(code: ByeCode) -> OutFrame {
-    OutFrame {
-        header: Header::for_transport(FrameType::Bye, 1),
-        body: Bytes::copy_from_slice(&[code as u8]),
-    }
-}
-
 fn close_packet(route: RouteId, code: CloseCode) -> OutFrame {
     OutFrame {
         header: Header::for_route(FrameType::Close, route, 1),
@@ -497,7 +490,10 @@ impl Visor {
                 }
             };
             let Ok(permit) = self.inner.stcp_handshakes.clone().try_acquire_owned() else {
-                tracing::debug!(%addr, "stcp handshakes busy; dropping a connection");
+                // Refused at once ("busy", ROUTING.md §2.2): a non-blocking write of two
+                // bytes, then the socket closes.
+                tracing::debug!(%addr, "stcp handshakes busy; refusing a connection");
+                let _ = stream.try_write(&dmsg::wire::HandshakeRefusal::Busy.encode());
                 continue;
             };
             let visor = self.internal();

@@ -222,3 +222,72 @@ async fn an_intermediary_never_sees_the_payload() {
         node.visor.shutdown().await;
     }
 }
+
+/// ROUTING.md §6.2, §6.6: a dial that fails halfway — no listener at the far end, or no
+/// answer at all — fails with a typed error and leaves no route group and no local rule
+/// behind (the handle's drop guard), at the dialer and at the far end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dial_leaves_nothing_behind() {
+    let net = nodes(2).await;
+    let ab = link(&net[0], &net[1]).await;
+    let path = [&net[0], &net[1]];
+
+    // Nobody listens on the far port: the far end answers CLOSE no_listener.
+    let route = common::install_route(&path, &[ab], port(1), port(99));
+    let refused = net[0]
+        .visor
+        .dial(route.forward, route.consume)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        RouteGroupError::Hop(visor::packet::CloseCode::NoListener)
+    );
+    let a = net[0].visor.stats();
+    assert_eq!((a.route_groups, a.rules), (0, Default::default()), "{a:?}");
+    assert_eq!(net[1].visor.stats().route_groups, 0);
+
+    // The far end never answers (its rules were never installed): the handshake times out.
+    let ids = net[0].visor.reserve(2).unwrap();
+    let far = net[1].visor.reserve(1).unwrap();
+    let descriptor = visor::router::RouteDescriptor {
+        src_pk: net[0].visor.public_key(),
+        dst_pk: net[1].visor.public_key(),
+        src_port: port(2),
+        dst_port: port(80),
+    };
+    let forward = visor::router::Rule::new(
+        ids[0],
+        visor::router::RuleKind::Forward {
+            descriptor,
+            next: visor::router::NextHop {
+                route: far[0],
+                transport: ab,
+            },
+        },
+    );
+    let consume = visor::router::Rule::new(
+        ids[1],
+        visor::router::RuleKind::Consume(descriptor.reversed()),
+    );
+    let started = tokio::time::Instant::now();
+    let silent = net[0].visor.dial(forward, consume).await.unwrap_err();
+    assert_eq!(
+        silent,
+        RouteGroupError::HandshakeTimeout(visor::route_group::ROUTE_HANDSHAKE_TIMEOUT)
+    );
+    assert!(started.elapsed() < Duration::from_secs(7));
+    let a = net[0].visor.stats();
+    assert_eq!((a.route_groups, a.rules), (0, Default::default()), "{a:?}");
+    assert!(
+        net[1]
+            .visor
+            .stats()
+            .dropped(visor::router::DropReason::UnknownRoute)
+            >= 1,
+        "the far end counted the handshake for a route it does not have"
+    );
+    for node in &net {
+        node.visor.shutdown().await;
+    }
+}

@@ -250,3 +250,39 @@ async fn a_persistent_transport_is_dialed_again_after_it_closes() {
         node.visor.shutdown().await;
     }
 }
+
+/// ROUTING.md §3.1, §3.4: a frame that breaks the rules (an unknown type) is answered with
+/// BYE `protocol_violation` and the transport closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_gets_a_bye_and_closes_the_transport() {
+    let visor = Visor::new(Keypair::generate(), VisorConfig::default());
+    let peer = Keypair::generate().public();
+    let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+    let (read, write) = tokio::io::split(ours);
+    let transport = visor
+        .attach(
+            peer,
+            TransportKind::Dmsg,
+            peer,
+            FrameReader::new(read, None),
+            FrameWriter::new(write, None),
+        )
+        .unwrap();
+    theirs
+        .write_all(&[0x7f, 0, 0, 0, 0, 1, 0, 0])
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), theirs.read_to_end(&mut answer))
+        .await
+        .expect("the transport closes")
+        .unwrap();
+    assert_eq!(
+        answer,
+        [0x11, 0, 0, 0, 0, 0, 0, 1, 0x03],
+        "BYE protocol_violation"
+    );
+    assert!(transport.is_closed());
+    assert!(visor.transports().is_empty());
+    visor.shutdown().await;
+}

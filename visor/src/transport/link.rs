@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Transport;
-use super::frame::{Frame, FrameReader, FrameWriter};
+use super::frame::{Frame, FrameError, FrameReader, FrameWriter};
 use super::queue::OutFrame;
 
 /// How long a closing transport may still write what it had queued (a BYE, say).
@@ -86,6 +86,10 @@ pub async fn run_reader<R: AsyncRead + Unpin>(
                 break;
             }
             Err(error) => {
+                // A frame that broke ROUTING.md §3 is answered with BYE before the close.
+                if matches!(error, FrameError::Header(_) | FrameError::Authentication) {
+                    let _ = transport.send(super::bye(crate::packet::ByeCode::ProtocolViolation));
+                }
                 transport.close(error.to_string());
                 break;
             }

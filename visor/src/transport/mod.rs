@@ -70,6 +70,14 @@ pub fn transport_id(a: &PublicKey, b: &PublicKey, kind: TransportKind) -> Transp
     discovery_client::entry::transport_id(a, b, kind.name())
 }
 
+/// A BYE frame with `code` (ROUTING.md §3.4).
+pub fn bye(code: crate::packet::ByeCode) -> OutFrame {
+    OutFrame {
+        header: crate::packet::Header::for_transport(crate::packet::FrameType::Bye, 1),
+        body: bytes::Bytes::copy_from_slice(&[code as u8]),
+    }
+}
+
 /// Whether a new connection for the same peer and type replaces the one held
 /// (ROUTING.md §2.5): one dialed by the low edge beats one dialed by the high edge; between
 /// two of the same dialer, the newer wins.

@@ -138,18 +138,7 @@ pub(crate) fn stack_config() -> (ClientStackConfig, BreakerConfig) {
 
 impl DiscoveryClient {
     /// A client over `transport` (a tonic channel, TCP or dmsg), with the standard stack.
-    pub fn new<T>(transport: T) -> Self
-    where
-        T: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        T::Error: Into<tower::BoxError>,
-        T::Future: Send + 'static,
-    {
+    pub fn new(transport: impl middleware::GrpcTransport) -> Self {
         let (config, breaker_config) = stack_config();
         let breaker = Breaker::new("dmsg-discovery", breaker_config);
         Self {

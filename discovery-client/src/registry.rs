@@ -34,18 +34,7 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// A client over `transport` (a tonic channel, TCP or dmsg), with the standard stack
     /// (the same timeouts and breaker settings as [`crate::discovery::DiscoveryClient`]).
-    pub fn new<T>(transport: T) -> Self
-    where
-        T: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        T::Error: Into<tower::BoxError>,
-        T::Future: Send + 'static,
-    {
+    pub fn new(transport: impl middleware::GrpcTransport) -> Self {
         let (config, breaker_config) = crate::discovery::stack_config();
         let breaker = Breaker::new("transport-registry", breaker_config);
         Self {

@@ -116,16 +116,9 @@ impl service::process::Resolve for Args {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use service::process::Resolve;
 
     fn resolve(args: &[&str]) -> Result<Settings, ConfigError> {
-        service::config::parse::<Args>(
-            &BINARY,
-            std::iter::once("dmsg-discovery")
-                .chain(args.iter().copied())
-                .map(Into::into),
-        )?
-        .resolve()
+        service::config::resolve::<Args>(&BINARY, args)
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub use catch_panic::{CatchPanic, CatchPanicLayer};
 pub use keyed_breaker::{KeyedBreakers, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use recover::{RecoverError, RecoverErrorLayer};
 pub use stack::{
-    ClientStackConfig, GrpcChannel, ServerStack, ServerStackConfig, ServerStackLayer, client_stack,
-    server_stack,
+    ClientStackConfig, GrpcChannel, GrpcTransport, ServerStack, ServerStackConfig,
+    ServerStackLayer, client_stack, server_stack,
 };
 pub use timeout::{Timeout, TimeoutConfig, TimeoutLayer};

@@ -108,9 +108,21 @@ pub type GrpcChannel = BoxCloneSyncService<
     tonic::Status,
 >;
 
-/// The standard client stack over `transport` (a tonic `Channel` or a dmsg-tunnelled one):
-/// context propagation → timeout → breaker → concurrency limit.
-pub fn client_stack<T>(transport: T, config: &ClientStackConfig, breaker: Breaker) -> GrpcChannel
+/// What a client stack runs over: a tonic `Channel`, or a channel tunnelled through dmsg.
+pub trait GrpcTransport:
+    Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> GrpcTransport for T
 where
     T: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>
         + Clone
@@ -120,6 +132,15 @@ where
     T::Error: Into<BoxError>,
     T::Future: Send + 'static,
 {
+}
+
+/// The standard client stack over `transport` (a tonic `Channel` or a dmsg-tunnelled one):
+/// context propagation → timeout → breaker → concurrency limit.
+pub fn client_stack<T: GrpcTransport>(
+    transport: T,
+    config: &ClientStackConfig,
+    breaker: Breaker,
+) -> GrpcChannel {
     let stack = ServiceBuilder::new()
         // Outermost: the client span, injected as `traceparent`, covers the whole call.
         .layer(TraceLayer::client())

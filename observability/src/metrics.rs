@@ -95,6 +95,13 @@ impl MetricsRegistry {
     }
 }
 
+/// Sets `counter` to an absolute value read from live state at a scrape (for counters kept
+/// elsewhere as plain numbers, which only grow there).
+pub fn set_counter(counter: &prometheus::IntCounter, value: u64) {
+    counter.reset();
+    counter.inc_by(value);
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

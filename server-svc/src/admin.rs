@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use dmsg::entry::pk_to_proto;
 use dmsg::server::{RejectReason, Server, ServerStats};
+use observability::metrics::set_counter;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
@@ -112,12 +113,6 @@ pub struct RelayCollector {
     rejects: IntCounterVec,
     registered: IntGauge,
     registration_failures: IntGauge,
-}
-
-/// Sets a counter to an absolute value read from the relay (counters only grow there).
-pub(crate) fn set_counter(counter: &IntCounter, value: u64) {
-    counter.reset();
-    counter.inc_by(value);
 }
 
 impl RelayCollector {

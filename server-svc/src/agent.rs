@@ -281,7 +281,10 @@ impl prometheus::core::Collector for ClientCollector {
         self.published
             .set(i64::from(self.client.published_sequence().is_some()));
         for (outcome, value) in self.client.handshake_stats().by_outcome() {
-            crate::admin::set_counter(&self.handshakes.with_label_values(&[outcome]), value);
+            observability::metrics::set_counter(
+                &self.handshakes.with_label_values(&[outcome]),
+                value,
+            );
         }
         let mut families = self.sessions.collect();
         families.extend(self.published.collect());

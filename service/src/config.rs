@@ -213,6 +213,19 @@ fn is_key(arg: &clap::Arg) -> bool {
     !arg.is_positional() && !is_builtin(id) && id != CONFIG_FLAG && !arg.is_required_set()
 }
 
+/// Parses `args` (without the program name: the binary's name is put first) and resolves
+/// them, as the binary's `main` would: what a config test needs in one call.
+pub fn resolve<T>(
+    binary: &Binary,
+    args: &[&str],
+) -> Result<<T as crate::process::Resolve>::Settings, ConfigError>
+where
+    T: CommandFactory + FromArgMatches + crate::process::Resolve,
+{
+    let program = std::iter::once(binary.name).chain(args.iter().copied());
+    parse::<T>(binary, program.map(OsString::from))?.resolve()
+}
+
 /// Parses `args` (the first is the program name) into `T`, with the file named by
 /// `--config` (and its variable) under the environment and the flags.
 pub fn parse<T>(binary: &Binary, args: impl IntoIterator<Item = OsString>) -> Result<T, ConfigError>

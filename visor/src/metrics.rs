@@ -1,9 +1,10 @@
 //! The visor's Prometheus metrics, read from the live data plane at every scrape: transports
 //! by type, route groups, rules by type, reservations, bytes, drops by reason, dmsg sessions.
 
+use observability::metrics::set_counter;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 use crate::node::Visor;
 use crate::router::DropReason;
@@ -20,12 +21,6 @@ pub struct VisorCollector {
     bytes: IntCounterVec,
     drops: IntCounterVec,
     dmsg_sessions: IntGauge,
-}
-
-/// Sets a counter to an absolute value read from the data plane (counters only grow there).
-fn set_counter(counter: &IntCounter, value: u64) {
-    counter.reset();
-    counter.inc_by(value);
 }
 
 impl VisorCollector {

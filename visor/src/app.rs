@@ -21,7 +21,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::metrics::VisorCollector;
+use crate::metrics::{SharedKeepers, VisorCollector};
 use crate::node::{Visor, VisorConfig};
 use crate::transport::persistent::{TransportKeepers, TransportLink};
 use dmsg::client::keeper::KeeperConfig;
@@ -131,6 +131,7 @@ impl App {
             },
         );
         keepers.keep_exactly(&settings.transports);
+        let keepers: SharedKeepers = Arc::new(std::sync::Mutex::new(Some(keepers)));
         let stop = CancellationToken::new();
         let health = HealthStates::new();
         let mut tasks = JoinSet::new();
@@ -148,7 +149,7 @@ impl App {
         });
 
         let metrics = MetricsRegistry::new();
-        metrics.register(VisorCollector::new(visor.clone())?)?;
+        metrics.register(VisorCollector::new(visor.clone(), keepers.clone())?)?;
         let (endpoint, health_driver) = GrpcEndpoint::new(ServerStackConfig::default())
             .with_metrics(&metrics)
             .build(&health, &stop)?;
@@ -173,7 +174,7 @@ impl App {
 #[derive(Debug)]
 pub struct AppHandle {
     visor: Visor,
-    keepers: TransportKeepers,
+    keepers: SharedKeepers,
     stop: CancellationToken,
     tasks: JoinSet<Result<(), AppError>>,
     grace: Duration,
@@ -200,7 +201,14 @@ impl AppHandle {
     /// grace period.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
-        self.keepers.stop().await;
+        let keepers = self
+            .keepers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(keepers) = keepers {
+            keepers.stop().await;
+        }
         self.visor.shutdown().await;
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(self.grace, drain).await.is_err() {

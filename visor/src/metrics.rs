@@ -1,5 +1,7 @@
 //! The visor's Prometheus metrics, read from the live data plane at every scrape: transports
-//! by type, route groups, rules by type, reservations, bytes, drops by reason, dmsg sessions.
+//! by type and state (live ones are `up`; persistent ones being dialed are `dialing` or
+//! `failing`), route groups, rules by type, reservations, bytes, drops by reason, dmsg
+//! sessions.
 
 use observability::metrics::set_counter;
 use prometheus::core::{Collector, Desc};
@@ -9,11 +11,18 @@ use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use crate::node::Visor;
 use crate::router::DropReason;
 use crate::transport::TransportKind;
+use crate::transport::persistent::TransportKeepers;
+use dmsg::client::keeper::TargetState;
+
+/// The keepers of the persistent transports, shared with the collector (taken out at
+/// shutdown).
+pub type SharedKeepers = std::sync::Arc<std::sync::Mutex<Option<TransportKeepers>>>;
 
 /// The collector.
 #[derive(Clone, Debug)]
 pub struct VisorCollector {
     visor: Visor,
+    keepers: SharedKeepers,
     transports: IntGaugeVec,
     route_groups: IntGauge,
     rules: IntGaugeVec,
@@ -24,13 +33,18 @@ pub struct VisorCollector {
 }
 
 impl VisorCollector {
-    /// A collector over `visor`.
-    pub fn new(visor: Visor) -> Result<Self, prometheus::Error> {
+    /// A collector over `visor` and the keepers of its persistent transports.
+    pub fn new(visor: Visor, keepers: SharedKeepers) -> Result<Self, prometheus::Error> {
         Ok(Self {
             visor,
+            keepers,
             transports: IntGaugeVec::new(
-                Opts::new("visor_transports", "Transports up now, by type"),
-                &["type"],
+                Opts::new(
+                    "visor_transports",
+                    "Transports by type and state: up (live), and persistent ones being \
+                     dialed (dialing) or failing to dial (failing)",
+                ),
+                &["type", "state"],
             )?,
             route_groups: IntGauge::new("visor_route_groups", "Route groups open now")?,
             rules: IntGaugeVec::new(
@@ -66,9 +80,35 @@ impl VisorCollector {
         let stats = self.visor.stats();
         let gauge = |g: &IntGauge, v: usize| g.set(i64::try_from(v).unwrap_or(i64::MAX));
         let transports = self.visor.transports();
+        let persistent = self
+            .keepers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(TransportKeepers::states)
+            .unwrap_or_default();
         for kind in TransportKind::ALL {
             let up = transports.iter().filter(|t| t.kind == kind).count();
-            gauge(&self.transports.with_label_values(&[kind.name()]), up);
+            gauge(&self.transports.with_label_values(&[kind.name(), "up"]), up);
+            let (mut dialing, mut failing) = (0, 0);
+            for (target, state) in &persistent {
+                if target.kind != kind {
+                    continue;
+                }
+                match state {
+                    TargetState::Dialing => dialing += 1,
+                    TargetState::Failing { .. } => failing += 1,
+                    TargetState::Up => {}
+                }
+            }
+            gauge(
+                &self.transports.with_label_values(&[kind.name(), "dialing"]),
+                dialing,
+            );
+            gauge(
+                &self.transports.with_label_values(&[kind.name(), "failing"]),
+                failing,
+            );
         }
         gauge(&self.route_groups, stats.route_groups);
         for (label, count) in [

@@ -18,6 +18,14 @@ async fn a_first_boot_stays_up_and_connects_once_a_seeded_server_starts() {
     let _ = std::fs::remove_file(&key_file);
     Keypair::generate().save(&key_file).unwrap();
 
+    // A persistent stcp transport to a peer that is not there.
+    let peer = Keypair::generate().public();
+    let pk_table = dir.join("pk_table");
+    std::fs::write(
+        &pk_table,
+        format!("# peers\n{peer} 127.0.0.1:{}\n", testkit::free_port()),
+    )
+    .unwrap();
     let server_key = Keypair::generate();
     let relay_port = testkit::free_port();
     let admin_port = testkit::free_port();
@@ -34,6 +42,10 @@ async fn a_first_boot_stays_up_and_connects_once_a_seeded_server_starts() {
             .arg(format!("{}@127.0.0.1:{relay_port}", server_key.public()))
             .arg("--stcp-listen")
             .arg(format!("127.0.0.1:{stcp_port}"))
+            .arg("--pk-table")
+            .arg(&pk_table)
+            .arg("--transport")
+            .arg(format!("stcp:{peer}"))
             .arg("--admin")
             .arg(format!("127.0.0.1:{admin_port}")),
     );
@@ -63,6 +75,17 @@ async fn a_first_boot_stays_up_and_connects_once_a_seeded_server_starts() {
         "{text}"
     );
     testkit::metrics::families(&text);
+    // The persistent transport keeps failing to dial, and says so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = testkit::metrics::scrape(admin).await;
+        let failing = r#"visor_transports{state="failing",type="stcp"}"#;
+        if testkit::metrics::value(&text, failing) == Some(1.0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The seeded server starts: the visor's dmsg client connects.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", relay_port))

@@ -9,6 +9,8 @@
 //! - [`skywire::discovery::v1`]: the Discovery and TransportRegistry services.
 //! - [`skywire::client::v1`]: the admin API of `dmsg-cli agent` (Status, Probe, Traffic).
 //! - [`skywire::server::v1`]: the dmsg-server admin API (`Stats`).
+//! - [`skywire::visor::v1`]: the visor's gateways (`TransportGateway`, `RouteGateway`).
+//! - [`skywire::setup::v1`]: transport-setup and route-setup.
 //! - [`FILE_DESCRIPTOR_SET`]: one encoded descriptor set with every package, for gRPC reflection.
 //! - [`codec::StrictCodec`]: the codec of every generated service: requests holding unknown
 //!   fields are refused.
@@ -50,6 +52,24 @@ pub mod skywire {
         #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
         pub mod v1 {
             tonic::include_proto!("skywire.server.v1");
+        }
+    }
+
+    /// `skywire.setup.*`
+    pub mod setup {
+        /// `skywire.setup.v1`: transport-setup and route-setup.
+        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+        pub mod v1 {
+            tonic::include_proto!("skywire.setup.v1");
+        }
+    }
+
+    /// `skywire.visor.*`
+    pub mod visor {
+        /// `skywire.visor.v1`: the visor's gateways (transports, routes).
+        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+        pub mod v1 {
+            tonic::include_proto!("skywire.visor.v1");
         }
     }
 

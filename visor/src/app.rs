@@ -38,6 +38,9 @@ pub enum AppError {
     /// The admin endpoint failed.
     #[error("the admin endpoint: {0}")]
     Admin(#[from] EndpointError),
+    /// The gateways could not start.
+    #[error("gateways: {0}")]
+    Gateway(#[from] crate::gateway::GatewayError),
     /// The metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -148,8 +151,22 @@ impl App {
             result.map_err(AppError::StcpDied)
         });
 
+        // The gateways for the control plane, on the dmsg client (ports 47 and 136).
+        let mut gateway_tasks = JoinSet::new();
+        let gateways = crate::gateway::serve(
+            &visor,
+            settings.trusted.clone(),
+            &health,
+            &stop,
+            settings.common.shutdown_grace(),
+            &mut gateway_tasks,
+        )?;
         let metrics = MetricsRegistry::new();
-        metrics.register(VisorCollector::new(visor.clone(), keepers.clone())?)?;
+        metrics.register(VisorCollector::new(
+            visor.clone(),
+            keepers.clone(),
+            gateways,
+        )?)?;
         let (endpoint, health_driver) = GrpcEndpoint::new(ServerStackConfig::default())
             .with_metrics(&metrics)
             .build(&health, &stop)?;
@@ -163,6 +180,7 @@ impl App {
         Ok(AppHandle {
             visor,
             keepers,
+            gateway_tasks,
             stop,
             tasks,
             grace,
@@ -175,6 +193,7 @@ impl App {
 pub struct AppHandle {
     visor: Visor,
     keepers: SharedKeepers,
+    gateway_tasks: JoinSet<()>,
     stop: CancellationToken,
     tasks: JoinSet<Result<(), AppError>>,
     grace: Duration,
@@ -210,10 +229,14 @@ impl AppHandle {
             keepers.stop().await;
         }
         self.visor.shutdown().await;
-        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        let drain = async {
+            while self.tasks.join_next().await.is_some() {}
+            while self.gateway_tasks.join_next().await.is_some() {}
+        };
         if tokio::time::timeout(self.grace, drain).await.is_err() {
             tracing::warn!("visor tasks still running after the grace period; leaving them");
             self.tasks.abort_all();
+            self.gateway_tasks.abort_all();
         }
     }
 }

@@ -71,6 +71,17 @@ pub struct Args {
     #[arg(long = "transport", value_name = "TYPE:PK")]
     pub transports: Vec<Persistent>,
 
+    /// Keys of the transport-setup services this visor obeys, comma-separated: only they are
+    /// served on its transport gateway (dmsg port 47); any other key's stream is refused
+    /// before any RPC. Empty: nobody.
+    #[arg(long, value_name = "PK,…", value_delimiter = ',')]
+    pub transport_setup_pks: Vec<PublicKey>,
+
+    /// Keys of the route-setup services this visor obeys (its route gateway, dmsg port
+    /// 136), comma-separated. Empty: nobody.
+    #[arg(long, value_name = "PK,…", value_delimiter = ',')]
+    pub route_setup_pks: Vec<PublicKey>,
+
     /// Address of the admin endpoint: gRPC health, reflection, and GET /metrics.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3435")]
     pub admin: SocketAddr,
@@ -95,6 +106,8 @@ pub struct Settings {
     pub pk_table: HashMap<PublicKey, SocketAddr>,
     /// Transports to keep up.
     pub transports: Vec<Persistent>,
+    /// Who the gateways serve.
+    pub trusted: crate::gateway::TrustedKeys,
     /// Admin listen address.
     pub admin: SocketAddr,
 }
@@ -162,6 +175,10 @@ impl service::process::Resolve for Args {
             stcp_listen: self.stcp_listen,
             pk_table,
             transports: self.transports,
+            trusted: crate::gateway::TrustedKeys {
+                transport_setup: self.transport_setup_pks.into_iter().collect(),
+                route_setup: self.route_setup_pks.into_iter().collect(),
+            },
             admin: self.admin,
         })
     }

@@ -12,12 +12,14 @@
 //! - [`transport`]: transports (stcp handshake, framing, queues, the reader and writer tasks).
 //! - [`route_group`]: route groups: end-to-end records, credits, the `AsyncRead + AsyncWrite` handle.
 //! - [`node`]: the data plane at runtime: [`node::Visor`].
+//! - [`gateway`]: the transport and route gateways (dmsg ports 47, 136) for the control plane.
 //! - [`app`], [`config`], [`binary`], [`metrics`]: the `skywire-visor` process on the shared
 //!   service skeleton (bind first, then run), its settings, and its Prometheus metrics.
 
 pub mod app;
 pub mod binary;
 pub mod config;
+pub mod gateway;
 pub mod metrics;
 pub mod node;
 pub mod packet;

@@ -8,6 +8,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
+use crate::gateway::GatewayCounters;
 use crate::node::Visor;
 use crate::router::DropReason;
 use crate::transport::TransportKind;
@@ -23,6 +24,8 @@ pub type SharedKeepers = std::sync::Arc<std::sync::Mutex<Option<TransportKeepers
 pub struct VisorCollector {
     visor: Visor,
     keepers: SharedKeepers,
+    gateways: GatewayCounters,
+    gateway_refused: IntCounterVec,
     transports: IntGaugeVec,
     route_groups: IntGauge,
     rules: IntGaugeVec,
@@ -34,10 +37,22 @@ pub struct VisorCollector {
 
 impl VisorCollector {
     /// A collector over `visor` and the keepers of its persistent transports.
-    pub fn new(visor: Visor, keepers: SharedKeepers) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        visor: Visor,
+        keepers: SharedKeepers,
+        gateways: GatewayCounters,
+    ) -> Result<Self, prometheus::Error> {
         Ok(Self {
             visor,
             keepers,
+            gateways,
+            gateway_refused: IntCounterVec::new(
+                Opts::new(
+                    "visor_gateway_refused_total",
+                    "Gateway streams refused at accept (key not trusted), by gateway",
+                ),
+                &["gateway"],
+            )?,
             transports: IntGaugeVec::new(
                 Opts::new(
                     "visor_transports",
@@ -134,10 +149,20 @@ impl VisorCollector {
             &self.dmsg_sessions,
             self.visor.dmsg().connected_servers().len(),
         );
+        for (gateway, count) in [
+            ("transport", &self.gateways.transport_refused),
+            ("route", &self.gateways.route_refused),
+        ] {
+            set_counter(
+                &self.gateway_refused.with_label_values(&[gateway]),
+                count.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
     }
 
-    fn parts(&self) -> [&dyn Collector; 7] {
+    fn parts(&self) -> [&dyn Collector; 8] {
         [
+            &self.gateway_refused,
             &self.transports,
             &self.route_groups,
             &self.rules,

@@ -436,6 +436,16 @@ impl Visor {
         lock(&self.inner.table).install(rule, Instant::now())
     }
 
+    /// Removes the rule or reservation under `key`; returns the rule if there was one.
+    pub fn remove_rule(&self, key: RouteId) -> Option<Rule> {
+        lock(&self.inner.table).remove(key)
+    }
+
+    /// A handle for the visor's own services: it does not keep the visor alive.
+    pub fn clone_internal(&self) -> Visor {
+        self.internal()
+    }
+
     /// The rule under `key`.
     pub fn rule(&self, key: RouteId) -> Option<Rule> {
         lock(&self.inner.table).rule(key).copied()

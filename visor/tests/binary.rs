@@ -75,6 +75,11 @@ async fn a_first_boot_stays_up_and_connects_once_a_seeded_server_starts() {
         "{text}"
     );
     testkit::metrics::families(&text);
+    assert_eq!(
+        testkit::metrics::value(&text, r#"visor_gateway_refused_total{gateway="route"}"#),
+        Some(0.0),
+        "{text}"
+    );
     // The persistent transport keeps failing to dial, and says so.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

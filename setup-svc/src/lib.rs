@@ -5,6 +5,10 @@
 //! - [`paths`]: simple paths over the transport graph, BFS within [min, max] hops, shortest
 //!   first, at most three.
 //! - [`rules`]: the rules a route group needs on every visor of its two paths.
+//! - [`gateway`]: calls to visor route gateways — gRPC over dmsg, or in memory for tests.
+//! - [`setup`]: setting a route group up over the gateways, failures attributed to a hop.
 
+pub mod gateway;
 pub mod paths;
 pub mod rules;
+pub mod setup;

@@ -1,0 +1,122 @@
+//! Route-group setup through real visor gateways over gRPC tunnelled through dmsg: four
+//! visors A–B–C–D (stcp between them, dmsg sessions to one relay), route-setup's key trusted
+//! by their route gateways; the setup installs every rule, A dials D over 3 hops, bytes move
+//! both ways. A key the visors do not trust gets nothing reserved anywhere.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../visor/tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use dmsg::identity::Keypair;
+use setup_svc::gateway::GrpcGateways;
+use setup_svc::paths::Graph;
+use setup_svc::setup::{Role, SetupError, SetupRequest, Step, setup_route_group};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use visor::gateway::TrustedKeys;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_setup_builds_a_three_hop_route_group_through_the_gateways() {
+    let relay = common::Relay::start().await;
+    let net = common::nodes_on(4, &relay).await;
+    let setup_key = Keypair::generate();
+    let (health, stop) = (
+        observability::HealthStates::new(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for node in &net {
+        visor::gateway::serve(
+            &node.visor,
+            TrustedKeys {
+                route_setup: [setup_key.public()].into(),
+                ..TrustedKeys::default()
+            },
+            &health,
+            &stop,
+            Duration::from_secs(2),
+            &mut tasks,
+        )
+        .unwrap();
+    }
+    let mut transports = Vec::new();
+    for i in 0..3 {
+        let id = common::link(&net[i], &net[i + 1]).await;
+        transports.push((net[i].visor.public_key(), net[i + 1].visor.public_key(), id));
+    }
+    let graph = Graph::new(transports);
+    let request = SetupRequest {
+        src: (net[0].visor.public_key(), common::port(7)),
+        dst: (net[3].visor.public_key(), common::port(80)),
+        min_hops: 1,
+        max_hops: 3,
+    };
+
+    let route_setup = relay.client(&setup_key);
+    common::wait_until("route-setup has a session", || {
+        !route_setup.connected_servers().is_empty()
+    })
+    .await;
+    let gateways = GrpcGateways::new(route_setup.downgrade());
+    let setup = setup_route_group(&gateways, &graph, request, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(setup.forward.len(), 3);
+    for node in &net[1..3] {
+        assert_eq!(node.visor.stats().rules.intermediary, 2);
+    }
+    let mut listener = net[3].visor.listen(common::port(80)).unwrap();
+    let (dialed, accepted) = tokio::join!(
+        net[0].visor.dial(setup.forward_rule, setup.consume_rule),
+        listener.accept()
+    );
+    let (mut dialed, mut accepted) = (dialed.unwrap(), accepted.unwrap());
+    dialed.write_all(b"set up by route-setup").await.unwrap();
+    let mut got = [0u8; 21];
+    accepted.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"set up by route-setup");
+    accepted.write_all(b"ok").await.unwrap();
+    let mut back = [0u8; 2];
+    dialed.read_exact(&mut back).await.unwrap();
+    drop((dialed, accepted));
+
+    // A key no visor trusts: its streams are refused at accept; nothing is reserved.
+    let before: Vec<usize> = net.iter().map(|n| n.visor.stats().rules.reserved).collect();
+    let impostor = relay.client(&Keypair::generate());
+    common::wait_until("the impostor has a session", || {
+        !impostor.connected_servers().is_empty()
+    })
+    .await;
+    let refused = setup_route_group(
+        &GrpcGateways::new(impostor.downgrade()),
+        &graph,
+        request,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            SetupError::Hop {
+                step: Step::Reserve,
+                role: Role::Source | Role::Intermediate | Role::Destination,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    let after: Vec<usize> = net.iter().map(|n| n.visor.stats().rules.reserved).collect();
+    assert_eq!(before, after);
+
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    route_setup.close().await;
+    impostor.close().await;
+    for node in &net {
+        node.visor.shutdown().await;
+    }
+    relay.stop().await;
+}

@@ -11,7 +11,7 @@ use crate::discovery::DiscoveryError;
 use crate::entry::{
     TransportEntry, deregister_signing_bytes, id_to_proto, pk_to_proto, unix_nanos_now,
 };
-use dmsg_core::identity::Keypair;
+use dmsg_core::identity::{Keypair, PublicKey};
 
 /// What a visor needs from the transport registry.
 #[tonic::async_trait]
@@ -22,6 +22,11 @@ pub trait Registry: Send + Sync + 'static {
     async fn deregister(&self, edge: &Keypair, id: &[u8; 16]) -> Result<(), DiscoveryError>;
     /// The transport `id`, if registered.
     async fn transport(&self, id: &[u8; 16]) -> Result<Option<TransportEntry>, DiscoveryError>;
+    /// Every live transport with `edge` (entries that do not validate are skipped).
+    async fn transports_by_edge(
+        &self,
+        edge: &PublicKey,
+    ) -> Result<Vec<TransportEntry>, DiscoveryError>;
 }
 
 /// The gRPC registry client, behind the client middleware stack.
@@ -96,5 +101,22 @@ impl Registry for RegistryClient {
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => Err(status.into()),
         }
+    }
+
+    async fn transports_by_edge(
+        &self,
+        edge: &PublicKey,
+    ) -> Result<Vec<TransportEntry>, DiscoveryError> {
+        let request = pb::TransportsByEdgeRequest {
+            edge: pk_to_proto(edge),
+        };
+        let list = self.grpc.clone().transports_by_edge(request).await?;
+        Ok(list
+            .into_inner()
+            .entries
+            .iter()
+            .filter_map(|entry| TransportEntry::from_proto(entry).ok())
+            .filter(|entry| entry.edge_a == *edge || entry.edge_b == *edge)
+            .collect())
     }
 }

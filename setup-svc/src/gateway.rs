@@ -161,6 +161,8 @@ pub struct MemoryVisor {
     pub fail: Option<GatewayError>,
     /// Only rule installs fail so, when set (reservations and releases work).
     pub fail_rules: Option<GatewayError>,
+    /// Every call takes this long (a slow network), then answers.
+    pub delay: std::time::Duration,
 }
 
 /// Route gateways in memory, keyed by public key (unit tests of the setup logic).
@@ -179,11 +181,15 @@ impl MemoryGateways {
         f(visors.entry(visor).or_default())
     }
 
-    fn call<T>(
+    async fn call<T>(
         &self,
         visor: PublicKey,
         f: impl FnOnce(&mut MemoryVisor) -> T,
     ) -> Result<T, GatewayError> {
+        let delay = self.with(visor, |state| state.delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.with(visor, |state| {
             state.calls += 1;
             match &state.fail {
@@ -207,6 +213,7 @@ impl Gateways for MemoryGateways {
             state.reserved.extend(&ids);
             ids
         })
+        .await
     }
 
     async fn add_intermediary_rules(
@@ -220,7 +227,8 @@ impl Gateways for MemoryGateways {
                 state.rules.extend(rules);
                 Ok(())
             }
-        })?
+        })
+        .await?
     }
 
     async fn add_edge_rules(&self, visor: PublicKey, rules: [Rule; 2]) -> Result<(), GatewayError> {
@@ -230,7 +238,8 @@ impl Gateways for MemoryGateways {
                 state.rules.extend(rules);
                 Ok(())
             }
-        })?
+        })
+        .await?
     }
 
     async fn release_ids(&self, visor: PublicKey, ids: Vec<RouteId>) -> Result<(), GatewayError> {
@@ -238,5 +247,6 @@ impl Gateways for MemoryGateways {
             state.reserved.retain(|id| !ids.contains(id));
             state.rules.retain(|rule| !ids.contains(&rule.key));
         })
+        .await
     }
 }

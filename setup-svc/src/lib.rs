@@ -7,8 +7,11 @@
 //! - [`rules`]: the rules a route group needs on every visor of its two paths.
 //! - [`gateway`]: calls to visor route gateways — gRPC over dmsg, or in memory for tests.
 //! - [`setup`]: setting a route group up over the gateways, failures attributed to a hop.
+//! - [`route_setup`]: route-setup's core — bounded slots, the per-destination breaker, the
+//!   deadline, the graph from the transport registry.
 
 pub mod gateway;
 pub mod paths;
+pub mod route_setup;
 pub mod rules;
 pub mod setup;

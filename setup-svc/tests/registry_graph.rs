@@ -38,7 +38,10 @@ async fn the_graph_comes_from_the_registry() {
         ids
     );
     // Two hops of reach cannot find D.
-    let near = RegistryGraph(discovery.registry.clone()).graph(a, 2).await.unwrap();
+    let near = RegistryGraph(discovery.registry.clone())
+        .graph(a, 2)
+        .await
+        .unwrap();
     assert!(near.paths(&a, &d, 1, 3).is_empty());
     for node in &net {
         node.visor.shutdown().await;

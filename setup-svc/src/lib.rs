@@ -9,9 +9,11 @@
 //! - [`setup`]: setting a route group up over the gateways, failures attributed to a hop.
 //! - [`route_setup`]: route-setup's core — bounded slots, the per-destination breaker, the
 //!   deadline, the graph from the transport registry.
+//! - [`service`]: the `RouteSetup` gRPC service over the core (`DialRouteGroup`, `Breakers`).
 
 pub mod gateway;
 pub mod paths;
 pub mod route_setup;
 pub mod rules;
+pub mod service;
 pub mod setup;

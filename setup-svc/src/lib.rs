@@ -10,6 +10,8 @@
 //! - [`route_setup`]: route-setup's core — bounded slots, the per-destination breaker, the
 //!   deadline, the graph from the transport registry.
 //! - [`service`]: the `RouteSetup` gRPC service over the core (`DialRouteGroup`, `Breakers`).
+//! - [`transport_setup`]: the `TransportSetup` gRPC service, relaying to visors' transport
+//!   gateways over dmsg.
 
 pub mod gateway;
 pub mod paths;
@@ -17,3 +19,4 @@ pub mod route_setup;
 pub mod rules;
 pub mod service;
 pub mod setup;
+pub mod transport_setup;

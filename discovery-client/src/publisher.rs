@@ -146,8 +146,7 @@ impl std::fmt::Debug for EntryPublisher {
 
 impl EntryPublisher {
     /// No discovery: nothing is published ([`Phase::Disabled`]).
-    pub fn disabled(keypair: Keypair) -> Self {
-        let _ = keypair;
+    pub fn disabled() -> Self {
         Self {
             state: watch::Sender::new(PublishState::default()),
             stop: CancellationToken::new(),

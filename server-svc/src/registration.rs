@@ -68,9 +68,9 @@ pub struct Registration {
 
 impl Registration {
     /// No discovery: nothing to publish ([`Phase::Disabled`]).
-    pub fn disabled(keypair: Keypair) -> Self {
+    pub fn disabled() -> Self {
         Self {
-            publisher: EntryPublisher::disabled(keypair),
+            publisher: EntryPublisher::disabled(),
         }
     }
 

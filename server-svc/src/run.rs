@@ -180,7 +180,7 @@ pub async fn run(
         }
         Ok(None) => {
             tracing::warn!("no discovery configured: clients find this server only by seeds");
-            Registration::disabled(config.keypair.clone())
+            Registration::disabled()
         }
         Err(error) => {
             stop_accepting.cancel();

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use dmsg::addr::DmsgAddr;
+use dmsg::addr::{DmsgAddr, Port};
 use dmsg::client::WeakClient;
 use dmsg::identity::PublicKey;
 use skywire_proto::skywire::visor::v1 as pb;
@@ -63,38 +63,56 @@ pub trait Gateways: Send + Sync + 'static {
     async fn release_ids(&self, visor: PublicKey, ids: Vec<RouteId>) -> Result<(), GatewayError>;
 }
 
-/// Route gateways over gRPC tunnelled through dmsg: one lazily connecting channel per visor,
-/// kept and reused (no dmsg handshake per call).
+/// One lazily connecting gRPC channel per visor to its gateway on `port`, tunnelled through
+/// a dmsg client's sessions, kept and reused (no dmsg handshake per call).
+#[derive(Debug)]
+pub struct VisorChannels {
+    client: WeakClient,
+    port: Port,
+    channels: Mutex<HashMap<PublicKey, tonic::transport::Channel>>,
+}
+
+impl VisorChannels {
+    /// Channels to dmsg `port` of each visor, through `client`.
+    pub fn new(client: WeakClient, port: Port) -> Self {
+        Self {
+            client,
+            port,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The channel to `visor`'s gateway.
+    pub fn channel(&self, visor: PublicKey) -> tonic::transport::Channel {
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        channels
+            .entry(visor)
+            .or_insert_with(|| {
+                dmsg::grpc::channel_any(self.client.clone(), DmsgAddr::new(visor, self.port))
+            })
+            .clone()
+    }
+}
+
+/// Route gateways over gRPC tunnelled through dmsg.
 #[derive(Debug)]
 pub struct GrpcGateways {
-    client: WeakClient,
-    channels: Mutex<HashMap<PublicKey, tonic::transport::Channel>>,
+    channels: VisorChannels,
 }
 
 impl GrpcGateways {
     /// Gateways reached through `client`'s sessions.
     pub fn new(client: WeakClient) -> Self {
         Self {
-            client,
-            channels: Mutex::new(HashMap::new()),
+            channels: VisorChannels::new(client, ROUTE_GATEWAY_PORT),
         }
     }
 
     fn gateway(&self, visor: PublicKey) -> RouteGatewayClient<tonic::transport::Channel> {
-        let mut channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let channel = channels
-            .entry(visor)
-            .or_insert_with(|| {
-                dmsg::grpc::channel_any(
-                    self.client.clone(),
-                    DmsgAddr::new(visor, ROUTE_GATEWAY_PORT),
-                )
-            })
-            .clone();
-        RouteGatewayClient::new(channel)
+        RouteGatewayClient::new(self.channels.channel(visor))
     }
 }
 

@@ -3,10 +3,8 @@
 //! channel per visor, and its answer is relayed with a status that names the visor.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use discovery_client::hexfield::pk_from_proto;
-use dmsg::addr::DmsgAddr;
 use dmsg::client::WeakClient;
 use dmsg::identity::PublicKey;
 use skywire_proto::skywire::setup::v1 as pb;
@@ -15,40 +13,27 @@ use skywire_proto::skywire::visor::v1::transport_gateway_client::TransportGatewa
 use tonic::{Code, Request, Response, Status};
 use visor::gateway::TRANSPORT_GATEWAY_PORT;
 
+use crate::gateway::VisorChannels;
+
 /// The error domain of transport-setup's errors.
 pub const ERROR_DOMAIN: &str = "transport-setup";
 
 /// The service.
 #[derive(Debug)]
 pub struct TransportSetupService {
-    client: WeakClient,
-    channels: Mutex<HashMap<PublicKey, tonic::transport::Channel>>,
+    channels: VisorChannels,
 }
 
 impl TransportSetupService {
     /// Calls visors through `client`'s dmsg sessions.
     pub fn new(client: WeakClient) -> Self {
         Self {
-            client,
-            channels: Mutex::new(HashMap::new()),
+            channels: VisorChannels::new(client, TRANSPORT_GATEWAY_PORT),
         }
     }
 
     fn gateway(&self, visor: PublicKey) -> TransportGatewayClient<tonic::transport::Channel> {
-        let mut channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let channel = channels
-            .entry(visor)
-            .or_insert_with(|| {
-                dmsg::grpc::channel_any(
-                    self.client.clone(),
-                    DmsgAddr::new(visor, TRANSPORT_GATEWAY_PORT),
-                )
-            })
-            .clone();
-        TransportGatewayClient::new(channel)
+        TransportGatewayClient::new(self.channels.channel(visor))
     }
 }
 

@@ -22,25 +22,10 @@ async fn route_setup_builds_a_three_hop_route_group_through_the_gateways() {
     let relay = common::Relay::start().await;
     let net = common::nodes_on(4, &relay).await;
     let setup_key = Keypair::generate();
-    let (health, stop) = (
-        observability::HealthStates::new(),
-        tokio_util::sync::CancellationToken::new(),
-    );
-    let mut tasks = tokio::task::JoinSet::new();
-    for node in &net {
-        visor::gateway::serve(
-            &node.visor,
-            TrustedKeys {
-                route_setup: [setup_key.public()].into(),
-                ..TrustedKeys::default()
-            },
-            &health,
-            &stop,
-            Duration::from_secs(2),
-            &mut tasks,
-        )
-        .unwrap();
-    }
+    let gateways_served = common::ServedGateways::start(&net, |_| TrustedKeys {
+        route_setup: [setup_key.public()].into(),
+        ..TrustedKeys::default()
+    });
     let mut transports = Vec::new();
     for i in 0..3 {
         let id = common::link(&net[i], &net[i + 1]).await;
@@ -111,8 +96,7 @@ async fn route_setup_builds_a_three_hop_route_group_through_the_gateways() {
     let after: Vec<usize> = net.iter().map(|n| n.visor.stats().rules.reserved).collect();
     assert_eq!(before, after);
 
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    gateways_served.stop().await;
     route_setup.close().await;
     impostor.close().await;
     for node in &net {

@@ -7,8 +7,6 @@
 #[path = "../../visor/tests/common/mod.rs"]
 mod common;
 
-use std::time::Duration;
-
 use discovery_client::hexfield::pk_to_proto;
 use dmsg::identity::Keypair;
 use setup_svc::transport_setup::{ERROR_DOMAIN, TransportSetupService};
@@ -23,31 +21,15 @@ async fn an_operator_builds_lists_and_removes_a_transport() {
     let relay = common::Relay::start().await;
     let net = common::nodes_on(3, &relay).await;
     let setup_key = Keypair::generate();
-    let (health, stop) = (
-        observability::HealthStates::new(),
-        tokio_util::sync::CancellationToken::new(),
-    );
-    let mut tasks = tokio::task::JoinSet::new();
     // A and B trust this transport-setup; C trusts nobody.
-    for (node, trusted) in net.iter().zip([true, true, false]) {
-        let keys = if trusted {
+    let gateways = common::ServedGateways::start(&net, |i| TrustedKeys {
+        transport_setup: if i < 2 {
             [setup_key.public()].into()
         } else {
             Default::default()
-        };
-        visor::gateway::serve(
-            &node.visor,
-            TrustedKeys {
-                transport_setup: keys,
-                ..TrustedKeys::default()
-            },
-            &health,
-            &stop,
-            Duration::from_secs(2),
-            &mut tasks,
-        )
-        .unwrap();
-    }
+        },
+        ..TrustedKeys::default()
+    });
     let dmsg_client = relay.client(&setup_key);
     common::wait_until("transport-setup has a session", || {
         !dmsg_client.connected_servers().is_empty()
@@ -133,8 +115,7 @@ async fn an_operator_builds_lists_and_removes_a_transport() {
     );
 
     server.abort();
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    gateways.stop().await;
     dmsg_client.close().await;
     for node in &net {
         node.visor.shutdown().await;

@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use dmsg::addr::DmsgAddr;
 use dmsg::identity::Keypair;
-use observability::HealthStates;
 use skywire_proto::skywire::visor::v1 as pb;
 use skywire_proto::skywire::visor::v1::route_gateway_client::RouteGatewayClient;
 use skywire_proto::skywire::visor::v1::transport_gateway_client::TransportGatewayClient;
-use tokio_util::sync::CancellationToken;
 use visor::gateway::{ERROR_DOMAIN, ROUTE_GATEWAY_PORT, TRANSPORT_GATEWAY_PORT, TrustedKeys};
 
 async fn connected(client: &dmsg::client::Client) {
@@ -34,17 +32,8 @@ async fn gateways_serve_trusted_keys_only() {
         transport_setup: [setup_key.public()].into(),
         route_setup: [setup_key.public()].into(),
     };
-    let (health, stop) = (HealthStates::new(), CancellationToken::new());
-    let mut tasks = tokio::task::JoinSet::new();
-    let counters = visor::gateway::serve(
-        visor,
-        trusted,
-        &health,
-        &stop,
-        Duration::from_secs(2),
-        &mut tasks,
-    )
-    .unwrap();
+    let gateways = common::ServedGateways::start(&net, |_| trusted.clone());
+    let counters = gateways.counters[0].clone();
 
     // route-setup's key: served.
     let setup = relay.client(&setup_key);
@@ -123,8 +112,7 @@ async fn gateways_serve_trusted_keys_only() {
     );
     assert_eq!(counters.transport_refused.load(Ordering::Relaxed), 0);
 
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    gateways.stop().await;
     setup.close().await;
     stranger.close().await;
     for node in &net {

@@ -359,7 +359,6 @@ impl Client {
             pq_peers.pin(seed.pk);
         }
         config.pq.known_pq = Some(pq_peers.known_pq(config.pq.known_pq.take()));
-        let disabled_key = keypair.clone();
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
             discovery: lifecycle::discovery_for(
                 &config.lifecycle.discovery,
@@ -377,7 +376,7 @@ impl Client {
             stop: CancellationToken::new(),
             servers: Mutex::new(lifecycle::KnownServers::new(seeds)),
             entries: Mutex::new(dial::EntryCache::default()),
-            publisher: Mutex::new(EntryPublisher::disabled(disabled_key)),
+            publisher: Mutex::new(EntryPublisher::disabled()),
             ever_connected: AtomicBool::new(false),
             pq_peers,
         });
@@ -778,7 +777,7 @@ impl Client {
         self.inner.lifecycle.wait().await;
         let publisher = std::mem::replace(
             &mut *crate::sync::lock(&self.inner.publisher),
-            EntryPublisher::disabled(self.inner.keypair.clone()),
+            EntryPublisher::disabled(),
         );
         publisher.stop().await;
         self.inner.shutdown.cancel();

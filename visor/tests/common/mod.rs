@@ -438,3 +438,46 @@ impl Discovery {
         self.task.await.unwrap().unwrap();
     }
 }
+
+/// The gateways of some visors, served until [`ServedGateways::stop`].
+pub struct ServedGateways {
+    pub counters: Vec<visor::gateway::GatewayCounters>,
+    _health: observability::HealthStates,
+    stop: tokio_util::sync::CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl ServedGateways {
+    /// Serves the gateways of every visor in `nodes`, the `i`th trusting `trusted(i)`.
+    pub fn start(nodes: &[Node], trusted: impl Fn(usize) -> visor::gateway::TrustedKeys) -> Self {
+        let health = observability::HealthStates::new();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let counters = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                visor::gateway::serve(
+                    &node.visor,
+                    trusted(i),
+                    &health,
+                    &stop,
+                    Duration::from_secs(2),
+                    &mut tasks,
+                )
+                .unwrap()
+            })
+            .collect();
+        Self {
+            counters,
+            _health: health,
+            stop,
+            tasks,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

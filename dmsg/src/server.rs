@@ -327,8 +327,10 @@ impl Server {
         self.inner.sessions.changes()
     }
 
-    /// When the latest sessions (at most [`RECENT_SESSIONS`]) were established, in Unix
-    /// milliseconds, oldest first: shows whether reconnects arrive spread or in a burst.
+    /// When the connections of the latest sessions (at most [`RECENT_SESSIONS`]) arrived, in
+    /// Unix milliseconds, in the order the sessions were established: shows whether
+    /// reconnects arrive spread or in a burst. The arrival (the accept), not the end of the
+    /// handshake: handshakes held up together by a busy CPU do not make a burst.
     pub fn recent_session_starts(&self) -> Vec<i64> {
         crate::sync::lock(&self.inner.recent_sessions)
             .iter()
@@ -336,13 +338,14 @@ impl Server {
             .collect()
     }
 
-    fn note_session_start(&self) {
+    fn note_session_start(&self, arrived: Instant) {
+        let age_ms = i64::try_from(arrived.elapsed().as_millis()).unwrap_or(i64::MAX);
         let now = crate::entry::unix_nanos_now() / 1_000_000;
         let mut recent = crate::sync::lock(&self.inner.recent_sessions);
         if recent.len() >= RECENT_SESSIONS {
             recent.pop_front();
         }
-        recent.push_back(now);
+        recent.push_back(now.saturating_sub(age_ms));
     }
 
     /// The advertised session capacity (`max_sessions`).
@@ -509,13 +512,14 @@ impl Server {
         let server = self.internal();
         self.inner
             .tasks
-            .spawn(async move { server.run_connection(io, addr, (permit, source)).await });
+            .spawn(async move { server.run_connection(io, addr, now, (permit, source)).await });
     }
 
     async fn run_connection<T: Io>(
         self,
         mut io: T,
         addr: Option<SocketAddr>,
+        arrived: Instant,
         permits: (OwnedSemaphorePermit, SourcePermit),
     ) {
         let inner = &self.inner;
@@ -569,7 +573,7 @@ impl Server {
             .counters
             .sessions_total
             .fetch_add(1, Ordering::Relaxed);
-        self.note_session_start();
+        self.note_session_start(arrived);
         tracing::debug!(%remote, ?addr, ?pq, "session established");
         // Only a server that offers the hybrid itself has a downgrade to guard against.
         if pq == PqStatus::Classical && inner.config.pq.enabled {

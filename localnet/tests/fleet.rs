@@ -371,7 +371,7 @@ async fn c_kill_9_of_a_server_under_traffic() {
 }
 
 /// d. Kill every server, restart them all: full recovery, and the reconnects are spread in
-/// time (from the servers' own record of when sessions started), not one burst.
+/// time (from the servers' own record of when the sessions' connections arrived), not one burst.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d_kill_all_servers_and_restart_them_recovers_with_spread_reconnects() {
     let _serial = SERIAL.lock().await;
@@ -381,7 +381,7 @@ async fn d_kill_all_servers_and_restart_them_recovers_with_spread_reconnects() {
     for server in fleet.servers() {
         fleet.member_mut(server).unwrap().kill().unwrap();
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     for server in fleet.servers() {
         fleet.member_mut(server).unwrap().start().unwrap();
     }
@@ -411,6 +411,12 @@ async fn d_kill_all_servers_and_restart_them_recovers_with_spread_reconnects() {
     }
     starts.sort_unstable();
     assert!(starts.len() >= clients, "{} sessions", starts.len());
+    // Counted at the accept (the connection's arrival, the "accept timestamps"), so
+    // handshakes finished together by a busy CPU are no burst. The 4 s outage puts every
+    // client's keeper past its replacement sweep into backoff: with full jitter the
+    // reconnects spread over seconds (at most 4 of 16 in any 200 ms, 3–8 s in all, measured
+    // here); with a fixed 10 ms redial put in instead, 10–14 of 16 came within 200 ms and
+    // all within 0.5 s.
     let window = 200;
     let burst = starts
         .iter()
@@ -427,13 +433,8 @@ async fn d_kill_all_servers_and_restart_them_recovers_with_spread_reconnects() {
         "{} sessions re-established over {span} ms; at most {burst} in any {window} ms",
         starts.len()
     );
-    // A server binds its listener before it accepts (it is never refused while starting),
-    // so connects made during its start-up are answered together: a cluster of a third to
-    // a half of the reconnects in the first 200 ms, in the old sequential lifecycle as in
-    // the keepers (measured side by side). Lockstep reconnects would put nearly all of them
-    // in one window.
     assert!(
-        burst * 4 <= starts.len() * 3 && span >= 500,
+        burst * 2 <= starts.len() && span >= 1000,
         "reconnects came in a burst: {burst} of {} within {window} ms, {span} ms in all",
         starts.len()
     );

@@ -91,3 +91,24 @@ impl Stream for Incoming {
             .map(|next| next.map(Ok))
     }
 }
+
+/// The code a dmsg refusal carried, when `status` is a call that failed because its stream
+/// was refused (a status tonic made from the connector's error on a dmsg channel): the
+/// destination's `NOT_ALLOWED`, say, which a caller answers differently from "unreachable".
+pub fn refusal(status: &tonic::Status) -> Option<crate::wire::Code> {
+    let mut next = std::error::Error::source(status);
+    while let Some(error) = next {
+        let dial = error
+            .downcast_ref::<DialByAddrError>()
+            .and_then(|error| match error {
+                DialByAddrError::Refused(dial) => Some(dial),
+                _ => None,
+            })
+            .or_else(|| error.downcast_ref::<DialError>());
+        if let Some(DialError::Rejected { code, .. }) = dial {
+            return Some(*code);
+        }
+        next = error.source();
+    }
+    None
+}

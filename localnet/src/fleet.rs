@@ -57,6 +57,14 @@ pub struct FleetSpec {
     pub clients_discover_over_dmsg: bool,
     /// Where keys, configs and logs go (a new scratch directory, removed on drop, if `None`).
     pub dir: Option<PathBuf>,
+    /// `skywire-visor`s: each knows every other's stcp address, registers its transports in
+    /// discovery and obeys the fleet's setup services.
+    pub visors: usize,
+    /// Start `transport-setup` (seeded with the servers only, no discovery URL) and
+    /// `route-setup` (with discovery's URL).
+    pub setup_services: bool,
+    /// More flags of `route-setup` (shorter breaker timings in tests, say).
+    pub route_setup_args: Vec<String>,
 }
 
 impl FleetSpec {
@@ -77,6 +85,9 @@ impl FleetSpec {
             env: Vec::new(),
             clients_discover_over_dmsg: false,
             dir: None,
+            visors: 0,
+            setup_services: false,
+            route_setup_args: Vec::new(),
         }
     }
 }
@@ -387,6 +398,17 @@ impl Fleet {
                 ),
             );
         }
+        let mut key = key;
+        add_control_plane(
+            spec,
+            &dir,
+            &seeds,
+            &discovery_url,
+            &mut key,
+            &mut port,
+            &log,
+            &mut members,
+        )?;
         // Members inherit the launcher's environment, plus their log filter and `spec.env`.
         for member in members.values_mut() {
             if let Some(filter) = &spec.log_filter {
@@ -448,6 +470,14 @@ impl Fleet {
         self.roles()
             .into_iter()
             .filter(|r| matches!(r, Role::Server(_)))
+            .collect()
+    }
+
+    /// The visors' roles.
+    pub fn visors(&self) -> Vec<Role> {
+        self.roles()
+            .into_iter()
+            .filter(|r| matches!(r, Role::Visor(_)))
             .collect()
     }
 
@@ -746,7 +776,8 @@ impl Fleet {
             .collect()
     }
 
-    /// Stops the fleet in tiers — clients, then servers, then discovery: SIGTERM to every
+    /// Stops the fleet in tiers — clients, visors and setup services, then servers, then
+    /// discovery: SIGTERM to every
     /// running member of a tier at once, then waits up to `per_tier` for them; a member still
     /// running then is killed and reported, as is a non-zero exit.
     pub async fn shutdown(&mut self, per_tier: Duration) -> Vec<(Role, String)> {
@@ -756,7 +787,7 @@ impl Fleet {
             .map(|(role, status)| (role, format!("had exited unexpectedly ({status})")))
             .collect();
         let tiers: [fn(&Role) -> bool; 3] = [
-            |r| matches!(r, Role::Client(_)),
+            |r| !matches!(r, Role::Server(_) | Role::Discovery),
             |r| matches!(r, Role::Server(_)),
             |r| matches!(r, Role::Discovery),
         ];
@@ -869,4 +900,110 @@ impl Drop for Fleet {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Adds `spec`'s setup services and visors to `members`: keys from `key`, ports from `port`.
+#[allow(clippy::too_many_arguments)]
+fn add_control_plane(
+    spec: &FleetSpec,
+    dir: &Path,
+    seeds: &[String],
+    discovery_url: &str,
+    key: &mut impl FnMut(&str) -> Result<(Keypair, PathBuf), FleetError>,
+    port: &mut impl FnMut() -> Result<u16, FleetError>,
+    log: &impl Fn(Role) -> PathBuf,
+    members: &mut BTreeMap<Role, Member>,
+) -> Result<(), FleetError> {
+    let mut add = |role: Role, pk: PublicKey, main: Option<u16>, admin: u16, args: Vec<String>| {
+        members.insert(
+            role,
+            Member::new(role, pk, main, admin, &spec.launcher, os(&args), log(role)),
+        );
+    };
+    let servers = seeds.join(",");
+    let mut setup_keys = None;
+    if spec.setup_services {
+        let (transport_setup, transport_key) = key(&Role::TransportSetup.to_string())?;
+        let transport_port = port()?;
+        add(
+            Role::TransportSetup,
+            transport_setup.public(),
+            Some(transport_port),
+            transport_port,
+            vec![
+                "transport-setup".into(),
+                "--key-file".into(),
+                transport_key.display().to_string(),
+                "--servers".into(),
+                servers.clone(),
+                "--grpc".into(),
+                format!("127.0.0.1:{transport_port}"),
+            ],
+        );
+        let (route_setup, route_key) = key(&Role::RouteSetup.to_string())?;
+        let route_port = port()?;
+        let mut args = vec![
+            "route-setup".into(),
+            "--key-file".into(),
+            route_key.display().to_string(),
+            "--servers".into(),
+            servers.clone(),
+            "--discovery".into(),
+            discovery_url.to_owned(),
+            "--grpc".into(),
+            format!("127.0.0.1:{route_port}"),
+        ];
+        args.extend(spec.route_setup_args.iter().cloned());
+        add(
+            Role::RouteSetup,
+            route_setup.public(),
+            Some(route_port),
+            route_port,
+            args,
+        );
+        setup_keys = Some((transport_setup.public(), route_setup.public()));
+    }
+    let mut visors = Vec::new();
+    for n in 0..spec.visors {
+        let (keypair, key_file) = key(&Role::Visor(n).to_string())?;
+        visors.push((keypair.public(), key_file, port()?, port()?));
+    }
+    let pk_table = dir.join("pk_table");
+    if !visors.is_empty() {
+        let table: String = visors
+            .iter()
+            .map(|(pk, _, stcp, _)| format!("{pk} 127.0.0.1:{stcp}\n"))
+            .collect();
+        std::fs::write(&pk_table, table).map_err(|source| FleetError::Dir {
+            path: pk_table.clone(),
+            source,
+        })?;
+    }
+    for (n, (pk, key_file, stcp, admin)) in visors.into_iter().enumerate() {
+        let mut args = vec![
+            "skywire-visor".into(),
+            "--key-file".into(),
+            key_file.display().to_string(),
+            "--servers".into(),
+            servers.clone(),
+            "--discovery".into(),
+            discovery_url.to_owned(),
+            "--stcp-listen".into(),
+            format!("127.0.0.1:{stcp}"),
+            "--admin".into(),
+            format!("127.0.0.1:{admin}"),
+            "--pk-table".into(),
+            pk_table.display().to_string(),
+        ];
+        if let Some((transport_setup, route_setup)) = setup_keys {
+            args.extend([
+                "--transport-setup-pks".into(),
+                transport_setup.to_string(),
+                "--route-setup-pks".into(),
+                route_setup.to_string(),
+            ]);
+        }
+        add(Role::Visor(n), pk, Some(stcp), admin, args);
+    }
+    Ok(())
 }

@@ -7,12 +7,21 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 /// The binaries a member can be.
-pub const BINARIES: [&str; 4] = ["dmsg-discovery", "dmsg-server", "dmsg-cli", "skywire-visor"];
+pub const BINARIES: [&str; 6] = [
+    "dmsg-discovery",
+    "dmsg-server",
+    "dmsg-cli",
+    "skywire-visor",
+    "transport-setup",
+    "route-setup",
+];
 
 /// What `skywire-localnet --help` and `skywire-localnet member --help` say of `member`.
 pub const MEMBER_HELP: &str = "\
 Members:
-  skywire-localnet member <dmsg-discovery|dmsg-server|dmsg-cli|skywire-visor> [ARGS…]
+  skywire-localnet member <BINARY> [ARGS…]
+      BINARY: dmsg-discovery, dmsg-server, dmsg-cli, skywire-visor, transport-setup or
+      route-setup.
       Runs that binary exactly as its standalone program would (same flags, same config file,
       same SKYWIRE_* variables; `member dmsg-server --help` prints its help). This is how the
       fleet starts its processes from one executable.
@@ -39,6 +48,8 @@ pub fn run_member(args: Vec<OsString>) -> Option<ExitCode> {
         "dmsg-server" => server_svc::binary::main(args),
         "dmsg-cli" => server_svc::cli::main(args),
         "skywire-visor" => visor::binary::main(args),
+        "transport-setup" => setup_svc::binary::transport_setup::main(args),
+        "route-setup" => setup_svc::binary::route_setup::main(args),
         _ => return None,
     })
 }

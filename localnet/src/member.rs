@@ -27,6 +27,12 @@ pub enum Role {
     Server(usize),
     /// The n-th client (`dmsg-cli agent`).
     Client(usize),
+    /// transport-setup.
+    TransportSetup,
+    /// route-setup.
+    RouteSetup,
+    /// The n-th `skywire-visor`.
+    Visor(usize),
 }
 
 impl std::fmt::Display for Role {
@@ -35,6 +41,9 @@ impl std::fmt::Display for Role {
             Self::Discovery => f.write_str("discovery"),
             Self::Server(n) => write!(f, "server-{n}"),
             Self::Client(n) => write!(f, "client-{n}"),
+            Self::TransportSetup => f.write_str("transport-setup"),
+            Self::RouteSetup => f.write_str("route-setup"),
+            Self::Visor(n) => write!(f, "visor-{n}"),
         }
     }
 }
@@ -86,9 +95,10 @@ pub struct Member {
     pub role: Role,
     /// Its public key.
     pub pk: PublicKey,
-    /// Its main TCP port (discovery's gRPC, a server's relay; none for a client).
+    /// Its main TCP port (discovery's and the setup services' gRPC, a server's relay, a
+    /// visor's stcp listener; none for a client).
     pub port: Option<u16>,
-    /// Its admin gRPC port (discovery's gRPC port again for discovery).
+    /// Its admin gRPC port (the gRPC port again for discovery and the setup services).
     pub admin_port: u16,
     launcher: PathBuf,
     args: Vec<OsString>,

@@ -340,6 +340,25 @@ fn help_lists_keys_and_the_environment_and_member_help_exits_0() {
                 "SKYWIRE_VISOR_STCP_LISTEN",
             ][..],
         ),
+        (
+            "transport-setup",
+            &[
+                "grpc",
+                "servers",
+                "key_file",
+                "SKYWIRE_TRANSPORT_SETUP_GRPC",
+            ][..],
+        ),
+        (
+            "route-setup",
+            &[
+                "grpc",
+                "discovery_pk",
+                "breaker_open_secs",
+                "request_timeout_secs",
+                "SKYWIRE_ROUTE_SETUP_MAX_IN_FLIGHT",
+            ][..],
+        ),
     ] {
         let (code, stdout, stderr) = member(&[binary, "--help"], &[]);
         assert_eq!(code, Some(0), "{binary}: {stderr}");
@@ -366,10 +385,11 @@ fn help_lists_keys_and_the_environment_and_member_help_exits_0() {
     assert_eq!(code, Some(0));
     assert!(stdout.contains("PR_SET_PDEATHSIG"), "{stdout}");
     let output = Command::new(LAUNCHER).arg("--help").output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&output.stdout)
-            .contains("member <dmsg-discovery|dmsg-server|dmsg-cli|skywire-visor>")
-    );
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("member <BINARY>"), "{help}");
+    for binary in localnet::launcher::BINARIES {
+        assert!(help.contains(binary), "{binary} missing from:\n{help}");
+    }
 }
 
 /// A collector that cannot be reached is said in the logs (WARN), not silently dropped.

@@ -6,6 +6,7 @@
 //!   the TOML keys of `--config`; file < environment < flag.
 //! - [`endpoint`]: a gRPC port that lists (reflection) and reports (health) exactly the
 //!   services it serves, behind the shared server stack, drained under a grace bound.
+//! - [`dmsg_args`]: the flags of a dmsg client process (key, seeded servers, discovery).
 //! - [`drain`]: open response streams end with UNAVAILABLE at shutdown.
 //! - [`process`]: `main` (settings, runtime, fatal errors as JSON in JSON mode), telemetry
 //!   around the service, SIGINT/SIGTERM with a grace period and a second signal that exits.
@@ -13,6 +14,7 @@
 //!   `--shutdown-grace-secs`).
 
 pub mod config;
+pub mod dmsg_args;
 pub mod drain;
 pub mod endpoint;
 pub mod process;
@@ -21,6 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use config::{Binary, ConfigError};
+pub use dmsg_args::DmsgArgs;
 pub use endpoint::{Endpoint, EndpointError, GrpcEndpoint};
 
 /// The flags every binary has; `#[command(flatten)]` it into the binary's definition.

@@ -18,10 +18,11 @@ use visor::router::Rule;
 /// Why a gateway call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
-    /// The visor could not be reached (no session, no answer, stream refused).
+    /// The visor could not be reached (no session, no answer).
     #[error("unreachable: {0}")]
     Unreachable(String),
-    /// The visor answered with an error.
+    /// The visor answered with an error, or refused this caller's key
+    /// (`PermissionDenied`).
     #[error("refused ({code:?}): {message}")]
     Refused {
         /// The gRPC code.
@@ -33,6 +34,14 @@ pub enum GatewayError {
 
 impl From<tonic::Status> for GatewayError {
     fn from(status: tonic::Status) -> Self {
+        if dmsg::grpc::refusal(&status) == Some(dmsg::wire::Code::NotAllowed) {
+            return Self::Refused {
+                code: tonic::Code::PermissionDenied,
+                message: "the visor does not trust this route-setup's key (its \
+                          --route-setup-pks)"
+                    .into(),
+            };
+        }
         match status.code() {
             tonic::Code::Unavailable
             | tonic::Code::DeadlineExceeded

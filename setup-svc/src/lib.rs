@@ -1,5 +1,5 @@
-//! The control plane (ARCHITECTURE §6): transport-setup and route-setup. This first part is
-//! their pure core; the services and binaries come next.
+//! The control plane (ARCHITECTURE §6): transport-setup and route-setup, their pure core,
+//! their gRPC services and their binaries.
 //!
 //! # Layout
 //! - [`paths`]: simple paths over the transport graph, BFS within [min, max] hops, shortest
@@ -12,7 +12,9 @@
 //! - [`service`]: the `RouteSetup` gRPC service over the core (`DialRouteGroup`, `Breakers`).
 //! - [`transport_setup`]: the `TransportSetup` gRPC service, relaying to visors' transport
 //!   gateways over dmsg.
+//! - [`binary`]: the `transport-setup` and `route-setup` binaries on the service skeleton.
 
+pub mod binary;
 pub mod gateway;
 pub mod paths;
 pub mod route_setup;

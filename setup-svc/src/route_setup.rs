@@ -9,10 +9,11 @@ use std::time::Duration;
 use dmsg::identity::PublicKey;
 use middleware::{BreakerConfig, BreakerOpen, FailurePolicy, KeyedBreakers};
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 
 use crate::gateway::Gateways;
 use crate::paths::Graph;
-use crate::setup::{Setup, SetupError, SetupRequest, setup_route_group};
+use crate::setup::{Setup, SetupError, SetupRequest, release, setup_route_group};
 
 /// Route-setup's settings.
 #[derive(Clone, Copy, Debug)]
@@ -138,6 +139,8 @@ pub struct RouteSetup {
     breakers: KeyedBreakers<PublicKey>,
     slots: Arc<Semaphore>,
     config: RouteSetupConfig,
+    /// Setups whose caller stopped waiting: each finishes, then releases what it built.
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for RouteSetup {
@@ -167,6 +170,7 @@ impl RouteSetup {
             ),
             slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             config,
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -182,7 +186,7 @@ impl RouteSetup {
         request: SetupRequest,
         deadline: Option<Duration>,
     ) -> Result<Setup, DialError> {
-        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return Err(DialError::Overloaded(self.config.max_in_flight));
         };
         let dst = request.dst.0;
@@ -194,32 +198,54 @@ impl RouteSetup {
         let timeout = deadline.map_or(self.config.request_timeout, |d| {
             d.min(self.config.request_timeout)
         });
-        let work = async {
-            let graph = self
-                .graphs
-                .graph(request.src.0, request.max_hops)
-                .await
-                .map_err(DialError::Graph)?;
-            setup_route_group(
-                self.gateways.as_ref(),
-                &graph,
-                request,
-                self.config.keep_alive,
-            )
-            .await
-            .map_err(DialError::from)
-        };
-        let result = tokio::time::timeout(timeout, work)
-            .await
-            .unwrap_or(Err(DialError::Timeout(timeout)));
-        match &result {
-            Ok(_) => permit.success(),
-            Err(DialError::Setup(error)) if error.is_destination() => permit.failure(),
-            // The source, a hop in the middle, the graph or the clock: not the destination's
-            // doing. Dropping the permit records nothing (a probe slot is freed).
-            Err(_) => drop(permit),
+        // The setup runs in a task of its own: when the deadline passes the caller is
+        // answered at once, and the setup still ends cleanly — what it reserved or installed
+        // is released (no reservation waits 30 s to expire), and its outcome is recorded
+        // when it is known. It keeps its slot until then.
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let core = self.clone();
+        self.tasks.spawn(async move {
+            let result = core.set_up(request).await;
+            match &result {
+                Ok(_) => permit.success(),
+                Err(DialError::Setup(error)) if error.is_destination() => permit.failure(),
+                // The source, a hop in the middle, the graph: not the destination's doing.
+                // Dropping the permit records nothing (a probe slot is freed).
+                Err(_) => drop(permit),
+            }
+            if let Err(Ok(late)) = answer.send(result) {
+                tracing::debug!(%dst, "setup finished after its caller left; releasing it");
+                release(core.gateways.as_ref(), &late.reserved).await;
+            }
+            drop(slot);
+        });
+        match tokio::time::timeout(timeout, answered).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(DialError::Timeout(timeout)),
+            Err(_) => Err(DialError::Timeout(timeout)),
         }
-        result
+    }
+
+    async fn set_up(&self, request: SetupRequest) -> Result<Setup, DialError> {
+        let graph = self
+            .graphs
+            .graph(request.src.0, request.max_hops)
+            .await
+            .map_err(DialError::Graph)?;
+        setup_route_group(
+            self.gateways.as_ref(),
+            &graph,
+            request,
+            self.config.keep_alive,
+        )
+        .await
+        .map_err(DialError::from)
+    }
+
+    /// Waits for the setups still finishing (those whose callers left), at shutdown.
+    pub async fn drain(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 

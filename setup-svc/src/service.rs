@@ -22,6 +22,13 @@ use crate::setup::{DEFAULT_MAX_HOPS, DEFAULT_MIN_HOPS, SetupError, SetupRequest}
 pub const ERROR_DOMAIN: &str = "route-setup";
 /// The most hops a request may ask for.
 pub const MAX_HOPS: usize = 10;
+/// How much sooner than the caller's `grpc-timeout` a setup gives up, so its answer arrives.
+pub const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// The dmsg port route-setup serves visors on.
+pub const ROUTE_SETUP_PORT: Port = match Port::new(36) {
+    Some(port) => port,
+    None => panic!("36 is a valid port"),
+};
 
 fn status(
     code: Code,
@@ -225,10 +232,36 @@ impl pb::route_setup_server::RouteSetup for RouteSetupService {
         &self,
         request: Request<pb::DialRouteGroupRequest>,
     ) -> Result<Response<pb::DialRouteGroupResponse>, Status> {
+        let caller = request
+            .extensions()
+            .get::<dmsg::grpc::DmsgConnectInfo>()
+            .map(|info| info.remote.pk);
+        // The caller's deadline, less a margin so the answer (and the release of what was
+        // reserved) comes before the caller gives up.
+        let deadline = request
+            .metadata()
+            .get(middleware::deadline::GRPC_TIMEOUT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(middleware::deadline::parse)
+            .map(|timeout| timeout.saturating_sub(DEADLINE_MARGIN));
         let request = Self::parse(request.get_ref())?;
+        // Over dmsg a visor sets up only its own route groups; operators (TCP) any.
+        if let Some(caller) = caller
+            && caller != request.src.0
+        {
+            return Err(status(
+                Code::PermissionDenied,
+                format!(
+                    "{caller} may dial only its own route groups: src must be {caller}, not {}",
+                    request.src.0
+                ),
+                "not_source",
+                &[("caller", pk_to_proto(&caller))],
+            ));
+        }
         let setup = self
             .core
-            .dial(request, None)
+            .dial(request, deadline)
             .await
             .map_err(|error| dial_status(&request.dst.0, error))?;
         Ok(Response::new(pb::DialRouteGroupResponse {

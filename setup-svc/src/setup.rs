@@ -47,6 +47,8 @@ pub struct Setup {
     pub forward: Path,
     /// The chosen reverse path.
     pub reverse: Path,
+    /// The route IDs reserved on every visor (to release the whole group again).
+    pub reserved: HashMap<PublicKey, Vec<RouteId>>,
 }
 
 /// The role of the visor a failure came from.
@@ -205,6 +207,7 @@ pub async fn setup_route_group(
             consume_rule: rules.initiator_consume,
             forward,
             reverse,
+            reserved,
         }),
         Err(error) => {
             release(gateways, &reserved).await;
@@ -215,7 +218,7 @@ pub async fn setup_route_group(
 
 /// Releases `reserved` everywhere, concurrently; a visor that cannot be reached lets its
 /// reservations expire (30 s) and its rules idle out.
-async fn release(gateways: &dyn Gateways, reserved: &HashMap<PublicKey, Vec<RouteId>>) {
+pub async fn release(gateways: &dyn Gateways, reserved: &HashMap<PublicKey, Vec<RouteId>>) {
     let calls = reserved.iter().map(|(visor, ids)| async move {
         if let Err(error) = gateways.release_ids(*visor, ids.clone()).await {
             tracing::debug!(%visor, %error, "release failed; the ids expire on their own");

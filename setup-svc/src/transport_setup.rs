@@ -49,9 +49,22 @@ fn visor_key(text: &str, field: &str) -> Result<PublicKey, Status> {
     })
 }
 
-/// The visor's answer as transport-setup's: its own refusals pass through; not reaching it
-/// is UNAVAILABLE naming the visor.
+/// The visor's answer as transport-setup's: its own refusals pass through; a visor that
+/// refuses this transport-setup's key is PERMISSION_DENIED, and not reaching it UNAVAILABLE,
+/// each naming the visor.
 fn relayed(visor: &PublicKey, status: Status) -> Status {
+    if dmsg::grpc::refusal(&status) == Some(dmsg::wire::Code::NotAllowed) {
+        return skywire_proto::status::status_with_info(
+            Code::PermissionDenied,
+            format!(
+                "visor {visor} does not trust this transport-setup's key: add it to the \
+                 visor's --transport-setup-pks"
+            ),
+            ERROR_DOMAIN,
+            "not_trusted",
+            HashMap::from([("visor".to_owned(), visor.to_string())]),
+        );
+    }
     match status.code() {
         Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled
             if skywire_proto::status::error_info(&status).is_none() =>
@@ -59,8 +72,7 @@ fn relayed(visor: &PublicKey, status: Status) -> Status {
             skywire_proto::status::status_with_info(
                 Code::Unavailable,
                 format!(
-                    "visor {visor} is unreachable over dmsg, or does not trust this \
-                     transport-setup's key: {}",
+                    "visor {visor} is unreachable over dmsg: {}",
                     status.message()
                 ),
                 ERROR_DOMAIN,

@@ -122,6 +122,38 @@ async fn dial_route_group_over_grpc_with_its_errors_and_breakers() {
     assert_eq!(breakers[0].state, "open");
     assert!(breakers[0].since_unix_nanos > 0);
 
+    // The caller's grpc-timeout bounds the setup: route-setup answers its own `timeout`
+    // before the caller gives up; the setup still finishes (the slow hop answers at 3 s)
+    // and then releases everything it reserved and installed.
+    let held = || -> usize {
+        keys.iter()
+            .map(|key| gateways.with(*key, |v| v.reserved.len()))
+            .sum()
+    };
+    let before = held();
+    gateways.with(keys[1], |v| v.delay = std::time::Duration::from_secs(3));
+    let mut hurried = tonic::Request::new(request(keys[3], keys[0]));
+    hurried.set_timeout(std::time::Duration::from_millis(600));
+    let started = tokio::time::Instant::now();
+    let late = client.dial_route_group(hurried).await.unwrap_err();
+    assert_eq!(late.code(), tonic::Code::DeadlineExceeded, "{late:?}");
+    assert_eq!(reason(&late, ERROR_DOMAIN), "timeout", "{late:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // The slow hop is fast again for its next calls (its reservation still takes 3 s).
+    gateways.with(keys[1], |v| v.delay = std::time::Duration::ZERO);
+    let released = tokio::time::Instant::now() + std::time::Duration::from_secs(8);
+    loop {
+        let now = held();
+        if now == before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < released,
+            "{now} ids still reserved, {before} before"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
     server.abort();
     following.abort();
 }

@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use dmsg::identity::Keypair;
-use setup_svc::gateway::GrpcGateways;
+use setup_svc::gateway::{GatewayError, GrpcGateways};
 use setup_svc::paths::Graph;
 use setup_svc::setup::{Role, SetupError, SetupRequest, Step, setup_route_group};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,7 +67,8 @@ async fn route_setup_builds_a_three_hop_route_group_through_the_gateways() {
     dialed.read_exact(&mut back).await.unwrap();
     drop((dialed, accepted));
 
-    // A key no visor trusts: its streams are refused at accept; nothing is reserved.
+    // A key no visor trusts: its streams are refused as they open (NOT_ALLOWED, seen as
+    // PERMISSION_DENIED); nothing is reserved.
     let before: Vec<usize> = net.iter().map(|n| n.visor.stats().rules.reserved).collect();
     let impostor = relay.client(&Keypair::generate());
     common::wait_until("the impostor has a session", || {
@@ -88,6 +89,10 @@ async fn route_setup_builds_a_three_hop_route_group_through_the_gateways() {
             SetupError::Hop {
                 step: Step::Reserve,
                 role: Role::Source | Role::Intermediate | Role::Destination,
+                error: GatewayError::Refused {
+                    code: tonic::Code::PermissionDenied,
+                    ..
+                },
                 ..
             }
         ),

@@ -1,6 +1,7 @@
 //! The `TransportSetup` gRPC service on real TCP, relaying to two visors' transport gateways
 //! over dmsg: an operator builds, lists and removes a transport A–B; a visor that does not
-//! trust this transport-setup answers nothing and the operator gets UNAVAILABLE naming it.
+//! trust this transport-setup refuses its stream and the operator gets PERMISSION_DENIED
+//! naming it; a visor nobody reaches is UNAVAILABLE naming it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -103,16 +104,34 @@ async fn an_operator_builds_lists_and_removes_a_transport() {
         })
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     assert_eq!(
         skywire_proto::status::reason_in(&refused, ERROR_DOMAIN).as_deref(),
-        Some("visor_unreachable")
+        Some("not_trusted")
     );
     assert!(
         refused.message().contains(&c.to_string()),
         "{}",
         refused.message()
     );
+    // A visor nobody reaches: UNAVAILABLE naming it.
+    let nowhere = Keypair::generate().public();
+    let unreachable = operator
+        .list_transports(pb::ListTransportsRequest {
+            pk: pk_to_proto(&nowhere),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unreachable.code(),
+        tonic::Code::Unavailable,
+        "{unreachable:?}"
+    );
+    assert_eq!(
+        skywire_proto::status::reason_in(&unreachable, ERROR_DOMAIN).as_deref(),
+        Some("visor_unreachable")
+    );
+    assert!(unreachable.message().contains(&nowhere.to_string()));
 
     server.abort();
     gateways.stop().await;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use discovery_client::registry::{Registry, RegistryClient};
-use dmsg::client::{Client, ClientConfig, DiscoveryTarget, LifecycleConfig};
+use dmsg::client::Client;
 use dmsg::identity::Keypair;
 use dmsg::noise::PqSettings;
 use middleware::ServerStackConfig;
@@ -91,26 +91,12 @@ impl App {
     pub fn spawn(self) -> Result<AppHandle, AppError> {
         let settings = self.settings;
         let pq = PqSettings::with_required(settings.common.require_pq);
-        let discovery = match (&settings.discovery, settings.discovery_pk) {
-            (Some(url), _) => DiscoveryTarget::Tcp(url.clone()),
-            (None, Some(pk)) => DiscoveryTarget::Dmsg(pk),
-            (None, None) => DiscoveryTarget::None,
-        };
         let client = Client::new(
             self.keypair.clone(),
-            ClientConfig {
-                pq: pq.clone(),
-                lifecycle: LifecycleConfig {
-                    include_default_seeds: settings.servers.is_empty(),
-                    seeds: settings.servers.clone(),
-                    discovery,
-                    ..LifecycleConfig::default()
-                },
-                ..ClientConfig::default()
-            },
+            settings.dmsg.client_config(pq.clone()),
         );
         // Transports are registered through discovery's TCP endpoint when there is one.
-        let registry = match &settings.discovery {
+        let registry = match &settings.dmsg.discovery {
             Some(url) => Some(Arc::new(RegistryClient::over_tcp(url)?) as Arc<dyn Registry>),
             None => None,
         };

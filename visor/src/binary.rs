@@ -16,7 +16,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process:
 }
 
 async fn start(settings: Settings) -> anyhow::Result<()> {
-    let keypair = Keypair::load_or_ephemeral(settings.key_file.as_deref())?;
+    let keypair = settings.dmsg.keypair()?;
     let instance = Some(keypair.public().short());
     service::process::with_telemetry(BINARY.name, instance, serve(settings, keypair)).await
 }

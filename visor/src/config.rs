@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use dmsg::addr::ServerAddr;
 use dmsg::identity::PublicKey;
-use service::{Binary, CommonArgs, ConfigError};
+use service::{Binary, CommonArgs, ConfigError, DmsgArgs};
 
 use crate::transport::TransportKind;
 use crate::transport::persistent::Persistent;
@@ -35,26 +34,9 @@ pub struct Args {
     #[allow(missing_docs)]
     pub common: CommonArgs,
 
-    /// The visor's secret key file (mode 0600; `dmsg-cli keygen` writes one). Without it an
-    /// ephemeral key is generated and logged: development only, since other visors know this
-    /// one by its key.
-    #[arg(long, value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
-
-    /// dmsg servers to use, comma-separated PK@HOST:PORT (a TOML array in the file): tried
-    /// when discovery fails or lists none. Append #pq to a server known to offer
-    /// post-quantum: a classical-only handshake with it is then refused.
-    #[arg(long, value_name = "PK@HOST:PORT,…", value_delimiter = ',')]
-    pub servers: Vec<ServerAddr>,
-
-    /// Discovery's TCP gRPC endpoint, e.g. http://127.0.0.1:9090.
-    #[arg(long, value_name = "URL")]
-    pub discovery: Option<String>,
-
-    /// Discovery's public key: reach it at dmsg://PK:80 through the dmsg servers (tried after
-    /// --discovery when both are given).
-    #[arg(long, value_name = "PK")]
-    pub discovery_pk: Option<PublicKey>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub dmsg: DmsgArgs,
 
     /// Address of the stcp listener (direct transports from other visors).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7777")]
@@ -92,14 +74,8 @@ pub struct Args {
 pub struct Settings {
     /// The flags every binary has.
     pub common: CommonArgs,
-    /// Key file, if any.
-    pub key_file: Option<PathBuf>,
-    /// Seeded dmsg servers.
-    pub servers: Vec<ServerAddr>,
-    /// Discovery's TCP endpoint.
-    pub discovery: Option<String>,
-    /// Discovery's dmsg key.
-    pub discovery_pk: Option<PublicKey>,
+    /// Key, seeded servers, discovery.
+    pub dmsg: DmsgArgs,
     /// stcp listen address.
     pub stcp_listen: SocketAddr,
     /// stcp peers.
@@ -147,13 +123,7 @@ impl service::process::Resolve for Args {
     type Settings = Settings;
 
     fn resolve(self) -> Result<Settings, ConfigError> {
-        if let Some(url) = &self.discovery
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError::Invalid(format!(
-                "--discovery takes an http:// URL such as http://127.0.0.1:9090, not {url:?}"
-            )));
-        }
+        self.dmsg.check()?;
         let pk_table = match &self.pk_table {
             Some(path) => read_pk_table(path)?,
             None => HashMap::new(),
@@ -168,10 +138,7 @@ impl service::process::Resolve for Args {
         }
         Ok(Settings {
             common: self.common,
-            key_file: self.key_file,
-            servers: self.servers,
-            discovery: self.discovery,
-            discovery_pk: self.discovery_pk,
+            dmsg: self.dmsg,
             stcp_listen: self.stcp_listen,
             pk_table,
             transports: self.transports,

@@ -95,6 +95,8 @@ codes! {
     TooManyStreams = 307, "too many open streams";
     /// The request's destination is not this peer.
     WrongDestination = 308, "the request is not addressed to this peer";
+    /// The destination's listener on that port does not accept streams from the source key.
+    NotAllowed = 309, "the destination does not accept streams from this key on that port";
 }
 
 #[cfg(test)]

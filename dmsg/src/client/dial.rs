@@ -166,7 +166,8 @@ fn refused_by_destination(error: &DialError) -> bool {
                 | Code::AcceptQueueFull
                 | Code::HandshakeFailed
                 | Code::PqRequired
-                | Code::WrongDestination,
+                | Code::WrongDestination
+                | Code::NotAllowed,
             ..
         } | DialError::Handshake(_)
     )
@@ -459,7 +460,12 @@ mod tests {
             code,
             reason: String::new(),
         };
-        for code in [Code::NoListener, Code::AcceptQueueFull, Code::PqRequired] {
+        for code in [
+            Code::NoListener,
+            Code::AcceptQueueFull,
+            Code::PqRequired,
+            Code::NotAllowed,
+        ] {
             assert!(refused_by_destination(&rejected(code)), "{code:?}");
         }
         for code in [

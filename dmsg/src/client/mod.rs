@@ -255,7 +255,7 @@ struct Inner {
     sessions: SessionTable,
     /// The one connect under way to each server (see [`Client::connect_with`]).
     connecting: Mutex<HashMap<PublicKey, ConnectSlot>>,
-    listeners: Mutex<HashMap<u16, mpsc::Sender<DmsgStream>>>,
+    listeners: Mutex<HashMap<u16, PortListener>>,
     ports: PortAllocator,
     /// Session drivers and incoming-stream handshakes.
     tasks: TaskTracker,
@@ -463,7 +463,7 @@ impl Client {
         self.inner.sessions.get(server)
     }
 
-    fn lock_listeners(&self) -> MutexGuard<'_, HashMap<u16, mpsc::Sender<DmsgStream>>> {
+    fn lock_listeners(&self) -> MutexGuard<'_, HashMap<u16, PortListener>> {
         crate::sync::lock(&self.inner.listeners)
     }
 
@@ -622,12 +622,28 @@ impl Client {
 
     /// Listens on `port`: streams dialed to it arrive through [`Listener::accept`].
     pub fn listen(&self, port: Port) -> Result<Listener, ListenError> {
+        self.listen_with(port, None)
+    }
+
+    /// Listens on `port` for the source keys `allow` admits: a stream from any other key is
+    /// refused with `NOT_ALLOWED` before the end-to-end handshake (PROTOCOL.md §7.5), so it
+    /// costs this client nothing and its dialer learns why.
+    pub fn listen_filtered(
+        &self,
+        port: Port,
+        allow: impl Fn(&PublicKey) -> bool + Send + Sync + 'static,
+    ) -> Result<Listener, ListenError> {
+        self.listen_with(port, Some(Arc::new(allow)))
+    }
+
+    fn listen_with(&self, port: Port, allow: Option<AllowKey>) -> Result<Listener, ListenError> {
         if self.inner.shutdown.is_cancelled() {
             return Err(ListenError::Closed);
         }
         let guard = self.inner.ports.reserve(port)?;
         let (tx, rx) = mpsc::channel(self.inner.config.accept_backlog.max(1));
-        self.lock_listeners().insert(port.get(), tx);
+        self.lock_listeners()
+            .insert(port.get(), PortListener { queue: tx, allow });
         Ok(Listener {
             client: self.internal(),
             addr: DmsgAddr::new(self.public_key(), port),
@@ -711,7 +727,18 @@ impl Client {
                 format!("no listener on port {}", request.dst.port),
             );
         };
-        let Ok(permit) = listener.try_reserve_owned() else {
+        if let Some(allow) = &listener.allow
+            && !allow(&request.src.pk)
+        {
+            return open.reject(
+                Code::NotAllowed,
+                format!(
+                    "port {} does not accept streams from {}",
+                    request.dst.port, request.src.pk
+                ),
+            );
+        }
+        let Ok(permit) = listener.queue.try_reserve_owned() else {
             return open.reject(
                 Code::AcceptQueueFull,
                 format!("accept queue of port {} is full", request.dst.port),
@@ -845,6 +872,16 @@ impl Drop for CloseOnDrop {
             session.close(Code::Normal, "connect abandoned");
         }
     }
+}
+
+/// Which source keys a filtered listener admits.
+type AllowKey = Arc<dyn Fn(&PublicKey) -> bool + Send + Sync>;
+
+/// A listener as incoming streams find it: its queue, and its filter if it has one.
+#[derive(Clone)]
+struct PortListener {
+    queue: mpsc::Sender<DmsgStream>,
+    allow: Option<AllowKey>,
 }
 
 /// Streams dialed to one port of this client.

@@ -196,6 +196,43 @@ async fn a_request_for_someone_else_is_refused() {
     client.close().await;
 }
 
+/// NOT_ALLOWED: a filtered listener refuses a key it does not admit before any handshake
+/// (PROTOCOL.md §7.5), and serves the key it admits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_listener_refuses_keys_it_does_not_admit() {
+    let relay = Relay::start(ServerConfig::default()).await;
+    let (bob, _bob_session) = relay.client().await;
+    let (friend, friend_session) = relay.client().await;
+    let (stranger, stranger_session) = relay.client().await;
+    let admitted = friend.public_key();
+    let mut listener = bob
+        .listen_filtered(port(80), move |pk| *pk == admitted)
+        .unwrap();
+    let to_bob = DmsgAddr::new(bob.public_key(), port(80));
+
+    match stranger.dial_via(&stranger_session, to_bob).await {
+        Err(DialError::Rejected { code, reason, .. }) => {
+            assert_eq!(code, Code::NotAllowed);
+            assert!(
+                reason.contains(&stranger.public_key().to_string()),
+                "{reason}"
+            );
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    let mut stream = friend.dial_via(&friend_session, to_bob).await.unwrap();
+    let mut accepted = listener.accept().await.unwrap();
+    assert_eq!(accepted.remote_addr().pk, friend.public_key());
+    stream.write_all(b"hi").await.unwrap();
+    let mut hi = [0u8; 2];
+    accepted.read_exact(&mut hi).await.unwrap();
+    assert_eq!(&hi, b"hi");
+    for client in [bob, friend, stranger] {
+        client.close().await;
+    }
+    relay.stop().await;
+}
+
 /// BAD_RECORD: a record that fails end-to-end authentication (forged or altered on the way)
 /// errors the reader and resets the stream back to the sender with BAD_RECORD.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! The visor's gateways (ARCHITECTURE §6): `TransportGateway` on dmsg port 47 and
 //! `RouteGateway` on dmsg port 136 — tonic services fed by dmsg listeners, behind the shared
 //! server stack. Each serves only the keys the visor trusts for it: a stream from any other
-//! key is dropped at accept, before any HTTP/2 byte (so no RPC is ever served on it), and
-//! counted.
+//! key is refused with `NOT_ALLOWED` when it opens (dmsg PROTOCOL.md §7.5), before the
+//! end-to-end handshake and any HTTP/2 byte (so no RPC is ever served on it), and counted.
 
 pub mod route;
 pub mod transport;
@@ -11,18 +11,14 @@ use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use dmsg::addr::Port;
-use dmsg::client::Listener;
 use dmsg::identity::PublicKey;
-use dmsg::stream::DmsgStream;
 use middleware::ServerStackConfig;
 use observability::HealthStates;
 use service::GrpcEndpoint;
 use skywire_proto::skywire::visor::v1::route_gateway_server::RouteGatewayServer;
 use skywire_proto::skywire::visor::v1::transport_gateway_server::TransportGatewayServer;
-use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::Visor;
@@ -39,53 +35,6 @@ pub const ROUTE_GATEWAY_PORT: Port = match Port::new(136) {
 };
 /// The error domain of gateway errors (`google.rpc.ErrorInfo`).
 pub const ERROR_DOMAIN: &str = "skywire-visor";
-
-/// The streams of a dmsg listener that come from trusted keys; the others are dropped at
-/// accept (the peer's stream is reset before it sends a byte of HTTP/2) and counted.
-#[derive(Debug)]
-pub struct TrustedIncoming {
-    listener: Listener,
-    trusted: Arc<HashSet<PublicKey>>,
-    refused: Arc<AtomicU64>,
-}
-
-impl TrustedIncoming {
-    /// Filters `listener` by `trusted`, counting refusals in `refused`.
-    pub fn new(
-        listener: Listener,
-        trusted: Arc<HashSet<PublicKey>>,
-        refused: Arc<AtomicU64>,
-    ) -> Self {
-        Self {
-            listener,
-            trusted,
-            refused,
-        }
-    }
-}
-
-impl Stream for TrustedIncoming {
-    type Item = std::io::Result<DmsgStream>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            match this.listener.poll_accept(cx) {
-                Poll::Ready(Some(stream)) => {
-                    let peer = stream.remote_addr().pk;
-                    if this.trusted.contains(&peer) {
-                        return Poll::Ready(Some(Ok(stream)));
-                    }
-                    this.refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%peer, "gateway stream from an untrusted key refused");
-                    drop(stream);
-                }
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
 
 /// An INVALID_ARGUMENT naming what was wrong.
 pub(crate) fn invalid(message: impl Into<String>) -> tonic::Status {
@@ -116,7 +65,7 @@ pub struct TrustedKeys {
     pub route_setup: HashSet<PublicKey>,
 }
 
-/// Streams refused at accept, per gateway.
+/// Streams refused when they opened (key not trusted), per gateway.
 #[derive(Clone, Debug, Default)]
 pub struct GatewayCounters {
     /// On the transport gateway.
@@ -153,14 +102,29 @@ pub fn serve(
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Result<GatewayCounters, GatewayError> {
     let counters = GatewayCounters::default();
-    let listen = |port: Port| {
+    let listen = |port: Port, trusted: HashSet<PublicKey>, refused: Arc<AtomicU64>| {
         visor
             .dmsg()
-            .listen(port)
+            .listen_filtered(port, move |peer| {
+                let admitted = trusted.contains(peer);
+                if !admitted {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, %port, "gateway stream from an untrusted key refused");
+                }
+                admitted
+            })
             .map_err(|error| GatewayError::Listen { port, error })
     };
-    let transport_listener = listen(TRANSPORT_GATEWAY_PORT)?;
-    let route_listener = listen(ROUTE_GATEWAY_PORT)?;
+    let transport_listener = listen(
+        TRANSPORT_GATEWAY_PORT,
+        trusted.transport_setup,
+        counters.transport_refused.clone(),
+    )?;
+    let route_listener = listen(
+        ROUTE_GATEWAY_PORT,
+        trusted.route_setup,
+        counters.route_refused.clone(),
+    )?;
     let (transport_endpoint, transport_health) = GrpcEndpoint::new(ServerStackConfig::default())
         .add_service(TransportGatewayServer::new(
             transport::TransportGatewayService::new(visor.clone_internal()),
@@ -172,20 +136,12 @@ pub fn serve(
         )))
         .build(health, stop)?;
     let transports = transport_endpoint.serve(
-        TrustedIncoming::new(
-            transport_listener,
-            Arc::new(trusted.transport_setup),
-            counters.transport_refused.clone(),
-        ),
+        dmsg::grpc::Incoming::new(transport_listener),
         stop.clone(),
         grace,
     );
     let routes = route_endpoint.serve(
-        TrustedIncoming::new(
-            route_listener,
-            Arc::new(trusted.route_setup),
-            counters.route_refused.clone(),
-        ),
+        dmsg::grpc::Incoming::new(route_listener),
         stop.clone(),
         grace,
     );

@@ -1,0 +1,261 @@
+//! The control plane as real processes (issue 14's Done-when): `dmsg-discovery`, a
+//! `dmsg-server`, four `skywire-visor`s, `transport-setup` (seeded with the server only, no
+//! discovery URL) and `route-setup`. An operator lists both setup services through reflection
+//! and calls them on TCP; transport-setup builds A–B, B–C, C–D on the visors over dmsg and
+//! they appear in discovery's registry; route-setup sets a 3-hop route group A → D up on
+//! every hop's gateway; a key A does not trust is refused at its gateway, counted, and
+//! served nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use discovery_client::hexfield::{id_from_proto, pk_to_proto};
+use discovery_client::registry::{Registry, RegistryClient};
+use localnet::{Fleet, FleetSpec, Role, StartOrder};
+use skywire_proto::skywire::setup::v1 as pb;
+use skywire_proto::skywire::setup::v1::route_setup_client::RouteSetupClient;
+use skywire_proto::skywire::setup::v1::transport_setup_client::TransportSetupClient;
+use skywire_proto::skywire::visor::v1 as visor_pb;
+use skywire_proto::skywire::visor::v1::transport_gateway_client::TransportGatewayClient;
+use tonic::transport::Channel;
+
+const LAUNCHER: &str = env!("CARGO_BIN_EXE_skywire-localnet");
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+async fn channel(fleet: &Fleet, role: Role) -> Channel {
+    testkit::grpc::connect(loopback(fleet.member(role).unwrap().admin_port)).await
+}
+
+/// Calls `call` until it succeeds or `deadline` passes (the members connect to dmsg in the
+/// background); returns its answer or panics with the last error.
+async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        match call().await {
+            Ok(answer) => return answer,
+            Err(status) if tokio::time::Instant::now() < until => {
+                tracing::debug!(%status, what, "not yet");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(status) => panic!("{what}: {status}"),
+        }
+    }
+}
+
+/// Calls `call` until it fails with a dmsg refusal (not merely "no route yet": the stranger
+/// connects in the background) or `deadline` passes; returns the failure.
+async fn eventually_err<T, F, Fut>(what: &str, deadline: Duration, mut call: F) -> tonic::Status
+where
+    T: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        match call().await {
+            Ok(answer) => panic!("{what} was served: {answer:?}"),
+            Err(status) if dmsg::grpc::refusal(&status).is_some() => return status,
+            Err(status) => {
+                assert!(tokio::time::Instant::now() < until, "{what}: {status}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_build_transports_and_a_three_hop_route_group_through_the_setup_services() {
+    let mut spec = FleetSpec::new(LAUNCHER, 1, 0);
+    spec.visors = 4;
+    spec.setup_services = true;
+    spec.registration_backoff_cap = Duration::from_secs(2);
+    let mut fleet = Fleet::create(&spec).unwrap();
+    fleet.start(StartOrder::Dependencies).unwrap();
+    let visors: Vec<_> = fleet
+        .visors()
+        .iter()
+        .map(|role| fleet.member(*role).unwrap().pk)
+        .collect();
+
+    // Through reflection (v1 and v1alpha) and health, as grpcurl sees them.
+    testkit::grpc::assert_serves_exactly(
+        channel(&fleet, Role::TransportSetup).await,
+        &["skywire.setup.v1.TransportSetup"],
+    )
+    .await;
+    testkit::grpc::assert_serves_exactly(
+        channel(&fleet, Role::RouteSetup).await,
+        &["skywire.setup.v1.RouteSetup"],
+    )
+    .await;
+
+    // (a) and (f): transport-setup knows only the seeded server, and builds A–B, B–C, C–D.
+    let mut operator = TransportSetupClient::new(channel(&fleet, Role::TransportSetup).await);
+    let mut ids = Vec::new();
+    for (i, kind) in ["stcp", "dmsg", "stcp"].into_iter().enumerate() {
+        let request = pb::AddTransportRequest {
+            from: pk_to_proto(&visors[i]),
+            to: pk_to_proto(&visors[i + 1]),
+            r#type: kind.into(),
+        };
+        let info = eventually("AddTransport", Duration::from_secs(30), || {
+            let mut operator = operator.clone();
+            let request = request.clone();
+            async move { operator.add_transport(request).await }
+        })
+        .await
+        .into_inner();
+        assert_eq!(info.r#type, kind);
+        ids.push(id_from_proto(&info.id, "id").unwrap());
+    }
+    let listed = operator
+        .list_transports(pb::ListTransportsRequest {
+            pk: pk_to_proto(&visors[1]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.transports.len(), 2, "{listed:?}");
+    let registry = RegistryClient::over_tcp(fleet.discovery_url()).unwrap();
+    for id in &ids {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while registry.transport(id).await.unwrap().is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "transport {} never registered",
+                hex::encode(id)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // route-setup: a 3-hop route group from A to D, set up on every hop.
+    let mut routes = RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await);
+    let request = pb::DialRouteGroupRequest {
+        src: pk_to_proto(&visors[0]),
+        dst: pk_to_proto(&visors[3]),
+        src_port: 7,
+        dst_port: 80,
+        min_hops: 0,
+        max_hops: 0,
+    };
+    let answer = eventually("DialRouteGroup", Duration::from_secs(20), || {
+        let mut routes = routes.clone();
+        let request = request.clone();
+        async move { routes.dial_route_group(request).await }
+    })
+    .await
+    .into_inner();
+    assert_eq!(answer.forward.unwrap().hops.len(), 3);
+    assert_eq!(answer.reverse.unwrap().hops.len(), 3);
+    let breakers = routes
+        .breakers(pb::BreakersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(breakers.breakers.is_empty(), "{breakers:?}");
+
+    // (c) A key visor A does not trust: its stream to the gateway is refused as it opens
+    // (NOT_ALLOWED), counted, and no gateway RPC runs.
+    let visor_a = loopback(fleet.member(Role::Visor(0)).unwrap().admin_port);
+    // Every call the transport gateway answered, whatever the method and code.
+    let handled = |text: &str| -> f64 {
+        text.lines()
+            .filter(|line| {
+                line.starts_with("grpc_server_handled_total{")
+                    && line.contains(r#"grpc_service="skywire.visor.v1.TransportGateway""#)
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = testkit::metrics::scrape(visor_a).await;
+    let server = fleet.member(Role::Server(0)).unwrap();
+    let seed: dmsg::addr::ServerAddr = format!("{}@127.0.0.1:{}", server.pk, server.port.unwrap())
+        .parse()
+        .unwrap();
+    let stranger = dmsg::client::Client::new(
+        dmsg::identity::Keypair::generate(),
+        dmsg::client::ClientConfig {
+            lifecycle: dmsg::client::LifecycleConfig {
+                include_default_seeds: false,
+                seeds: vec![seed],
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    let untrusted = TransportGatewayClient::new(dmsg::grpc::channel_any(
+        stranger.downgrade(),
+        dmsg::addr::DmsgAddr::new(visors[0], visor::gateway::TRANSPORT_GATEWAY_PORT),
+    ));
+    let refused = eventually_err("the untrusted call", Duration::from_secs(20), || {
+        let mut untrusted = untrusted.clone();
+        async move {
+            untrusted
+                .list_transports(visor_pb::ListTransportsRequest {})
+                .await
+        }
+    })
+    .await;
+    assert_eq!(
+        dmsg::grpc::refusal(&refused),
+        Some(dmsg::wire::Code::NotAllowed),
+        "{refused:?}"
+    );
+    drop(untrusted);
+    // On dmsg, route-setup sets up only the caller's own route groups.
+    let route_setup_pk = fleet.member(Role::RouteSetup).unwrap().pk;
+    let mut impostor = RouteSetupClient::new(dmsg::grpc::channel_any(
+        stranger.downgrade(),
+        dmsg::addr::DmsgAddr::new(route_setup_pk, setup_svc::service::ROUTE_SETUP_PORT),
+    ));
+    let denied = impostor
+        .dial_route_group(request.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    assert_eq!(
+        skywire_proto::status::reason_in(&denied, setup_svc::service::ERROR_DOMAIN).as_deref(),
+        Some("not_source")
+    );
+    drop(impostor);
+    stranger.close().await;
+    let after = testkit::metrics::scrape(visor_a).await;
+    assert_eq!(
+        testkit::metrics::value(
+            &after,
+            r#"visor_gateway_refused_total{gateway="transport"}"#
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    assert!(
+        handled(&before) >= 1.0,
+        "A's gateway served AddTransport:\n{before}"
+    );
+    assert_eq!(
+        handled(&after),
+        handled(&before),
+        "no RPC ran for the stranger"
+    );
+
+    // Both serve Prometheus text on the same port.
+    for role in [Role::TransportSetup, Role::RouteSetup] {
+        let text = testkit::metrics::scrape(loopback(fleet.member(role).unwrap().admin_port)).await;
+        let families = testkit::metrics::families(&text);
+        for family in ["grpc_server_handled_total", "process_resident_memory_bytes"] {
+            assert!(families.contains_key(family), "{role}: no {family}");
+        }
+    }
+    let problems = fleet.shutdown(Duration::from_secs(15)).await;
+    assert!(problems.is_empty(), "{problems:?}");
+}

@@ -1,0 +1,5 @@
+//! `route-setup`: see `--help` (the code is `setup_svc::binary::route_setup`).
+
+fn main() -> std::process::ExitCode {
+    setup_svc::binary::route_setup::main(std::env::args_os())
+}

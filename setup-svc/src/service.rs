@@ -24,11 +24,7 @@ pub const ERROR_DOMAIN: &str = "route-setup";
 pub const MAX_HOPS: usize = 10;
 /// How much sooner than the caller's `grpc-timeout` a setup gives up, so its answer arrives.
 pub const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(100);
-/// The dmsg port route-setup serves visors on.
-pub const ROUTE_SETUP_PORT: Port = match Port::new(36) {
-    Some(port) => port,
-    None => panic!("36 is a valid port"),
-};
+pub use visor::route_dial::ROUTE_SETUP_PORT;
 
 fn status(
     code: Code,

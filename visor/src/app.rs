@@ -106,6 +106,12 @@ impl App {
                 pq,
                 pk_table: settings.pk_table.clone(),
                 registry,
+                // The route-setups it trusts are the ones it asks (lowest key first).
+                route_setups: {
+                    let mut keys: Vec<_> = settings.trusted.route_setup.iter().copied().collect();
+                    keys.sort_by_key(|pk| pk.to_string());
+                    keys
+                },
                 ..VisorConfig::default()
             },
             client,

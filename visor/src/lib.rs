@@ -12,6 +12,7 @@
 //! - [`transport`]: transports (stcp handshake, framing, queues, the reader and writer tasks).
 //! - [`route_group`]: route groups: end-to-end records, credits, the `AsyncRead + AsyncWrite` handle.
 //! - [`node`]: the data plane at runtime: [`node::Visor`].
+//! - [`route_dial`]: [`node::Visor::dial_route`], a route group through route-setup.
 //! - [`gateway`]: the transport and route gateways (dmsg ports 47, 136) for the control plane.
 //! - [`app`], [`config`], [`binary`], [`metrics`]: the `skywire-visor` process on the shared
 //!   service skeleton (bind first, then run), its settings, and its Prometheus metrics.
@@ -23,6 +24,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod node;
 pub mod packet;
+pub mod route_dial;
 pub mod route_group;
 pub mod router;
 pub mod transport;

@@ -81,6 +81,8 @@ pub struct VisorConfig {
     pub registry: Option<Arc<dyn Registry>>,
     /// Registration timing.
     pub registration: PublisherConfig,
+    /// The route-setup services [`Visor::dial_route`] asks, in order (none: it cannot).
+    pub route_setups: Vec<PublicKey>,
 }
 
 impl std::fmt::Debug for VisorConfig {
@@ -104,6 +106,7 @@ impl Default for VisorConfig {
             pk_table: HashMap::new(),
             registry: None,
             registration: registration_config(),
+            route_setups: Vec::new(),
         }
     }
 }
@@ -195,6 +198,8 @@ struct Inner {
     stcp_handshakes: Arc<tokio::sync::Semaphore>,
     /// The registration of each transport this visor is the low edge of.
     registrations: Mutex<HashMap<TransportId, EntryPublisher>>,
+    /// One channel per route-setup service, reused by every route dial.
+    route_setup_channels: crate::route_dial::RouteSetupChannels,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -316,6 +321,7 @@ impl Visor {
             shutdown: CancellationToken::new(),
             stcp_handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_STCP_HANDSHAKES)),
             registrations: Mutex::new(HashMap::new()),
+            route_setup_channels: Default::default(),
         });
         let visor = Self {
             _user: Some(Arc::new(DropGuard(Arc::downgrade(&inner)))),
@@ -439,6 +445,15 @@ impl Visor {
     /// Removes the rule or reservation under `key`; returns the rule if there was one.
     pub fn remove_rule(&self, key: RouteId) -> Option<Rule> {
         lock(&self.inner.table).remove(key)
+    }
+
+    /// The route-setup services route dials ask, in order.
+    pub fn route_setups(&self) -> &[PublicKey] {
+        &self.inner.config.route_setups
+    }
+
+    pub(crate) fn route_setup_channels(&self) -> &crate::route_dial::RouteSetupChannels {
+        &self.inner.route_setup_channels
     }
 
     /// A handle for the visor's own services: it does not keep the visor alive.

@@ -144,13 +144,18 @@ impl Relay {
 
 /// [`nodes`] whose dmsg clients are homed on `relay`.
 pub async fn nodes_on(n: usize, relay: &Relay) -> Vec<Node> {
+    nodes_on_with(n, relay, VisorConfig::default()).await
+}
+
+/// [`nodes_on`] with `config` for each (its `pk_table` is filled in).
+pub async fn nodes_on_with(n: usize, relay: &Relay, config: VisorConfig) -> Vec<Node> {
     let (keys, listeners) = keys_and_listeners(n).await;
     let table: HashMap<PublicKey, SocketAddr> = keys
         .iter()
         .zip(&listeners)
         .map(|(k, l)| (k.public(), l.local_addr().unwrap()))
         .collect();
-    let nodes = start_on(keys, listeners, table, VisorConfig::default(), Some(relay));
+    let nodes = start_on(keys, listeners, table, config, Some(relay));
     for node in &nodes {
         relay.published(&node.visor).await;
     }

@@ -4,7 +4,8 @@
 //! and calls them on TCP; transport-setup builds A–B, B–C, C–D on the visors over dmsg and
 //! they appear in discovery's registry; route-setup sets a 3-hop route group A → D up on
 //! every hop's gateway; a key A does not trust is refused at its gateway, counted, and
-//! served nothing.
+//! served nothing. With an OTLP collector, that setup is one trace across route-setup and
+//! every hop's gateway.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use discovery_client::hexfield::{id_from_proto, pk_to_proto};
 use discovery_client::registry::{Registry, RegistryClient};
+use dmsg::identity::PublicKey;
 use localnet::{Fleet, FleetSpec, Role, StartOrder};
 use skywire_proto::skywire::setup::v1 as pb;
 use skywire_proto::skywire::setup::v1::route_setup_client::RouteSetupClient;
@@ -22,6 +24,9 @@ use skywire_proto::skywire::visor::v1::transport_gateway_client::TransportGatewa
 use tonic::transport::Channel;
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_skywire-localnet");
+
+/// One fleet at a time (they share two cores).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -72,9 +77,12 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operators_build_transports_and_a_three_hop_route_group_through_the_setup_services() {
+/// The fleet of these tests (with `env` for every member), started, with transports A–B
+/// (stcp), B–C (dmsg) and C–D (stcp) built by an operator through transport-setup and seen in
+/// discovery's registry (Done-when a and f). Returns the fleet and the visors' keys.
+async fn fleet_with_a_line_of_transports(env: Vec<(String, String)>) -> (Fleet, Vec<PublicKey>) {
     let mut spec = FleetSpec::new(LAUNCHER, 1, 0);
+    spec.env = env;
     spec.visors = 4;
     spec.setup_services = true;
     spec.registration_backoff_cap = Duration::from_secs(2);
@@ -137,6 +145,14 @@ async fn operators_build_transports_and_a_three_hop_route_group_through_the_setu
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    (fleet, visors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_build_transports_and_a_three_hop_route_group_through_the_setup_services() {
+    let _serial = SERIAL.lock().await;
+    let (mut fleet, visors) = fleet_with_a_line_of_transports(Vec::new()).await;
 
     // route-setup: a 3-hop route group from A to D, set up on every hop.
     let mut routes = RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await);
@@ -258,4 +274,94 @@ async fn operators_build_transports_and_a_three_hop_route_group_through_the_setu
     }
     let problems = fleet.shutdown(Duration::from_secs(15)).await;
     assert!(problems.is_empty(), "{problems:?}");
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// (g) One route setup is one trace: the caller's span → route-setup's server span → its
+/// client call to each hop's route gateway → that visor's server span, though every hop is
+/// gRPC over dmsg.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_setup_is_one_trace_across_route_setup_and_every_hop() {
+    let _serial = SERIAL.lock().await;
+    let collector = testkit::otlp::start_collector().await;
+    let (mut fleet, visors) = fleet_with_a_line_of_transports(vec![(
+        "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+        collector.endpoint(),
+    )])
+    .await;
+    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
+    let caller_span = format!("{:016x}", rand::random::<u64>() | 1);
+    let mut request = tonic::Request::new(pb::DialRouteGroupRequest {
+        src: pk_to_proto(&visors[0]),
+        dst: pk_to_proto(&visors[3]),
+        src_port: 7,
+        dst_port: 80,
+        min_hops: 0,
+        max_hops: 0,
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{caller_span}-01").parse().unwrap(),
+    );
+    RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await)
+        .dial_route_group(request)
+        .await
+        .unwrap();
+    // Members flush their spans when they stop.
+    let problems = fleet.shutdown(Duration::from_secs(15)).await;
+    assert!(problems.is_empty(), "{problems:?}");
+
+    const SERVER: i32 = 2;
+    const CLIENT: i32 = 3;
+    let spans: Vec<(String, testkit::otlp::Span)> = collector
+        .spans()
+        .into_iter()
+        .filter(|(_, span)| hex_of(&span.trace_id) == trace_id)
+        .collect();
+    let listing = || {
+        spans
+            .iter()
+            .map(|(service, span)| format!("{service}: {} ({})", span.name, span.kind))
+            .collect::<Vec<_>>()
+    };
+    let dial = spans
+        .iter()
+        .find(|(service, span)| {
+            service == "route-setup"
+                && span.name == "skywire.setup.v1.RouteSetup/DialRouteGroup"
+                && span.kind == SERVER
+        })
+        .unwrap_or_else(|| panic!("no DialRouteGroup server span: {:?}", listing()));
+    assert_eq!(hex_of(&dial.1.parent_span_id), caller_span);
+    for (method, hops) in [
+        ("ReserveIds", 4),
+        ("AddIntermediaryRules", 2),
+        ("AddEdgeRules", 1),
+    ] {
+        let name = format!("skywire.visor.v1.RouteGateway/{method}");
+        let calls: Vec<_> = spans
+            .iter()
+            .filter(|(service, span)| {
+                service == "route-setup" && span.name == name && span.kind == CLIENT
+            })
+            .collect();
+        assert_eq!(calls.len(), hops, "{method} calls: {:?}", listing());
+        for (_, call) in calls {
+            let served = spans.iter().find(|(service, span)| {
+                service == "skywire-visor"
+                    && span.name == name
+                    && span.kind == SERVER
+                    && span.parent_span_id == call.span_id
+            });
+            assert!(
+                served.is_some(),
+                "no visor served {method} as a child of route-setup's call: {:?}",
+                listing()
+            );
+        }
+    }
+    collector.stop().await;
 }

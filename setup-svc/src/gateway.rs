@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use dmsg::addr::{DmsgAddr, Port};
 use dmsg::client::WeakClient;
 use dmsg::identity::PublicKey;
+use middleware::{Breaker, BreakerConfig, ClientStackConfig, GrpcChannel};
 use skywire_proto::skywire::visor::v1 as pb;
 use skywire_proto::skywire::visor::v1::route_gateway_client::RouteGatewayClient;
 use visor::gateway::ROUTE_GATEWAY_PORT;
@@ -73,12 +74,14 @@ pub trait Gateways: Send + Sync + 'static {
 }
 
 /// One lazily connecting gRPC channel per visor to its gateway on `port`, tunnelled through
-/// a dmsg client's sessions, kept and reused (no dmsg handshake per call).
+/// a dmsg client's sessions, kept and reused (no dmsg handshake per call), each behind the
+/// shared client stack: the caller's trace context goes along (`traceparent`), every call
+/// has a deadline, and a visor that keeps failing is refused fast by its own breaker.
 #[derive(Debug)]
 pub struct VisorChannels {
     client: WeakClient,
     port: Port,
-    channels: Mutex<HashMap<PublicKey, tonic::transport::Channel>>,
+    channels: Mutex<HashMap<PublicKey, GrpcChannel>>,
 }
 
 impl VisorChannels {
@@ -92,7 +95,7 @@ impl VisorChannels {
     }
 
     /// The channel to `visor`'s gateway.
-    pub fn channel(&self, visor: PublicKey) -> tonic::transport::Channel {
+    pub fn channel(&self, visor: PublicKey) -> GrpcChannel {
         let mut channels = self
             .channels
             .lock()
@@ -100,7 +103,13 @@ impl VisorChannels {
         channels
             .entry(visor)
             .or_insert_with(|| {
-                dmsg::grpc::channel_any(self.client.clone(), DmsgAddr::new(visor, self.port))
+                let transport =
+                    dmsg::grpc::channel_any(self.client.clone(), DmsgAddr::new(visor, self.port));
+                let breaker = Breaker::new(
+                    format!("visor-gateway/{}/{}", self.port, visor.short()),
+                    BreakerConfig::default(),
+                );
+                middleware::client_stack(transport, &ClientStackConfig::default(), breaker)
             })
             .clone()
     }
@@ -120,7 +129,7 @@ impl GrpcGateways {
         }
     }
 
-    fn gateway(&self, visor: PublicKey) -> RouteGatewayClient<tonic::transport::Channel> {
+    fn gateway(&self, visor: PublicKey) -> RouteGatewayClient<GrpcChannel> {
         RouteGatewayClient::new(self.channels.channel(visor))
     }
 }

@@ -204,21 +204,26 @@ impl RouteSetup {
         // when it is known. It keeps its slot until then.
         let (answer, answered) = tokio::sync::oneshot::channel();
         let core = self.clone();
-        self.tasks.spawn(async move {
-            let result = core.set_up(request).await;
-            match &result {
-                Ok(_) => permit.success(),
-                Err(DialError::Setup(error)) if error.is_destination() => permit.failure(),
-                // The source, a hop in the middle, the graph: not the destination's doing.
-                // Dropping the permit records nothing (a probe slot is freed).
-                Err(_) => drop(permit),
-            }
-            if let Err(Ok(late)) = answer.send(result) {
-                tracing::debug!(%dst, "setup finished after its caller left; releasing it");
-                release(core.gateways.as_ref(), &late.reserved).await;
-            }
-            drop(slot);
-        });
+        // The setup's gateway calls are children of the caller's span (one trace per dial).
+        let span = tracing::Span::current();
+        self.tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                let result = core.set_up(request).await;
+                match &result {
+                    Ok(_) => permit.success(),
+                    Err(DialError::Setup(error)) if error.is_destination() => permit.failure(),
+                    // The source, a hop in the middle, the graph: not the destination's doing.
+                    // Dropping the permit records nothing (a probe slot is freed).
+                    Err(_) => drop(permit),
+                }
+                if let Err(Ok(late)) = answer.send(result) {
+                    tracing::debug!(%dst, "setup finished after its caller left; releasing it");
+                    release(core.gateways.as_ref(), &late.reserved).await;
+                }
+                drop(slot);
+            },
+            span,
+        ));
         match tokio::time::timeout(timeout, answered).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(DialError::Timeout(timeout)),

@@ -32,7 +32,7 @@ impl TransportSetupService {
         }
     }
 
-    fn gateway(&self, visor: PublicKey) -> TransportGatewayClient<tonic::transport::Channel> {
+    fn gateway(&self, visor: PublicKey) -> TransportGatewayClient<middleware::GrpcChannel> {
         TransportGatewayClient::new(self.channels.channel(visor))
     }
 }

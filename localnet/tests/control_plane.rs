@@ -365,3 +365,86 @@ async fn a_route_setup_is_one_trace_across_route_setup_and_every_hop() {
     }
     collector.stop().await;
 }
+
+/// The route reservations a visor holds now, from its `/metrics`.
+async fn reservations(fleet: &Fleet, role: Role) -> f64 {
+    let text = testkit::metrics::scrape(loopback(fleet.member(role).unwrap().admin_port)).await;
+    testkit::metrics::value(&text, "visor_route_reservations").unwrap_or_else(|| panic!("{text}"))
+}
+
+/// (e) route-setup killed after the reservations and before any rule: the caller gets an
+/// error at once (well within its deadline), and every hop's reservation expires (ROUTING.md
+/// §5.2: 30 s) — nothing leaks. B is frozen for a moment so the setup is caught between its
+/// two rounds: A, C and D have reserved, B's answer is still on its way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_setup_killed_mid_setup_leaks_no_reservation() {
+    let _serial = SERIAL.lock().await;
+    let (mut fleet, visors) = fleet_with_a_line_of_transports(Vec::new()).await;
+    let mut routes = RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await);
+    fleet
+        .member(Role::Visor(1))
+        .unwrap()
+        .signal("STOP")
+        .unwrap();
+    let mut request = tonic::Request::new(pb::DialRouteGroupRequest {
+        src: pk_to_proto(&visors[0]),
+        dst: pk_to_proto(&visors[3]),
+        src_port: 7,
+        dst_port: 80,
+        min_hops: 0,
+        max_hops: 0,
+    });
+    let deadline = Duration::from_secs(10);
+    request.set_timeout(deadline);
+    let started = tokio::time::Instant::now();
+    let dialing = tokio::spawn(async move { routes.dial_route_group(request).await });
+    // The reservations on A, C and D land; B, frozen, cannot answer.
+    let reserved_until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while reservations(&fleet, Role::Visor(0)).await == 0.0 {
+        assert!(
+            tokio::time::Instant::now() < reserved_until,
+            "A never reserved"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fleet.member_mut(Role::RouteSetup).unwrap().kill().unwrap();
+    let answer = dialing.await.unwrap();
+    let failed = answer.expect_err("route-setup was killed");
+    assert!(
+        started.elapsed() < deadline,
+        "the error came after the deadline: {failed:?}"
+    );
+    fleet
+        .member(Role::Visor(1))
+        .unwrap()
+        .signal("CONT")
+        .unwrap();
+    for role in [Role::Visor(0), Role::Visor(2), Role::Visor(3)] {
+        assert!(
+            reservations(&fleet, role).await > 0.0,
+            "{role} held nothing"
+        );
+    }
+
+    // The reservation timeout (30 s) and a collection pass (every 5 s) later, none is left.
+    let expired_by = tokio::time::Instant::now() + Duration::from_secs(50);
+    for role in fleet.visors() {
+        while reservations(&fleet, role).await > 0.0 {
+            assert!(
+                tokio::time::Instant::now() < expired_by,
+                "{role} still holds reservations"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let text = testkit::metrics::scrape(loopback(fleet.member(role).unwrap().admin_port)).await;
+        for kind in ["forward", "consume", "intermediary"] {
+            assert_eq!(
+                testkit::metrics::value(&text, &format!("visor_rules{{type=\"{kind}\"}}")),
+                Some(0.0),
+                "{role}: {kind} rules"
+            );
+        }
+    }
+    let problems = fleet.shutdown(Duration::from_secs(15)).await;
+    assert!(problems.is_empty(), "{problems:?}");
+}

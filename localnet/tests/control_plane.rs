@@ -80,9 +80,13 @@ where
 /// The fleet of these tests (with `env` for every member), started, with transports A–B
 /// (stcp), B–C (dmsg) and C–D (stcp) built by an operator through transport-setup and seen in
 /// discovery's registry (Done-when a and f). Returns the fleet and the visors' keys.
-async fn fleet_with_a_line_of_transports(env: Vec<(String, String)>) -> (Fleet, Vec<PublicKey>) {
+async fn fleet_with_a_line_of_transports(
+    env: Vec<(String, String)>,
+    route_setup_args: &[&str],
+) -> (Fleet, Vec<PublicKey>) {
     let mut spec = FleetSpec::new(LAUNCHER, 1, 0);
     spec.env = env;
+    spec.route_setup_args = route_setup_args.iter().map(|a| (*a).to_owned()).collect();
     spec.visors = 4;
     spec.setup_services = true;
     spec.registration_backoff_cap = Duration::from_secs(2);
@@ -94,7 +98,17 @@ async fn fleet_with_a_line_of_transports(env: Vec<(String, String)>) -> (Fleet, 
         .map(|role| fleet.member(*role).unwrap().pk)
         .collect();
 
-    // Through reflection (v1 and v1alpha) and health, as grpcurl sees them.
+    // Through reflection (v1 and v1alpha) and health, as grpcurl sees them, once each
+    // reports SERVING (as a load balancer would wait).
+    for role in [Role::TransportSetup, Role::RouteSetup] {
+        testkit::grpc::wait_health(
+            channel(&fleet, role).await,
+            "",
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            Duration::from_secs(10),
+        )
+        .await;
+    }
     testkit::grpc::assert_serves_exactly(
         channel(&fleet, Role::TransportSetup).await,
         &["skywire.setup.v1.TransportSetup"],
@@ -152,7 +166,7 @@ async fn fleet_with_a_line_of_transports(env: Vec<(String, String)>) -> (Fleet, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_build_transports_and_a_three_hop_route_group_through_the_setup_services() {
     let _serial = SERIAL.lock().await;
-    let (mut fleet, visors) = fleet_with_a_line_of_transports(Vec::new()).await;
+    let (mut fleet, visors) = fleet_with_a_line_of_transports(Vec::new(), &[]).await;
 
     // route-setup: a 3-hop route group from A to D, set up on every hop.
     let mut routes = RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await);
@@ -287,10 +301,10 @@ fn hex_of(bytes: &[u8]) -> String {
 async fn a_route_setup_is_one_trace_across_route_setup_and_every_hop() {
     let _serial = SERIAL.lock().await;
     let collector = testkit::otlp::start_collector().await;
-    let (mut fleet, visors) = fleet_with_a_line_of_transports(vec![(
-        "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-        collector.endpoint(),
-    )])
+    let (mut fleet, visors) = fleet_with_a_line_of_transports(
+        vec![("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector.endpoint())],
+        &[],
+    )
     .await;
     let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
     let caller_span = format!("{:016x}", rand::random::<u64>() | 1);
@@ -379,7 +393,7 @@ async fn reservations(fleet: &Fleet, role: Role) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_setup_killed_mid_setup_leaks_no_reservation() {
     let _serial = SERIAL.lock().await;
-    let (mut fleet, visors) = fleet_with_a_line_of_transports(Vec::new()).await;
+    let (mut fleet, visors) = fleet_with_a_line_of_transports(Vec::new(), &[]).await;
     let mut routes = RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await);
     fleet
         .member(Role::Visor(1))
@@ -445,6 +459,157 @@ async fn route_setup_killed_mid_setup_leaks_no_reservation() {
             );
         }
     }
+    let problems = fleet.shutdown(Duration::from_secs(15)).await;
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// Calls of `method` of `service` a member's gateway served, whatever their code.
+async fn served(fleet: &Fleet, role: Role, service: &str, method: &str) -> f64 {
+    let text = testkit::metrics::scrape(loopback(fleet.member(role).unwrap().admin_port)).await;
+    text.lines()
+        .filter(|line| {
+            line.starts_with("grpc_server_handled_total{")
+                && line.contains(&format!("grpc_method=\"{method}\""))
+                && line.contains(&format!("grpc_service=\"{service}\""))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// ReserveIds calls `role`'s route gateway served.
+async fn reserves(fleet: &Fleet, role: Role) -> f64 {
+    served(fleet, role, "skywire.visor.v1.RouteGateway", "ReserveIds").await
+}
+
+fn dial_request(src: &PublicKey, dst: &PublicKey) -> pb::DialRouteGroupRequest {
+    pb::DialRouteGroupRequest {
+        src: pk_to_proto(src),
+        dst: pk_to_proto(dst),
+        src_port: 7,
+        dst_port: 80,
+        min_hops: 0,
+        max_hops: 0,
+    }
+}
+
+/// (d) The destination breaker on real processes. A frozen intermediate hop (B) fails
+/// setups without opening D's breaker. With D frozen, 3 failed setups open D's breaker; the
+/// 4th is refused `breaker_open` before any gateway call (A's ReserveIds count does not
+/// move); after the (shortened) open time, 100 dials at once let exactly one probe reach the
+/// gateways, and with D back that probe closes the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_destination_opens_its_breaker_and_one_probe_closes_it() {
+    let _serial = SERIAL.lock().await;
+    let (mut fleet, visors) = fleet_with_a_line_of_transports(
+        Vec::new(),
+        // A frozen hop fails its call within 2 s (a third of the setup deadline).
+        &["--breaker-open-secs", "3", "--request-timeout-secs", "6"],
+    )
+    .await;
+    let routes = RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await);
+    let (a, d) = (visors[0], visors[3]);
+    let breakers = || {
+        let mut routes = routes.clone();
+        async move {
+            routes
+                .breakers(pb::BreakersRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .breakers
+        }
+    };
+    let dial = |src: PublicKey, dst: PublicKey| {
+        let mut routes = routes.clone();
+        async move { routes.dial_route_group(dial_request(&src, &dst)).await }
+    };
+
+    // B frozen: setups fail at B, an intermediate hop; D's breaker stays closed.
+    fleet
+        .member(Role::Visor(1))
+        .unwrap()
+        .signal("STOP")
+        .unwrap();
+    let failures = futures::future::join_all((0..4).map(|_| dial(a, d))).await;
+    fleet
+        .member(Role::Visor(1))
+        .unwrap()
+        .signal("CONT")
+        .unwrap();
+    for failure in failures {
+        let status = failure.expect_err("B is frozen");
+        assert_eq!(
+            skywire_proto::status::reason_in(&status, setup_svc::service::ERROR_DOMAIN).as_deref(),
+            Some("hop_failed"),
+            "{status:?}"
+        );
+    }
+    assert!(
+        breakers().await.is_empty(),
+        "an intermediate hop opened D's breaker"
+    );
+    dial(a, d).await.expect("B is back");
+
+    // D frozen: 3 failures open its breaker.
+    fleet
+        .member(Role::Visor(3))
+        .unwrap()
+        .signal("STOP")
+        .unwrap();
+    let failures = futures::future::join_all((0..3).map(|_| dial(a, d))).await;
+    assert!(failures.iter().all(Result::is_err), "{failures:?}");
+    let open_until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while breakers().await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < open_until,
+            "D's breaker never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = reserves(&fleet, Role::Visor(0)).await;
+    let refused = dial(a, d).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        skywire_proto::status::reason_in(&refused, "skywire").as_deref(),
+        Some("breaker_open"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        reserves(&fleet, Role::Visor(0)).await,
+        before,
+        "a refused dial reached a gateway"
+    );
+
+    // D back; after the open time, 100 dials at once: one probe, which closes the breaker.
+    fleet
+        .member(Role::Visor(3))
+        .unwrap()
+        .signal("CONT")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    let before = reserves(&fleet, Role::Visor(0)).await;
+    let dials = futures::future::join_all((0..100).map(|_| dial(a, d))).await;
+    let passed = dials.iter().filter(|dial| dial.is_ok()).count();
+    assert_eq!(
+        passed,
+        1,
+        "exactly one probe: {:?}",
+        dials.iter().find(|d| d.is_err())
+    );
+    assert_eq!(
+        reserves(&fleet, Role::Visor(0)).await,
+        before + 1.0,
+        "one probe reached A's gateway"
+    );
+    let closed_until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !breakers().await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < closed_until,
+            "the probe did not close it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dial(a, d).await.expect("closed again");
     let problems = fleet.shutdown(Duration::from_secs(15)).await;
     assert!(problems.is_empty(), "{problems:?}");
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use dmsg::addr::{DmsgAddr, Port};
 use dmsg::client::WeakClient;
 use dmsg::identity::PublicKey;
-use middleware::{Breaker, BreakerConfig, ClientStackConfig, GrpcChannel};
+use middleware::{Breaker, BreakerConfig, ClientStackConfig, FailurePolicy, GrpcChannel};
 use skywire_proto::skywire::visor::v1 as pb;
 use skywire_proto::skywire::visor::v1::route_gateway_client::RouteGatewayClient;
 use visor::gateway::ROUTE_GATEWAY_PORT;
@@ -75,21 +75,33 @@ pub trait Gateways: Send + Sync + 'static {
 
 /// One lazily connecting gRPC channel per visor to its gateway on `port`, tunnelled through
 /// a dmsg client's sessions, kept and reused (no dmsg handshake per call), each behind the
-/// shared client stack: the caller's trace context goes along (`traceparent`), every call
-/// has a deadline, and a visor that keeps failing is refused fast by its own breaker.
+/// shared client stack: the caller's trace context goes along (`traceparent`) and every call
+/// has a deadline. The stack's breaker never opens here: the destination breakers of
+/// route-setup are the breakers of these calls (one per destination, their durations
+/// configured), and a second one per visor would refuse a recovered visor on its own clock.
 #[derive(Debug)]
 pub struct VisorChannels {
     client: WeakClient,
     port: Port,
+    stack: ClientStackConfig,
     channels: Mutex<HashMap<PublicKey, GrpcChannel>>,
 }
 
 impl VisorChannels {
-    /// Channels to dmsg `port` of each visor, through `client`.
+    /// Channels to dmsg `port` of each visor, through `client`, 30 s per call.
     pub fn new(client: WeakClient, port: Port) -> Self {
+        Self::with_call_timeout(client, port, std::time::Duration::from_secs(30))
+    }
+
+    /// The same with `timeout` per call.
+    pub fn with_call_timeout(client: WeakClient, port: Port, timeout: std::time::Duration) -> Self {
         Self {
             client,
             port,
+            stack: ClientStackConfig {
+                timeouts: middleware::TimeoutConfig::uniform(timeout),
+                ..ClientStackConfig::default()
+            },
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -105,11 +117,12 @@ impl VisorChannels {
             .or_insert_with(|| {
                 let transport =
                     dmsg::grpc::channel_any(self.client.clone(), DmsgAddr::new(visor, self.port));
-                let breaker = Breaker::new(
+                let breaker = Breaker::with_policy(
                     format!("visor-gateway/{}/{}", self.port, visor.short()),
                     BreakerConfig::default(),
+                    FailurePolicy::custom(|_| false),
                 );
-                middleware::client_stack(transport, &ClientStackConfig::default(), breaker)
+                middleware::client_stack(transport, &self.stack, breaker)
             })
             .clone()
     }
@@ -121,11 +134,22 @@ pub struct GrpcGateways {
     channels: VisorChannels,
 }
 
+/// How long one gateway call may take by default: a third of route-setup's 30 s setup
+/// deadline (a setup is three rounds of calls).
+pub const DEFAULT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl GrpcGateways {
-    /// Gateways reached through `client`'s sessions.
+    /// Gateways reached through `client`'s sessions, [`DEFAULT_CALL_TIMEOUT`] per call.
     pub fn new(client: WeakClient) -> Self {
+        Self::with_call_timeout(client, DEFAULT_CALL_TIMEOUT)
+    }
+
+    /// The same with `timeout` per call. Keep it under a third of the setup deadline: a hop
+    /// that hangs then fails as itself (a hung destination counts against its breaker)
+    /// before the whole setup times out (which is nobody's fault).
+    pub fn with_call_timeout(client: WeakClient, timeout: std::time::Duration) -> Self {
         Self {
-            channels: VisorChannels::new(client, ROUTE_GATEWAY_PORT),
+            channels: VisorChannels::with_call_timeout(client, ROUTE_GATEWAY_PORT, timeout),
         }
     }
 

@@ -52,7 +52,11 @@ async fn serve(settings: RouteSetupSettings, keypair: Keypair) -> anyhow::Result
         (None, None) => anyhow::bail!("route-setup needs --discovery or --discovery-pk"),
     };
     let core = RouteSetup::new(
-        Arc::new(GrpcGateways::new(client.downgrade())),
+        // A hop that hangs fails as itself, within a third of the setup deadline.
+        Arc::new(GrpcGateways::with_call_timeout(
+            client.downgrade(),
+            settings.core.request_timeout / 3,
+        )),
         Arc::new(RegistryGraph(registry)),
         settings.core,
     );

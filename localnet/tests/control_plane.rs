@@ -170,14 +170,7 @@ async fn operators_build_transports_and_a_three_hop_route_group_through_the_setu
 
     // route-setup: a 3-hop route group from A to D, set up on every hop.
     let mut routes = RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await);
-    let request = pb::DialRouteGroupRequest {
-        src: pk_to_proto(&visors[0]),
-        dst: pk_to_proto(&visors[3]),
-        src_port: 7,
-        dst_port: 80,
-        min_hops: 0,
-        max_hops: 0,
-    };
+    let request = dial_request(&visors[0], &visors[3]);
     let answer = eventually("DialRouteGroup", Duration::from_secs(20), || {
         let mut routes = routes.clone();
         let request = request.clone();
@@ -308,14 +301,7 @@ async fn a_route_setup_is_one_trace_across_route_setup_and_every_hop() {
     .await;
     let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
     let caller_span = format!("{:016x}", rand::random::<u64>() | 1);
-    let mut request = tonic::Request::new(pb::DialRouteGroupRequest {
-        src: pk_to_proto(&visors[0]),
-        dst: pk_to_proto(&visors[3]),
-        src_port: 7,
-        dst_port: 80,
-        min_hops: 0,
-        max_hops: 0,
-    });
+    let mut request = tonic::Request::new(dial_request(&visors[0], &visors[3]));
     request.metadata_mut().insert(
         "traceparent",
         format!("00-{trace_id}-{caller_span}-01").parse().unwrap(),
@@ -400,14 +386,7 @@ async fn route_setup_killed_mid_setup_leaks_no_reservation() {
         .unwrap()
         .signal("STOP")
         .unwrap();
-    let mut request = tonic::Request::new(pb::DialRouteGroupRequest {
-        src: pk_to_proto(&visors[0]),
-        dst: pk_to_proto(&visors[3]),
-        src_port: 7,
-        dst_port: 80,
-        min_hops: 0,
-        max_hops: 0,
-    });
+    let mut request = tonic::Request::new(dial_request(&visors[0], &visors[3]));
     let deadline = Duration::from_secs(10);
     request.set_timeout(deadline);
     let started = tokio::time::Instant::now();

@@ -18,17 +18,19 @@
 
 #[path = "../../visor/tests/common/mod.rs"]
 mod common;
+#[path = "../tests/support/line.rs"]
+mod line;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dmsg::addr::DmsgAddr;
-use dmsg::identity::{Keypair, PublicKey};
+use dmsg::identity::PublicKey;
+use line::Line;
 use middleware::{Breaker, BreakerConfig, ClientStackConfig, GrpcChannel, ServerStackConfig};
 use observability::HealthStates;
 use service::GrpcEndpoint;
 use setup_svc::gateway::GrpcGateways;
-use setup_svc::paths::Graph;
 use setup_svc::route_setup::{RouteSetup, RouteSetupConfig, StaticGraph};
 use setup_svc::service::{BreakerBoard, ROUTE_SETUP_PORT, RouteSetupService};
 use skywire_proto::skywire::setup::v1 as pb;
@@ -36,7 +38,6 @@ use skywire_proto::skywire::setup::v1::route_setup_client::RouteSetupClient;
 use skywire_proto::skywire::setup::v1::route_setup_server::RouteSetupServer;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use visor::gateway::TrustedKeys;
 
 struct Sizes {
     samples: usize,
@@ -93,28 +94,12 @@ async fn timed<T>(call: impl Future<Output = T>) -> f64 {
 }
 
 async fn run(sizes: &Sizes) -> Vec<(&'static str, String)> {
-    let relay = common::Relay::start().await;
-    let setup_key = Keypair::generate();
-    let net = common::nodes_on(4, &relay).await;
-    let gateways_served = common::ServedGateways::start(&net, |_| TrustedKeys {
-        route_setup: [setup_key.public()].into(),
-        ..TrustedKeys::default()
-    });
-    let mut transports = Vec::new();
-    for i in 0..3 {
-        let id = common::link(&net[i], &net[i + 1]).await;
-        transports.push((net[i].visor.public_key(), net[i + 1].visor.public_key(), id));
-    }
-
+    let line = Line::start(false).await;
+    let (net, route_setup, setup_key) = (&line.net, &line.route_setup, &line.setup_key);
     // route-setup as the binary runs it: its dmsg client, port 36, the server stack.
-    let route_setup = relay.client(&setup_key);
-    common::wait_until("route-setup has a session", || {
-        !route_setup.connected_servers().is_empty()
-    })
-    .await;
     let core = RouteSetup::new(
         Arc::new(GrpcGateways::new(route_setup.downgrade())),
-        Arc::new(StaticGraph(Graph::new(transports))),
+        Arc::new(StaticGraph(line.graph())),
         RouteSetupConfig::default(),
     );
     let stop = CancellationToken::new();
@@ -199,12 +184,7 @@ async fn run(sizes: &Sizes) -> Vec<(&'static str, String)> {
     served.await.unwrap().unwrap();
     health_task.await.unwrap();
     core.drain().await;
-    gateways_served.stop().await;
-    route_setup.close().await;
-    for node in &net {
-        node.visor.shutdown().await;
-    }
-    relay.stop().await;
+    line.stop().await;
     vec![
         ("grpc_dmsg_rtt_ms_p50", format!("{rtt_p50:.3}")),
         ("setup_2hop_ms_p50", format!("{two_p50:.3}")),

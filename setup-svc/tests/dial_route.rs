@@ -8,52 +8,27 @@
 
 #[path = "../../visor/tests/common/mod.rs"]
 mod common;
+#[path = "support/line.rs"]
+mod line;
 
 use std::sync::Arc;
 
 use dmsg::identity::Keypair;
+use line::Line;
 use setup_svc::gateway::GrpcGateways;
-use setup_svc::paths::Graph;
 use setup_svc::route_setup::{RouteSetup, RouteSetupConfig, StaticGraph};
 use setup_svc::service::{BreakerBoard, ERROR_DOMAIN, ROUTE_SETUP_PORT, RouteSetupService};
 use skywire_proto::skywire::setup::v1::route_setup_server::RouteSetupServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use visor::gateway::TrustedKeys;
-use visor::node::VisorConfig;
 use visor::route_dial::{RouteDialError, RouteOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visor_dials_a_three_hop_route_group_through_route_setup() {
-    let relay = common::Relay::start().await;
-    let setup_key = Keypair::generate();
-    let net = common::nodes_on_with(
-        4,
-        &relay,
-        VisorConfig {
-            route_setups: vec![setup_key.public()],
-            ..VisorConfig::default()
-        },
-    )
-    .await;
-    let gateways_served = common::ServedGateways::start(&net, |_| TrustedKeys {
-        route_setup: [setup_key.public()].into(),
-        ..TrustedKeys::default()
-    });
-    let mut transports = Vec::new();
-    for i in 0..3 {
-        let id = common::link(&net[i], &net[i + 1]).await;
-        transports.push((net[i].visor.public_key(), net[i + 1].visor.public_key(), id));
-    }
-
-    // route-setup: its own dmsg client, the service on dmsg port 36.
-    let route_setup = relay.client(&setup_key);
-    common::wait_until("route-setup has a session", || {
-        !route_setup.connected_servers().is_empty()
-    })
-    .await;
+    let line = Line::start(true).await;
+    let (net, route_setup) = (&line.net, &line.route_setup);
     let core = RouteSetup::new(
         Arc::new(GrpcGateways::new(route_setup.downgrade())),
-        Arc::new(StaticGraph(Graph::new(transports))),
+        Arc::new(StaticGraph(line.graph())),
         RouteSetupConfig::default(),
     );
     let listener = route_setup.listen(ROUTE_SETUP_PORT).unwrap();
@@ -126,10 +101,5 @@ async fn a_visor_dials_a_three_hop_route_group_through_route_setup() {
     );
 
     served.abort();
-    gateways_served.stop().await;
-    route_setup.close().await;
-    for node in &net {
-        node.visor.shutdown().await;
-    }
-    relay.stop().await;
+    line.stop().await;
 }

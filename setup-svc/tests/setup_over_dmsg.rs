@@ -7,31 +7,22 @@
 
 #[path = "../../visor/tests/common/mod.rs"]
 mod common;
+#[path = "support/line.rs"]
+mod line;
 
 use std::time::Duration;
 
 use dmsg::identity::Keypair;
+use line::Line;
 use setup_svc::gateway::{GatewayError, GrpcGateways};
-use setup_svc::paths::Graph;
 use setup_svc::setup::{Role, SetupError, SetupRequest, Step, setup_route_group};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use visor::gateway::TrustedKeys;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_setup_builds_a_three_hop_route_group_through_the_gateways() {
-    let relay = common::Relay::start().await;
-    let net = common::nodes_on(4, &relay).await;
-    let setup_key = Keypair::generate();
-    let gateways_served = common::ServedGateways::start(&net, |_| TrustedKeys {
-        route_setup: [setup_key.public()].into(),
-        ..TrustedKeys::default()
-    });
-    let mut transports = Vec::new();
-    for i in 0..3 {
-        let id = common::link(&net[i], &net[i + 1]).await;
-        transports.push((net[i].visor.public_key(), net[i + 1].visor.public_key(), id));
-    }
-    let graph = Graph::new(transports);
+    let line = Line::start(false).await;
+    let (net, relay, route_setup) = (&line.net, &line.relay, &line.route_setup);
+    let graph = line.graph();
     let request = SetupRequest {
         src: (net[0].visor.public_key(), common::port(7)),
         dst: (net[3].visor.public_key(), common::port(80)),
@@ -39,11 +30,6 @@ async fn route_setup_builds_a_three_hop_route_group_through_the_gateways() {
         max_hops: 3,
     };
 
-    let route_setup = relay.client(&setup_key);
-    common::wait_until("route-setup has a session", || {
-        !route_setup.connected_servers().is_empty()
-    })
-    .await;
     let gateways = GrpcGateways::new(route_setup.downgrade());
     let setup = setup_route_group(&gateways, &graph, request, Duration::from_secs(30))
         .await
@@ -101,11 +87,6 @@ async fn route_setup_builds_a_three_hop_route_group_through_the_gateways() {
     let after: Vec<usize> = net.iter().map(|n| n.visor.stats().rules.reserved).collect();
     assert_eq!(before, after);
 
-    gateways_served.stop().await;
-    route_setup.close().await;
     impostor.close().await;
-    for node in &net {
-        node.visor.shutdown().await;
-    }
-    relay.stop().await;
+    line.stop().await;
 }

@@ -270,10 +270,13 @@ impl Client {
             .filter_map(|server| self.session(server))
             .filter(|session| !session.is_closed())
             .collect();
-        let tried: Vec<PublicKey> = existing.iter().map(Session::remote).collect();
+        let before = attempts.len();
         if let Some(stream) = self.try_sessions(existing, dst, pq, attempts).await? {
             return Ok(Some(stream));
         }
+        // Only the sessions actually tried: one that closed before its turn (its server just
+        // died, say) gets a fresh connect below, so the attempt is made and recorded.
+        let tried: Vec<PublicKey> = attempts[before..].iter().map(|a| a.server).collect();
 
         // The servers not tried through a live session just now. Each goes through
         // `connect`, which returns a session that came up meanwhile (the lifecycle's, say)

@@ -10,8 +10,9 @@
 //! On a tonic server, tonic itself also applies the caller's `grpc-timeout`, outside every
 //! user layer, and answers CANCELLED "Timeout expired" when it fires. tonic polls the layers
 //! inside it before its own timer, so this layer ends a call bound by the caller's deadline
-//! [`CALLER_DEADLINE_MARGIN`] early: it then always fires first and the caller gets
-//! DEADLINE_EXCEEDED (a moment before its own deadline, which it would not meet anyway).
+//! a little early ([`caller_margin`]): it then fires first, and its DEADLINE_EXCEEDED reaches
+//! the caller before the caller's own timer ends the call as CANCELLED (a moment before its
+//! deadline, which it would not meet anyway).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,9 +29,16 @@ use tower::{Layer, Service};
 use crate::deadline;
 use crate::status_body::StatusBody;
 
-/// How much earlier than the caller's own deadline a call bound by it is ended; covers the
-/// millisecond rounding of timers, so this layer's timer fires before tonic's.
-pub const CALLER_DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+/// The most a call bound by its caller's deadline is ended early (see [`caller_margin`]).
+pub const CALLER_DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+
+/// How much earlier than the caller's deadline `caller` a call bound by it is ended: a fifth
+/// of it, at most [`CALLER_DEADLINE_MARGIN`] — room for the answer to travel back on a busy
+/// machine, so the caller hears DEADLINE_EXCEEDED rather than its own timer (a 5 ms margin
+/// lost that race on a loaded 2-core machine).
+pub fn caller_margin(caller: Duration) -> Duration {
+    (caller / 5).min(CALLER_DEADLINE_MARGIN)
+}
 
 /// Per-method time budgets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,7 +128,7 @@ where
         let budget = self.config.budget(&path);
         let (timeout, fire_after) = match deadline::grpc_timeout(request.headers()) {
             Some(caller) if caller <= budget => {
-                (caller, caller.saturating_sub(CALLER_DEADLINE_MARGIN))
+                (caller, caller.saturating_sub(caller_margin(caller)))
             }
             _ => (budget, budget),
         };

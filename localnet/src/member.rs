@@ -142,6 +142,16 @@ impl Member {
         self.env.push((key.to_owned(), value.to_owned()));
     }
 
+    /// Appends flags to its command line for the next starts (ones that name other members,
+    /// whose keys are known once the fleet is created).
+    pub fn add_args<I, S>(&mut self, args: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+    }
+
     /// Starts the process (again, after a stop), appending to its log.
     pub fn start(&mut self) -> Result<(), MemberError> {
         if self.is_running() {

@@ -4,7 +4,9 @@
 //! and calls them on TCP; transport-setup builds A–B, B–C, C–D on the visors over dmsg and
 //! they appear in discovery's registry; route-setup sets a 3-hop route group A → D up on
 //! every hop's gateway; a key A does not trust is refused at its gateway, counted, and
-//! served nothing. With an OTLP collector, that setup is one trace across route-setup and
+//! served nothing. Visor A's process forwards a local port to a service D publishes: each
+//! connection is a route group A dials through route-setup over A–B–C–D, bytes both ways.
+//! With an OTLP collector, such a dial is one trace from A's span across route-setup and
 //! every hop's gateway.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,6 +23,7 @@ use skywire_proto::skywire::setup::v1::route_setup_client::RouteSetupClient;
 use skywire_proto::skywire::setup::v1::transport_setup_client::TransportSetupClient;
 use skywire_proto::skywire::visor::v1 as visor_pb;
 use skywire_proto::skywire::visor::v1::transport_gateway_client::TransportGatewayClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_skywire-localnet");
@@ -77,13 +80,68 @@ where
     }
 }
 
+/// D's published service: answers each connection, once the client has half-closed, with
+/// `echo:` and everything it sent.
+async fn start_echo_service() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                if tcp.read_to_end(&mut got).await.is_ok() {
+                    let _ = tcp.write_all(b"echo:").await;
+                    let _ = tcp.write_all(&got).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `payload` through A's forward, half-closes, and returns the whole reply; retried
+/// while A closes the connection at once (its dial failed: the members connect to dmsg in
+/// the background).
+async fn through_the_forward(forward: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut tcp = tokio::net::TcpStream::connect(forward).await.unwrap();
+        let mut reply = Vec::new();
+        let exchange = async {
+            tcp.write_all(payload).await?;
+            tcp.shutdown().await?;
+            tcp.read_to_end(&mut reply).await
+        };
+        let done = tokio::time::timeout(Duration::from_secs(30), exchange)
+            .await
+            .expect("a reply within 30 s");
+        match done {
+            Ok(_) if !reply.is_empty() => return reply,
+            // Closed at once (or reset while sending): the dial failed.
+            outcome => assert!(
+                tokio::time::Instant::now() < until,
+                "no reply through the forward: {outcome:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A value of `role`'s `/metrics` (0 when the series is not there yet).
+async fn metric(fleet: &Fleet, role: Role, series: &str) -> f64 {
+    let text = testkit::metrics::scrape(loopback(fleet.member(role).unwrap().admin_port)).await;
+    testkit::metrics::value(&text, series).unwrap_or(0.0)
+}
+
 /// The fleet of these tests (with `env` for every member), started, with transports A–B
 /// (stcp), B–C (dmsg) and C–D (stcp) built by an operator through transport-setup and seen in
-/// discovery's registry (Done-when a and f). Returns the fleet and the visors' keys.
+/// discovery's registry (Done-when a and f). A forwards a local port (returned) to route port
+/// 80 of D, which publishes an echo service there. Returns the fleet, the visors' keys and
+/// A's forward.
 async fn fleet_with_a_line_of_transports(
     env: Vec<(String, String)>,
     route_setup_args: &[&str],
-) -> (Fleet, Vec<PublicKey>) {
+) -> (Fleet, Vec<PublicKey>, SocketAddr) {
     let mut spec = FleetSpec::new(LAUNCHER, 1, 0);
     spec.env = env;
     spec.route_setup_args = route_setup_args.iter().map(|a| (*a).to_owned()).collect();
@@ -91,6 +149,23 @@ async fn fleet_with_a_line_of_transports(
     spec.setup_services = true;
     spec.registration_backoff_cap = Duration::from_secs(2);
     let mut fleet = Fleet::create(&spec).unwrap();
+    let forward = loopback(
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(),
+    );
+    let service = start_echo_service().await;
+    let d = fleet.member(Role::Visor(3)).unwrap().pk;
+    fleet
+        .member_mut(Role::Visor(0))
+        .unwrap()
+        .add_args(["--forward".to_owned(), format!("{forward}={d}:80")]);
+    fleet
+        .member_mut(Role::Visor(3))
+        .unwrap()
+        .add_args(["--publish".to_owned(), format!("80={service}")]);
     fleet.start(StartOrder::Dependencies).unwrap();
     let visors: Vec<_> = fleet
         .visors()
@@ -160,13 +235,53 @@ async fn fleet_with_a_line_of_transports(
         }
     }
 
-    (fleet, visors)
+    (fleet, visors, forward)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_build_transports_and_a_three_hop_route_group_through_the_setup_services() {
     let _serial = SERIAL.lock().await;
-    let (mut fleet, visors) = fleet_with_a_line_of_transports(Vec::new(), &[]).await;
+    let (mut fleet, visors, forward) = fleet_with_a_line_of_transports(Vec::new(), &[]).await;
+
+    // (b) Visor A's process dials D through route-setup for a connection to its forward: the
+    // only route is A–B–C–D, so B and C each forward both directions; 256 KiB go each way.
+    let payload: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let reply = through_the_forward(forward, &payload).await;
+    assert_eq!(reply.len(), 5 + payload.len());
+    assert!(
+        reply.starts_with(b"echo:") && reply[5..] == payload[..],
+        "the reply differs"
+    );
+    for (role, series) in [
+        (
+            Role::Visor(0),
+            r#"visor_forward_connections_total{outcome="done",side="forward"}"#,
+        ),
+        (
+            Role::Visor(3),
+            r#"visor_forward_connections_total{outcome="done",side="publish"}"#,
+        ),
+        (Role::Visor(1), r#"visor_rules{type="intermediary"}"#),
+        (Role::Visor(2), r#"visor_rules{type="intermediary"}"#),
+    ] {
+        let want = if series.starts_with("visor_rules") {
+            2.0
+        } else {
+            1.0
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = metric(&fleet, role, series).await;
+            if got == want {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{role} {series}: {got}, not {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     // route-setup: a 3-hop route group from A to D, set up on every hop.
     let mut routes = RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await);
@@ -287,33 +402,30 @@ fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// (g) One route setup is one trace: the caller's span → route-setup's server span → its
-/// client call to each hop's route gateway → that visor's server span, though every hop is
-/// gRPC over dmsg.
+/// (g) One route dial is one trace: visor A's `visor.dial_route` span (a connection to its
+/// forward) → its client call to route-setup → route-setup's server span → its client call to
+/// each hop's route gateway → that visor's server span, though every hop is gRPC over dmsg.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_route_setup_is_one_trace_across_route_setup_and_every_hop() {
+async fn a_route_dial_is_one_trace_from_the_visor_across_route_setup_and_every_hop() {
     let _serial = SERIAL.lock().await;
     let collector = testkit::otlp::start_collector().await;
-    let (mut fleet, visors) = fleet_with_a_line_of_transports(
+    let (mut fleet, _, forward) = fleet_with_a_line_of_transports(
         vec![("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector.endpoint())],
         &[],
     )
     .await;
-    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
-    let caller_span = format!("{:016x}", rand::random::<u64>() | 1);
-    let mut request = tonic::Request::new(dial_request(&visors[0], &visors[3]));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-{caller_span}-01").parse().unwrap(),
-    );
-    RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await)
-        .dial_route_group(request)
-        .await
-        .unwrap();
+    let reply = through_the_forward(forward, b"traced").await;
+    assert_eq!(reply, b"echo:traced");
     // Members flush their spans when they stop.
     let problems = fleet.shutdown(Duration::from_secs(15)).await;
     assert!(problems.is_empty(), "{problems:?}");
 
+    let all = collector.spans();
+    let root = all
+        .iter()
+        .find(|(service, span)| service == "skywire-visor" && span.name == "visor.dial_route")
+        .unwrap_or_else(|| panic!("no visor.dial_route span among {} spans", all.len()));
+    let trace_id = hex_of(&root.1.trace_id);
     const SERVER: i32 = 2;
     const CLIENT: i32 = 3;
     let spans: Vec<(String, testkit::otlp::Span)> = collector
@@ -327,15 +439,23 @@ async fn a_route_setup_is_one_trace_across_route_setup_and_every_hop() {
             .map(|(service, span)| format!("{service}: {} ({})", span.name, span.kind))
             .collect::<Vec<_>>()
     };
-    let dial = spans
-        .iter()
-        .find(|(service, span)| {
-            service == "route-setup"
-                && span.name == "skywire.setup.v1.RouteSetup/DialRouteGroup"
-                && span.kind == SERVER
-        })
-        .unwrap_or_else(|| panic!("no DialRouteGroup server span: {:?}", listing()));
-    assert_eq!(hex_of(&dial.1.parent_span_id), caller_span);
+    let span_named = |service: &str, name: &str, kind: i32| {
+        spans
+            .iter()
+            .find(|(s, span)| s == service && span.name == name && span.kind == kind)
+            .unwrap_or_else(|| panic!("no {service} {name} ({kind}) span: {:?}", listing()))
+    };
+    const DIAL: &str = "skywire.setup.v1.RouteSetup/DialRouteGroup";
+    let asked = span_named("skywire-visor", DIAL, CLIENT);
+    assert_eq!(
+        asked.1.parent_span_id, root.1.span_id,
+        "A's call is in its dial"
+    );
+    let dial = span_named("route-setup", DIAL, SERVER);
+    assert_eq!(
+        dial.1.parent_span_id, asked.1.span_id,
+        "route-setup serves A's call"
+    );
     for (method, hops) in [
         ("ReserveIds", 4),
         ("AddIntermediaryRules", 2),
@@ -379,7 +499,7 @@ async fn reservations(fleet: &Fleet, role: Role) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_setup_killed_mid_setup_leaks_no_reservation() {
     let _serial = SERIAL.lock().await;
-    let (mut fleet, visors) = fleet_with_a_line_of_transports(Vec::new(), &[]).await;
+    let (mut fleet, visors, _) = fleet_with_a_line_of_transports(Vec::new(), &[]).await;
     let mut routes = RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await);
     fleet
         .member(Role::Visor(1))
@@ -479,7 +599,7 @@ fn dial_request(src: &PublicKey, dst: &PublicKey) -> pb::DialRouteGroupRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_destination_opens_its_breaker_and_one_probe_closes_it() {
     let _serial = SERIAL.lock().await;
-    let (mut fleet, visors) = fleet_with_a_line_of_transports(
+    let (mut fleet, visors, _) = fleet_with_a_line_of_transports(
         Vec::new(),
         // A frozen hop fails its call within 2 s (a third of the setup deadline).
         &["--breaker-open-secs", "3", "--request-timeout-secs", "6"],

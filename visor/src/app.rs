@@ -21,6 +21,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::forward::{Forwarded, Forwarding};
 use crate::metrics::{SharedKeepers, VisorCollector};
 use crate::node::{Visor, VisorConfig};
 use crate::transport::persistent::{TransportKeepers, TransportLink};
@@ -50,6 +51,9 @@ pub enum AppError {
     /// The discovery URL is unusable.
     #[error("discovery: {0}")]
     Discovery(#[from] dmsg::discovery::DiscoveryError),
+    /// Port forwarding could not start.
+    #[error("port forwarding: {0}")]
+    Forward(#[from] crate::forward::ForwardError),
     /// A task panicked.
     #[error("a skywire-visor task panicked")]
     Panicked,
@@ -62,6 +66,7 @@ pub struct App {
     keypair: Keypair,
     stcp: TcpListener,
     admin: TcpListener,
+    forwards: Vec<(Forwarded, TcpListener)>,
 }
 
 impl App {
@@ -69,11 +74,19 @@ impl App {
     pub async fn build(settings: Settings, keypair: Keypair) -> Result<Self, AppError> {
         let stcp = service::process::bind(settings.stcp_listen, "stcp-listen").await?;
         let admin = service::process::bind(settings.admin, "admin").await?;
+        let mut forwards = Vec::new();
+        for forward in &settings.forwarded {
+            forwards.push((
+                *forward,
+                service::process::bind(forward.listen, "forward").await?,
+            ));
+        }
         Ok(Self {
             settings,
             keypair,
             stcp,
             admin,
+            forwards,
         })
     }
 
@@ -153,7 +166,9 @@ impl App {
             settings.common.shutdown_grace(),
             &mut gateway_tasks,
         )?;
+        let forwarding = Forwarding::start(&visor, &settings.published, self.forwards)?;
         let metrics = MetricsRegistry::new();
+        metrics.register(forwarding.metrics())?;
         metrics.register(VisorCollector::new(
             visor.clone(),
             keepers.clone(),
@@ -171,6 +186,7 @@ impl App {
         });
         Ok(AppHandle {
             visor,
+            forwarding,
             keepers,
             gateway_tasks,
             stop,
@@ -184,6 +200,7 @@ impl App {
 #[derive(Debug)]
 pub struct AppHandle {
     visor: Visor,
+    forwarding: Forwarding,
     keepers: SharedKeepers,
     gateway_tasks: JoinSet<()>,
     stop: CancellationToken,
@@ -220,6 +237,7 @@ impl AppHandle {
         if let Some(keepers) = keepers {
             keepers.stop().await;
         }
+        self.forwarding.shutdown().await;
         self.visor.shutdown().await;
         let drain = async {
             while self.tasks.join_next().await.is_some() {}

@@ -9,6 +9,7 @@ use clap::Parser;
 use dmsg::identity::PublicKey;
 use service::{Binary, CommonArgs, ConfigError, DmsgArgs};
 
+use crate::forward::{Forwarded, Published};
 use crate::transport::TransportKind;
 use crate::transport::persistent::Persistent;
 
@@ -67,6 +68,17 @@ pub struct Args {
     /// Address of the admin endpoint: gRPC health, reflection, and GET /metrics.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3435")]
     pub admin: SocketAddr,
+
+    /// Publish a local TCP service on a route port, PORT=HOST:PORT; repeatable. Route groups
+    /// other visors dial to PORT are connected to HOST:PORT; no other port accepts any.
+    #[arg(long = "publish", value_name = "PORT=HOST:PORT")]
+    pub published: Vec<Published>,
+
+    /// Forward a local TCP listener to another visor's published port, ADDR=PK:PORT;
+    /// repeatable. Each connection to ADDR is a route group through route-setup (needs
+    /// --route-setup-pks).
+    #[arg(long = "forward", value_name = "ADDR=PK:PORT")]
+    pub forwarded: Vec<Forwarded>,
 }
 
 /// The resolved settings.
@@ -86,6 +98,10 @@ pub struct Settings {
     pub trusted: crate::gateway::TrustedKeys,
     /// Admin listen address.
     pub admin: SocketAddr,
+    /// Local services published on route ports.
+    pub published: Vec<Published>,
+    /// Local listeners forwarded to other visors.
+    pub forwarded: Vec<Forwarded>,
 }
 
 /// Reads a pk_table file: `PK HOST:PORT` per line, `#` comments, blank lines ignored.
@@ -136,6 +152,20 @@ impl service::process::Resolve for Args {
                 )));
             }
         }
+        let mut ports = std::collections::HashSet::new();
+        for publication in &self.published {
+            if !ports.insert(publication.port) {
+                return Err(ConfigError::Invalid(format!(
+                    "--publish: route port {} is published twice",
+                    publication.port
+                )));
+            }
+        }
+        if !self.forwarded.is_empty() && self.route_setup_pks.is_empty() {
+            return Err(ConfigError::Invalid(
+                "--forward dials through route-setup: give its key with --route-setup-pks".into(),
+            ));
+        }
         Ok(Settings {
             common: self.common,
             dmsg: self.dmsg,
@@ -147,6 +177,8 @@ impl service::process::Resolve for Args {
                 route_setup: self.route_setup_pks.into_iter().collect(),
             },
             admin: self.admin,
+            published: self.published,
+            forwarded: self.forwarded,
         })
     }
 }
@@ -197,6 +229,11 @@ mod tests {
                 peer: pk
             }]
         );
+        let error =
+            resolve(&["--publish", "80=127.0.0.1:1", "--publish", "80=127.0.0.1:2"]).unwrap_err();
+        assert!(error.to_string().contains("twice"), "{error}");
+        let error = resolve(&["--forward", &format!("127.0.0.1:1={pk}:80")]).unwrap_err();
+        assert!(error.to_string().contains("--route-setup-pks"), "{error}");
         assert!(
             parse_pk_table(&format!("{pk} nowhere"))
                 .unwrap_err()

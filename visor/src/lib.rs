@@ -13,6 +13,8 @@
 //! - [`route_group`]: route groups: end-to-end records, credits, the `AsyncRead + AsyncWrite` handle.
 //! - [`node`]: the data plane at runtime: [`node::Visor`].
 //! - [`route_dial`]: [`node::Visor::dial_route`], a route group through route-setup.
+//! - [`forward`]: port forwarding: local services published on route ports, local listeners
+//!   forwarded to other visors' published ports.
 //! - [`gateway`]: the transport and route gateways (dmsg ports 47, 136) for the control plane.
 //! - [`app`], [`config`], [`binary`], [`metrics`]: the `skywire-visor` process on the shared
 //!   service skeleton (bind first, then run), its settings, and its Prometheus metrics.
@@ -20,6 +22,7 @@
 pub mod app;
 pub mod binary;
 pub mod config;
+pub mod forward;
 pub mod gateway;
 pub mod metrics;
 pub mod node;

@@ -709,6 +709,29 @@ async fn a_down_destination_opens_its_breaker_and_one_probe_closes_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     dial(a, d).await.expect("closed again");
+
+    // Route-setup counted every request by its outcome: 4 at B, 3 at D, 1 + 99 refused by
+    // the breaker, and the successes (B back, the probe, closed again).
+    let text =
+        testkit::metrics::scrape(loopback(fleet.member(Role::RouteSetup).unwrap().admin_port))
+            .await;
+    for (outcome, count) in [
+        ("hop_failed", 4.0),
+        ("destination_failed", 3.0),
+        ("breaker_open", 100.0),
+        ("ok", 3.0),
+    ] {
+        let series = format!("route_setup_setups_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(
+            testkit::metrics::value(&text, &series),
+            Some(count),
+            "{series}"
+        );
+    }
+    assert_eq!(
+        testkit::metrics::value(&text, "route_setup_setup_seconds_count"),
+        Some(10.0)
+    );
     let problems = fleet.shutdown(Duration::from_secs(15)).await;
     assert!(problems.is_empty(), "{problems:?}");
 }

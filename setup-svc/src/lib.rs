@@ -9,6 +9,7 @@
 //! - [`setup`]: setting a route group up over the gateways, failures attributed to a hop.
 //! - [`route_setup`]: route-setup's core — bounded slots, the per-destination breaker, the
 //!   deadline, the graph from the transport registry.
+//! - [`metrics`]: route-setup's setups by outcome, late setups, setup times.
 //! - [`service`]: the `RouteSetup` gRPC service over the core (`DialRouteGroup`, `Breakers`).
 //! - [`transport_setup`]: the `TransportSetup` gRPC service, relaying to visors' transport
 //!   gateways over dmsg.
@@ -16,6 +17,7 @@
 
 pub mod binary;
 pub mod gateway;
+pub mod metrics;
 pub mod paths;
 pub mod route_setup;
 pub mod rules;

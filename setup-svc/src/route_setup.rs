@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::gateway::Gateways;
+use crate::metrics::{self, Outcome};
 use crate::paths::Graph;
 use crate::setup::{Setup, SetupError, SetupRequest, release, setup_route_group};
 
@@ -187,14 +188,15 @@ impl RouteSetup {
         deadline: Option<Duration>,
     ) -> Result<Setup, DialError> {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            metrics::record_refused(Outcome::Overloaded);
             return Err(DialError::Overloaded(self.config.max_in_flight));
         };
         let dst = request.dst.0;
         // Before any dial work: an open breaker refuses at once.
-        let permit = self
-            .breakers
-            .try_acquire(&dst)
-            .map_err(DialError::BreakerOpen)?;
+        let permit = self.breakers.try_acquire(&dst).map_err(|open| {
+            metrics::record_refused(Outcome::BreakerOpen);
+            DialError::BreakerOpen(open)
+        })?;
         let timeout = deadline.map_or(self.config.request_timeout, |d| {
             d.min(self.config.request_timeout)
         });
@@ -208,7 +210,9 @@ impl RouteSetup {
         let span = tracing::Span::current();
         self.tasks.spawn(tracing::Instrument::instrument(
             async move {
+                let started = tokio::time::Instant::now();
                 let result = core.set_up(request).await;
+                metrics::record_setup(Outcome::of(&result), started.elapsed());
                 match &result {
                     Ok(_) => permit.success(),
                     Err(DialError::Setup(error)) if error.is_destination() => permit.failure(),
@@ -216,9 +220,12 @@ impl RouteSetup {
                     // Dropping the permit records nothing (a probe slot is freed).
                     Err(_) => drop(permit),
                 }
-                if let Err(Ok(late)) = answer.send(result) {
-                    tracing::debug!(%dst, "setup finished after its caller left; releasing it");
-                    release(core.gateways.as_ref(), &late.reserved).await;
+                if let Err(unanswered) = answer.send(result) {
+                    metrics::record_late();
+                    if let Ok(late) = unanswered {
+                        tracing::debug!(%dst, "setup finished after its caller left; releasing it");
+                        release(core.gateways.as_ref(), &late.reserved).await;
+                    }
                 }
                 drop(slot);
             },

@@ -69,6 +69,7 @@ async fn serve(settings: RouteSetupSettings, keypair: Keypair) -> anyhow::Result
         process.on_stop(async move { core.drain().await });
     }
     let service = RouteSetupService::new(core, board);
+    crate::metrics::register();
     let metrics = MetricsRegistry::new();
     let (operators, operators_health) = GrpcEndpoint::new(ServerStackConfig::default())
         .add_service(RouteSetupServer::new(service.clone()))

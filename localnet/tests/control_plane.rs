@@ -135,13 +135,13 @@ async fn metric(fleet: &Fleet, role: Role, series: &str) -> f64 {
 
 /// The fleet of these tests (with `env` for every member), started, with transports A–B
 /// (stcp), B–C (dmsg) and C–D (stcp) built by an operator through transport-setup and seen in
-/// discovery's registry (Done-when a and f). A forwards a local port (returned) to route port
-/// 80 of D, which publishes an echo service there. Returns the fleet, the visors' keys and
-/// A's forward.
+/// discovery's registry (Done-when a and f). A forwards two local ports to route port 80 of
+/// D, which publishes an echo service there: one through route-setup, one direct. Returns
+/// the fleet, the visors' keys and A's two forwards.
 async fn fleet_with_a_line_of_transports(
     env: Vec<(String, String)>,
     route_setup_args: &[&str],
-) -> (Fleet, Vec<PublicKey>, SocketAddr) {
+) -> (Fleet, Vec<PublicKey>, Forwards) {
     let mut spec = FleetSpec::new(LAUNCHER, 1, 0);
     spec.env = env;
     spec.route_setup_args = route_setup_args.iter().map(|a| (*a).to_owned()).collect();
@@ -149,19 +149,27 @@ async fn fleet_with_a_line_of_transports(
     spec.setup_services = true;
     spec.registration_backoff_cap = Duration::from_secs(2);
     let mut fleet = Fleet::create(&spec).unwrap();
-    let forward = loopback(
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port(),
-    );
+    let free = || {
+        loopback(
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port(),
+        )
+    };
+    let forwards = Forwards {
+        routed: free(),
+        direct: free(),
+    };
     let service = start_echo_service().await;
     let d = fleet.member(Role::Visor(3)).unwrap().pk;
-    fleet
-        .member_mut(Role::Visor(0))
-        .unwrap()
-        .add_args(["--forward".to_owned(), format!("{forward}={d}:80")]);
+    fleet.member_mut(Role::Visor(0)).unwrap().add_args([
+        "--forward".to_owned(),
+        format!("{}={d}:80", forwards.routed),
+        "--forward-direct".to_owned(),
+        format!("{}={d}:80", forwards.direct),
+    ]);
     fleet
         .member_mut(Role::Visor(3))
         .unwrap()
@@ -235,18 +243,27 @@ async fn fleet_with_a_line_of_transports(
         }
     }
 
-    (fleet, visors, forward)
+    (fleet, visors, forwards)
+}
+
+/// Visor A's forwards to D's echo service.
+#[derive(Clone, Copy, Debug)]
+struct Forwards {
+    /// Through route-setup (`--forward`).
+    routed: SocketAddr,
+    /// Direct (`--forward-direct`).
+    direct: SocketAddr,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_build_transports_and_a_three_hop_route_group_through_the_setup_services() {
     let _serial = SERIAL.lock().await;
-    let (mut fleet, visors, forward) = fleet_with_a_line_of_transports(Vec::new(), &[]).await;
+    let (mut fleet, visors, forwards) = fleet_with_a_line_of_transports(Vec::new(), &[]).await;
 
     // (b) Visor A's process dials D through route-setup for a connection to its forward: the
     // only route is A–B–C–D, so B and C each forward both directions; 256 KiB go each way.
     let payload: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
-    let reply = through_the_forward(forward, &payload).await;
+    let reply = through_the_forward(forwards.routed, &payload).await;
     assert_eq!(reply.len(), 5 + payload.len());
     assert!(
         reply.starts_with(b"echo:") && reply[5..] == payload[..],
@@ -394,6 +411,36 @@ async fn operators_build_transports_and_a_three_hop_route_group_through_the_setu
             assert!(families.contains_key(family), "{role}: no {family}");
         }
     }
+
+    // The direct path (seed 3144) needs no route-setup: with route-setup killed, A's routed
+    // forward fails, and its direct forward still reaches D (one hop over a transport A
+    // makes to D on demand).
+    fleet.member_mut(Role::RouteSetup).unwrap().kill().unwrap();
+    let reply = through_the_forward(forwards.direct, &payload).await;
+    assert!(
+        reply.starts_with(b"echo:") && reply[5..] == payload[..],
+        "the direct reply differs"
+    );
+    assert_eq!(
+        metric(
+            &fleet,
+            Role::Visor(0),
+            r#"visor_forward_connections_total{outcome="done",side="forward"}"#
+        )
+        .await,
+        2.0
+    );
+    let mut tcp = tokio::net::TcpStream::connect(forwards.routed)
+        .await
+        .unwrap();
+    let mut nothing = Vec::new();
+    let _ = tcp.write_all(b"x").await;
+    let _ = tcp.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(40), tcp.read_to_end(&mut nothing)).await;
+    assert!(
+        nothing.is_empty(),
+        "the routed forward worked without route-setup"
+    );
     let problems = fleet.shutdown(Duration::from_secs(15)).await;
     assert!(problems.is_empty(), "{problems:?}");
 }
@@ -409,12 +456,12 @@ fn hex_of(bytes: &[u8]) -> String {
 async fn a_route_dial_is_one_trace_from_the_visor_across_route_setup_and_every_hop() {
     let _serial = SERIAL.lock().await;
     let collector = testkit::otlp::start_collector().await;
-    let (mut fleet, _, forward) = fleet_with_a_line_of_transports(
+    let (mut fleet, _, forwards) = fleet_with_a_line_of_transports(
         vec![("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector.endpoint())],
         &[],
     )
     .await;
-    let reply = through_the_forward(forward, b"traced").await;
+    let reply = through_the_forward(forwards.routed, b"traced").await;
     assert_eq!(reply, b"echo:traced");
     // Members flush their spans when they stop.
     let problems = fleet.shutdown(Duration::from_secs(15)).await;

@@ -79,6 +79,12 @@ pub struct Args {
     /// --route-setup-pks).
     #[arg(long = "forward", value_name = "ADDR=PK:PORT")]
     pub forwarded: Vec<Forwarded>,
+
+    /// As --forward, but each connection is a direct route group: one hop over a transport
+    /// to PK (an existing one, else stcp if PK is in --pk-table, else dmsg), with no
+    /// route-setup and no breaker; it works while route-setup is down.
+    #[arg(long = "forward-direct", value_name = "ADDR=PK:PORT")]
+    pub forwarded_direct: Vec<Forwarded>,
 }
 
 /// The resolved settings.
@@ -166,6 +172,14 @@ impl service::process::Resolve for Args {
                 "--forward dials through route-setup: give its key with --route-setup-pks".into(),
             ));
         }
+        let forwarded = self
+            .forwarded
+            .into_iter()
+            .chain(self.forwarded_direct.into_iter().map(|forward| Forwarded {
+                direct: true,
+                ..forward
+            }))
+            .collect();
         Ok(Settings {
             common: self.common,
             dmsg: self.dmsg,
@@ -178,7 +192,7 @@ impl service::process::Resolve for Args {
             },
             admin: self.admin,
             published: self.published,
-            forwarded: self.forwarded,
+            forwarded,
         })
     }
 }
@@ -234,6 +248,9 @@ mod tests {
         assert!(error.to_string().contains("twice"), "{error}");
         let error = resolve(&["--forward", &format!("127.0.0.1:1={pk}:80")]).unwrap_err();
         assert!(error.to_string().contains("--route-setup-pks"), "{error}");
+        let direct = resolve(&["--forward-direct", &format!("127.0.0.1:1={pk}:80")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(direct.forwarded[0].direct, "needs no route-setup");
         assert!(
             parse_pk_table(&format!("{pk} nowhere"))
                 .unwrap_err()

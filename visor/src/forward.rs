@@ -65,6 +65,9 @@ pub struct Forwarded {
     pub dst: PublicKey,
     /// Its route port.
     pub port: Port,
+    /// Dial directly (one hop over a transport to `dst`, no route-setup, no breaker)
+    /// instead of through route-setup.
+    pub direct: bool,
 }
 
 impl FromStr for Forwarded {
@@ -83,6 +86,7 @@ impl FromStr for Forwarded {
                 .parse()
                 .map_err(|error| format!("{dst:?} is not a public key: {error}"))?,
             port: route_port(port)?,
+            direct: false,
         })
     }
 }
@@ -283,13 +287,21 @@ impl Parts {
             let span = tracing::debug_span!("visor.forward", %peer, dst = %forward.dst, port = %forward.port);
             let visor = visor.clone();
             self.carry_in_task("forward", span, async move {
-                match visor
-                    .dial_route(forward.dst, forward.port, RouteOptions::default())
-                    .await
-                {
+                let dialed = if forward.direct {
+                    visor
+                        .dial_direct(forward.dst, forward.port, None)
+                        .await
+                        .map_err(|error| error.to_string())
+                } else {
+                    visor
+                        .dial_route(forward.dst, forward.port, RouteOptions::default())
+                        .await
+                        .map_err(|error| error.to_string())
+                };
+                match dialed {
                     Ok(group) => carry(group, tcp).await,
                     Err(error) => {
-                        tracing::info!(%error, "route dial failed; connection closed");
+                        tracing::info!(%error, "dial failed; connection closed");
                         Outcome::SetupFailed
                     }
                 }
@@ -337,6 +349,7 @@ mod tests {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
                 dst: pk,
                 port: Port::new(80).unwrap_or_else(|| unreachable!()),
+                direct: false,
             })
         );
         for (text, says) in [

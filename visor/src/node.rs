@@ -40,6 +40,8 @@ use discovery_client::entry::TransportEntry;
 use discovery_client::publisher::{EntryPublisher, PublishState, PublisherConfig, TransportSource};
 use discovery_client::registry::Registry;
 
+pub mod direct;
+
 /// Route groups a listener holds before refusing new ones.
 pub const ACCEPT_BACKLOG: usize = 64;
 /// The dmsg port visors accept dmsg transports on (ROUTING.md §2.1).
@@ -1049,6 +1051,12 @@ impl FrameSink for Visor {
             }
             return;
         };
+        // A direct open is between the two ends of this transport: no rule is involved.
+        match header.kind {
+            FrameType::Open => return self.on_open(transport, route, &body),
+            FrameType::Opened => return self.on_opened(transport, route, &body),
+            _ => {}
+        }
         let decision = {
             let mut table = lock(&self.inner.table);
             router::route(&mut table, route, transport.id, Instant::now())

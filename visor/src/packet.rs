@@ -22,6 +22,10 @@ pub const MAX_RECORD_DATA: usize = 65_000;
 pub const MIN_RECORD: usize = 1 + TAG_LEN;
 /// Body of a SIGN frame: timestamp i64 and an Ed25519 signature.
 pub const SIGN_BODY_LEN: usize = 8 + 64;
+/// Body of an OPEN packet: the initiator's port and the destination port, u16 each.
+pub const OPEN_BODY_LEN: usize = 4;
+/// Body of an OPENED packet: a close code u8 and the responder's route id u32.
+pub const OPENED_BODY_LEN: usize = 5;
 
 /// A route ID: a rule's key on one visor (ROUTING.md §5.1). Never 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,6 +98,10 @@ wire_enum! {
         KeepAlive = 0x03, "keepalive";
         /// A hop or end closes the route (code u8).
         Close = 0x04, "close";
+        /// Opens a direct route group over this transport (ROUTING.md §6.7).
+        Open = 0x05, "open";
+        /// The answer to an OPEN.
+        Opened = 0x06, "opened";
         /// An edge's signature of the transport entry.
         Sign = 0x10, "sign";
         /// The transport closes (code u8).
@@ -107,7 +115,12 @@ impl FrameType {
     pub fn is_route(self) -> bool {
         matches!(
             self,
-            Self::Data | Self::Handshake | Self::KeepAlive | Self::Close
+            Self::Data
+                | Self::Handshake
+                | Self::KeepAlive
+                | Self::Close
+                | Self::Open
+                | Self::Opened
         )
     }
 
@@ -119,6 +132,8 @@ impl FrameType {
             Self::KeepAlive => (0, 0),
             Self::Close | Self::Bye => (1, 1),
             Self::Sign => (SIGN_BODY_LEN, SIGN_BODY_LEN),
+            Self::Open => (OPEN_BODY_LEN, OPEN_BODY_LEN),
+            Self::Opened => (OPENED_BODY_LEN, OPENED_BODY_LEN),
         }
     }
 
@@ -143,6 +158,8 @@ wire_enum! {
         BadRecord = 0x04, "bad_record";
         /// The route-group handshake failed (PQ policy included).
         HandshakeFailed = 0x05, "handshake_failed";
+        /// A direct open was refused: too many pending on the transport, or no route ID.
+        Busy = 0x06, "busy";
     }
 }
 

@@ -33,7 +33,16 @@ pub const ROUTE_SETUP_PORT: Port = match Port::new(36) {
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// The local route ports a dial picks from (the dmsg ephemeral range).
-const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = Port::EPHEMERAL_START..=u16::MAX;
+
+/// A random local route port for a dial.
+pub(crate) fn ephemeral_port() -> Port {
+    const FIRST: Port = match Port::new(Port::EPHEMERAL_START) {
+        Some(port) => port,
+        None => panic!("the ephemeral range starts above 0"),
+    };
+    Port::new(rand::rng().random_range(EPHEMERAL_PORTS)).unwrap_or(FIRST)
+}
 
 /// How a route is dialed. Every field has a default, so `RouteOptions::default()` (or any
 /// partial options) always dials.
@@ -130,7 +139,7 @@ impl Visor {
         timeout: Duration,
     ) -> Result<RouteGroup, RouteDialError> {
         let deadline = Instant::now() + timeout;
-        let src_port = rand::rng().random_range(EPHEMERAL_PORTS);
+        let src_port = ephemeral_port().get();
         let request = pb::DialRouteGroupRequest {
             src: self.public_key().to_string(),
             dst: dst.to_string(),

@@ -309,8 +309,14 @@ impl GroupShared {
                 state.answer = None;
                 wake(&mut state);
             }
-            // Rules are refreshed by the router; nothing else to do.
-            FrameType::Data | FrameType::KeepAlive | FrameType::Sign | FrameType::Bye => {}
+            // Rules are refreshed by the router; nothing else to do (OPEN and OPENED are
+            // answered by the node before any rule is looked up).
+            FrameType::Data
+            | FrameType::KeepAlive
+            | FrameType::Sign
+            | FrameType::Bye
+            | FrameType::Open
+            | FrameType::Opened => {}
         }
     }
 

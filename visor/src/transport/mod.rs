@@ -113,6 +113,17 @@ pub struct Transport {
     /// The low edge's signature requests waiting for the other edge's SIGN, by timestamp
     /// (ROUTING.md §2.4); one at a time in practice, never more than a few.
     pub(crate) pending_signs: Mutex<HashMap<i64, tokio::sync::oneshot::Sender<[u8; 64]>>>,
+    /// This visor's direct opens waiting for their OPENED, by its CONSUME key (ROUTING.md
+    /// §6.7).
+    pub(crate) pending_opens: Mutex<
+        HashMap<
+            crate::packet::RouteId,
+            tokio::sync::oneshot::Sender<crate::node::direct::OpenAnswer>,
+        >,
+    >,
+    /// The peer's opens answered here whose rules still wait for a handshake (at most
+    /// `MAX_PENDING_OPENS`).
+    pub(crate) pending_open_count: std::sync::atomic::AtomicUsize,
 }
 
 /// A snapshot of a transport's counters.
@@ -154,6 +165,8 @@ impl Transport {
             drops: Default::default(),
             close_reason: Mutex::new(None),
             pending_signs: Mutex::new(HashMap::new()),
+            pending_opens: Mutex::new(HashMap::new()),
+            pending_open_count: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 

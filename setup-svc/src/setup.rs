@@ -1,7 +1,10 @@
 //! Route-group setup (skywire-go-notes §4.7): find a forward and a reverse path, reserve
-//! route IDs on every visor of both concurrently, install the intermediary rules
-//! concurrently, then the destination's edge rules, and hand the initiator its two rules.
-//! The first failure cancels the calls still running and releases everything reserved.
+//! route IDs on every visor of both concurrently, then install the intermediary rules and
+//! the destination's edge rules concurrently (Go installs the destination's after the
+//! intermediaries; here the destination acts on its rules only when the initiator's
+//! handshake arrives, after the answer, so nothing is gained by waiting), and hand the
+//! initiator its two rules. The first failure cancels the calls still running and releases
+//! everything reserved.
 //! Every failure names the visor and its role, so a breaker can hold only the destination's
 //! own failures against it.
 
@@ -176,29 +179,34 @@ pub async fn setup_route_group(
             &reserved,
             keep_alive,
         )?;
-        // 2. Intermediary rules everywhere at once.
-        try_join_all(rules.intermediaries.iter().map(|(visor, list)| async move {
+        // 2. Every rule at once: the intermediaries' and the destination's edge rules. Each
+        //    needs only the IDs of round 1, and the destination does nothing with its rules
+        //    until the initiator's handshake arrives, which is after the answer — so the
+        //    destination need not wait for the intermediaries (one round trip less).
+        let intermediaries =
+            try_join_all(rules.intermediaries.iter().map(|(visor, list)| async move {
+                gateways
+                    .add_intermediary_rules(*visor, list.clone())
+                    .await
+                    .map_err(|error| SetupError::Hop {
+                        visor: *visor,
+                        role: role(*visor),
+                        step: Step::Intermediary,
+                        error,
+                    })
+            }));
+        let destination = async {
             gateways
-                .add_intermediary_rules(*visor, list.clone())
+                .add_edge_rules(dst, rules.destination)
                 .await
                 .map_err(|error| SetupError::Hop {
-                    visor: *visor,
-                    role: role(*visor),
-                    step: Step::Intermediary,
+                    visor: dst,
+                    role: Role::Destination,
+                    step: Step::Edge,
                     error,
                 })
-        }))
-        .await?;
-        // 3. The destination's edge rules.
-        gateways
-            .add_edge_rules(dst, rules.destination)
-            .await
-            .map_err(|error| SetupError::Hop {
-                visor: dst,
-                role: Role::Destination,
-                step: Step::Edge,
-                error,
-            })?;
+        };
+        futures::future::try_join(intermediaries, destination).await?;
         Ok::<_, SetupError>(rules)
     };
     match installed.await {
@@ -313,6 +321,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Two rounds of hop calls, not three: with every call taking 100 ms, a setup takes
+    /// 200 ms (reservations, then every rule at once), not 300 ms.
+    #[tokio::test(start_paused = true)]
+    async fn the_destination_is_installed_in_the_same_round_as_the_intermediaries() {
+        let (keys, graph) = line();
+        let gateways = MemoryGateways::default();
+        for key in &keys {
+            gateways.with(*key, |v| v.delay = Duration::from_millis(100));
+        }
+        let started = tokio::time::Instant::now();
+        setup_route_group(&gateways, &graph, request(&keys), Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
     }
 
     #[tokio::test]

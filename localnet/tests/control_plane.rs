@@ -23,6 +23,7 @@ use skywire_proto::skywire::setup::v1::route_setup_client::RouteSetupClient;
 use skywire_proto::skywire::setup::v1::transport_setup_client::TransportSetupClient;
 use skywire_proto::skywire::visor::v1 as visor_pb;
 use skywire_proto::skywire::visor::v1::transport_gateway_client::TransportGatewayClient;
+use skywire_proto::skywire::visor::v1::visor_control_client::VisorControlClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
@@ -301,6 +302,34 @@ async fn operators_build_transports_and_a_three_hop_route_group_through_the_setu
     }
 
     // route-setup: a 3-hop route group from A to D, set up on every hop.
+    // What the visors' control API shows of it: B holds an intermediary rule of each
+    // direction; A's transports include the one to B.
+    let mut control = VisorControlClient::new(channel(&fleet, Role::Visor(1)).await);
+    let held = control
+        .routes(visor_pb::RoutesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let intermediaries = held
+        .rules
+        .iter()
+        .filter(|rule| rule.r#type == "intermediary")
+        .count();
+    assert_eq!(intermediaries, 2, "{held:?}");
+    let mut control = VisorControlClient::new(channel(&fleet, Role::Visor(0)).await);
+    let transports = control
+        .list_transports(visor_pb::ListTransportsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .transports;
+    assert!(
+        transports
+            .iter()
+            .any(|t| t.remote_pk == pk_to_proto(&visors[1]) && t.r#type == "stcp"),
+        "{transports:?}"
+    );
+
     let mut routes = RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await);
     let request = dial_request(&visors[0], &visors[3]);
     let answer = eventually("DialRouteGroup", Duration::from_secs(20), || {

@@ -21,11 +21,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::control::ControlService;
 use crate::forward::{Forwarded, Forwarding};
 use crate::metrics::{SharedKeepers, VisorCollector};
 use crate::node::{Visor, VisorConfig};
 use crate::transport::persistent::{TransportKeepers, TransportLink};
 use dmsg::client::keeper::KeeperConfig;
+use skywire_proto::skywire::visor::v1::visor_control_server::VisorControlServer;
 
 /// The health component of the data plane (the stcp accept loop).
 pub const DATA_PLANE_COMPONENT: &str = "data-plane";
@@ -147,6 +149,7 @@ impl App {
         let data_plane = health.component(DATA_PLANE_COMPONENT);
         let serving = visor.clone();
         let listener = self.stcp;
+        let stcp_addr = listener.local_addr().map_err(AppError::StcpDied)?;
         tasks.spawn(async move {
             data_plane.set_serving();
             let result = serving.serve_stcp(listener).await;
@@ -174,7 +177,9 @@ impl App {
             keepers.clone(),
             gateways,
         )?)?;
+        let control = ControlService::new(visor.clone(), stcp_addr);
         let (endpoint, health_driver) = GrpcEndpoint::new(ServerStackConfig::default())
+            .add_service(VisorControlServer::new(control))
             .with_metrics(&metrics)
             .build(&health, &stop)?;
         let grace = settings.common.shutdown_grace();

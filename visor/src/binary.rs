@@ -32,6 +32,16 @@ async fn serve(settings: Settings, keypair: Keypair) -> anyhow::Result<()> {
         %pk,
         "listening"
     );
+    let admin = app.admin_addr()?;
+    if admin.ip().is_loopback() {
+        tracing::info!(%admin, "control API (skywire-cli) on loopback only");
+    } else {
+        tracing::warn!(
+            %admin,
+            "control API reachable beyond this machine: whoever reaches it controls this \
+             visor (--admin 127.0.0.1:PORT keeps it local)"
+        );
+    }
     let mut handle = app.spawn()?;
     let shutdown = CancellationToken::new();
     let run = {

@@ -13,6 +13,8 @@
 //! - [`route_group`]: route groups: end-to-end records, credits, the `AsyncRead + AsyncWrite` handle.
 //! - [`node`]: the data plane at runtime: [`node::Visor`].
 //! - [`route_dial`]: [`node::Visor::dial_route`], a route group through route-setup.
+//! - [`cli`]: `skywire-cli`, tables (or JSON) from a running visor's control API.
+//! - [`control`]: the visor control API (`VisorControl`) on the admin address.
 //! - [`forward`]: port forwarding: local services published on route ports, local listeners
 //!   forwarded to other visors' published ports.
 //! - [`gateway`]: the transport and route gateways (dmsg ports 47, 136) for the control plane.
@@ -21,7 +23,9 @@
 
 pub mod app;
 pub mod binary;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod forward;
 pub mod gateway;
 pub mod metrics;

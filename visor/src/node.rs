@@ -468,6 +468,20 @@ impl Visor {
         lock(&self.inner.table).rule(key).copied()
     }
 
+    /// Every rule installed now, by key.
+    pub fn rules(&self) -> Vec<Rule> {
+        let mut rules: Vec<Rule> = lock(&self.inner.table).rules().copied().collect();
+        rules.sort_by_key(|rule| rule.key);
+        rules
+    }
+
+    /// The route groups open now.
+    pub fn route_groups(&self) -> Vec<Arc<GroupShared>> {
+        let mut groups: Vec<_> = lock(&self.inner.groups).values().cloned().collect();
+        groups.sort_by_key(|group| group.consume_key);
+        groups
+    }
+
     /// Counters now.
     pub fn stats(&self) -> VisorStats {
         let transports = lock(&self.inner.transports);

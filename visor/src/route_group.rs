@@ -163,6 +163,10 @@ pub struct GroupShared {
     /// The send cipher: sealing and queueing happen under it, so records enter the queue in
     /// counter order.
     send: Mutex<Option<Aead>>,
+    /// Stream bytes written by this end so far.
+    bytes_sent: std::sync::atomic::AtomicU64,
+    /// Stream bytes read by this end so far.
+    bytes_received: std::sync::atomic::AtomicU64,
 }
 
 impl GroupShared {
@@ -196,7 +200,26 @@ impl GroupShared {
                 last_from: None,
             }),
             send: Mutex::new(None),
+            bytes_sent: std::sync::atomic::AtomicU64::new(0),
+            bytes_received: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Stream bytes written and read by this end so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.bytes_sent.load(Relaxed),
+            self.bytes_received.load(Relaxed),
+        )
+    }
+
+    /// Whether the handshake completed hybrid.
+    pub fn pq(&self) -> PqStatus {
+        *self
+            .pq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> MutexGuard<'_, RecvState> {
@@ -457,11 +480,7 @@ impl RouteGroup {
 
     /// Whether the handshake completed hybrid.
     pub fn pq(&self) -> PqStatus {
-        *self
-            .shared
-            .pq
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared.pq()
     }
 
     /// Why the group ended, if it did.
@@ -489,6 +508,7 @@ impl AsyncRead for RouteGroup {
             return Poll::Pending;
         }
         let mut taken = 0;
+        let mut copied = 0;
         while buf.remaining() > 0 {
             let Some(front) = state.readable.front_mut() else {
                 break;
@@ -496,6 +516,7 @@ impl AsyncRead for RouteGroup {
             let n = front.len().min(buf.remaining());
             buf.put_slice(&front[..n]);
             taken += n;
+            copied += n;
             if n == front.len() {
                 state.readable.pop_front();
                 // A record read to its end returns its overhead too.
@@ -506,6 +527,9 @@ impl AsyncRead for RouteGroup {
         }
         state.buffered -= taken;
         state.consumed += taken;
+        shared
+            .bytes_received
+            .fetch_add(copied as u64, std::sync::atomic::Ordering::Relaxed);
         let grant = if state.consumed >= ROUTE_WINDOW / 2 && state.error.is_none() {
             std::mem::take(&mut state.consumed)
         } else {
@@ -549,7 +573,12 @@ impl AsyncWrite for RouteGroup {
         state.send_credit -= n + RECORD_OVERHEAD;
         drop(state);
         match shared.send_record(RecordKind::Data, &buf[..n]) {
-            Ok(()) => Poll::Ready(Ok(n)),
+            Ok(()) => {
+                shared
+                    .bytes_sent
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                Poll::Ready(Ok(n))
+            }
             Err(error) => Poll::Ready(Err(error.into_io())),
         }
     }

@@ -1,6 +1,6 @@
 //! The `skywire-visor` process (ARCHITECTURE §5, Done-when f): a first boot with only a key
 //! file and an unreachable discovery stays up, serves health and metrics on --admin, and
-//! connects as soon as a seeded dmsg server starts.
+//! connects as soon as a seeded dmsg server starts; `skywire-cli` reads its control API.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -92,6 +92,12 @@ async fn a_first_boot_stays_up_and_connects_once_a_seeded_server_starts() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The control API says so too: through reflection (as grpcurl lists it) and skywire-cli.
+    testkit::grpc::assert_serves_exactly(channel.clone(), &["skywire.visor.v1.VisorControl"]).await;
+    let (status, out) = cli(admin, &["visor", "status"]);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("0 (not connected)"), "{out}");
+
     // The seeded server starts: the visor's dmsg client connects.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", relay_port))
         .await
@@ -116,7 +122,45 @@ async fn a_first_boot_stays_up_and_connects_once_a_seeded_server_starts() {
         assert!(tokio::time::Instant::now() < deadline, "{text}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // skywire-cli sees the server it is connected to now, as a table and as JSON.
+    let (status, out) = cli(admin, &["visor", "status"]);
+    assert!(status.success(), "{out}");
+    let server_pk = server.public_key().to_string();
+    assert!(out.contains(&format!("1: {}", &server_pk[..8])), "{out}");
+    assert!(out.lines().any(|line| line.starts_with("pk ")), "{out}");
+    let (status, out) = cli(admin, &["visor", "status", "--json"]);
+    assert!(status.success(), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["dmsg_servers"][0], server_pk.as_str(), "{out}");
+    assert_eq!(json["stcp_addr"], format!("127.0.0.1:{stcp_port}"));
+    let (status, out) = cli(admin, &["visor", "transports", "--json"]);
+    assert!(status.success(), "{out}");
+    assert_eq!(out.trim(), "[]");
+    let (status, out) = cli(admin, &["visor", "routes"]);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("no route groups"), "{out}");
     visor.stop_cleanly().await;
+
+    // With the visor gone, the CLI says what is wrong.
+    let (status, out) = cli(admin, &["visor", "status"]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!("no visor at {admin}: is skywire-visor running?")),
+        "{out}"
+    );
     server.shutdown().await;
     serve.await.unwrap().unwrap();
+}
+
+/// Runs `skywire-cli --rpc ADMIN ARGS…`; returns its status and stdout + stderr.
+fn cli(admin: std::net::SocketAddr, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_skywire-cli"))
+        .arg("--rpc")
+        .arg(admin.to_string())
+        .args(args)
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status, text)
 }

@@ -175,3 +175,61 @@ async fn opens_without_a_handshake_cost_a_bounded_share_and_expire() {
     assert_eq!(exchange(group, b"after").await, b"after");
     server.abort();
 }
+
+/// The control API (`VisorControl.Routes`, over a real gRPC connection) lists a live route
+/// group with the stream bytes each way, and its two rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_api_lists_a_live_route_group_with_its_bytes() {
+    use skywire_proto::skywire::visor::v1 as pb;
+    use skywire_proto::skywire::visor::v1::visor_control_client::VisorControlClient;
+    use skywire_proto::skywire::visor::v1::visor_control_server::VisorControlServer;
+
+    let net = nodes(2).await;
+    let (a, b) = (&net[0].visor, &net[1].visor);
+    let mut listener = b.listen(port(80)).unwrap();
+    let mut dialed = a.dial_direct(b.public_key(), port(80), None).await.unwrap();
+    let mut accepted = listener.accept().await.unwrap();
+    dialed.write_all(&[7u8; 1000]).await.unwrap();
+    let mut got = [0u8; 1000];
+    accepted.read_exact(&mut got).await.unwrap();
+    accepted.write_all(b"back").await.unwrap();
+    let mut back = [0u8; 4];
+    dialed.read_exact(&mut back).await.unwrap();
+
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(VisorControlServer::new(
+                visor::control::ControlService::new(a.clone(), net[0].addr),
+            ))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)),
+    );
+    let mut control = VisorControlClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let routes = control
+        .routes(pb::RoutesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(routes.route_groups.len(), 1, "{routes:?}");
+    let group = &routes.route_groups[0];
+    assert_eq!(group.remote_pk, b.public_key().to_string());
+    assert_eq!((group.bytes_sent, group.bytes_received), (1000, 4));
+    assert_eq!(group.remote_port, 80);
+    let kinds: Vec<&str> = routes.rules.iter().map(|r| r.r#type.as_str()).collect();
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+    assert!(
+        kinds.contains(&"consume") && kinds.contains(&"forward"),
+        "{kinds:?}"
+    );
+    let status = control
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((status.transports, status.route_groups), (1, 1));
+    assert_eq!(status.pk, a.public_key().to_string());
+    server.abort();
+}

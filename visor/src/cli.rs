@@ -1,0 +1,373 @@
+//! `skywire-cli`: the operator's view of a running visor through its control API
+//! ([`crate::control`]) — aligned tables, or `--json`. anyhow is used here, as in the other
+//! binaries' entry points.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use skywire_proto::skywire::visor::v1 as pb;
+use skywire_proto::skywire::visor::v1::visor_control_client::VisorControlClient;
+use tonic::transport::Channel;
+
+/// How long a call to the visor may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Talk to the Skywire visor running on this machine, through its control API (gRPC on the
+/// visor's --admin address). Tables by default; --json for scripts.
+#[derive(Debug, Parser)]
+#[command(name = "skywire-cli", version, about, long_about)]
+pub struct Cli {
+    /// The visor's control API (its --admin address).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:3435",
+        env = "SKYWIRE_CLI_RPC"
+    )]
+    pub rpc: SocketAddr,
+
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    #[allow(missing_docs)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The visor itself.
+    #[command(subcommand)]
+    Visor(VisorCommand),
+}
+
+/// `skywire-cli visor …`.
+#[derive(Debug, Subcommand)]
+pub enum VisorCommand {
+    /// Key, version, uptime, and the dmsg servers, transports and route groups it has now.
+    Status,
+    /// Its transports.
+    Transports,
+    /// Its rules and route groups.
+    Routes,
+}
+
+/// Runs `skywire-cli` with `args` (the first is the program name); returns its exit code.
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("skywire-cli: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("skywire-cli: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command; returns what to print.
+pub async fn run(cli: &Cli) -> anyhow::Result<String> {
+    let mut client = connect(cli.rpc).await?;
+    let Command::Visor(command) = &cli.command;
+    let call = async {
+        match command {
+            VisorCommand::Status => {
+                let status = client.status(pb::StatusRequest {}).await?.into_inner();
+                Ok::<_, tonic::Status>(if cli.json {
+                    json_text(&status_json(&status))
+                } else {
+                    status_table(&status)
+                })
+            }
+            VisorCommand::Transports => {
+                let list = client
+                    .list_transports(pb::ListTransportsRequest {})
+                    .await?
+                    .into_inner();
+                Ok(if cli.json {
+                    json_text(&transports_json(&list))
+                } else {
+                    transports_table(&list)
+                })
+            }
+            VisorCommand::Routes => {
+                let routes = client.routes(pb::RoutesRequest {}).await?.into_inner();
+                Ok(if cli.json {
+                    json_text(&routes_json(&routes))
+                } else {
+                    routes_table(&routes)
+                })
+            }
+        }
+    };
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .with_context(|| {
+            format!(
+                "the visor at {} did not answer within {CALL_TIMEOUT:?}",
+                cli.rpc
+            )
+        })?
+        .map_err(|status| {
+            anyhow::anyhow!("the visor at {} answered: {}", cli.rpc, status.message())
+        })
+}
+
+async fn connect(rpc: SocketAddr) -> anyhow::Result<VisorControlClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{rpc}"))
+        .context("the --rpc address")?
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|_| anyhow::anyhow!("no visor at {rpc}: is skywire-visor running?"))?;
+    Ok(VisorControlClient::new(channel))
+}
+
+fn json_text(value: &Value) -> String {
+    format!("{value:#}\n")
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (cell, width) in cells.zip(&widths) {
+            let _ = write!(text, "{cell:<width$}  ");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &mut headers.iter().copied());
+    for row in rows {
+        line(&mut out, &mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// `1h 2m 3s`.
+fn duration_text(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        _ => format!("{h}h {m}m {s}s"),
+    }
+}
+
+/// The first 8 hex digits of a key, as the logs show it.
+fn short(pk: &str) -> String {
+    pk.chars().take(8).collect()
+}
+
+fn status_table(status: &pb::StatusResponse) -> String {
+    let servers = if status.dmsg_servers.is_empty() {
+        "0 (not connected)".to_owned()
+    } else {
+        let keys: Vec<String> = status.dmsg_servers.iter().map(|pk| short(pk)).collect();
+        format!("{}: {}", status.dmsg_servers.len(), keys.join(", "))
+    };
+    let rows = [
+        ("pk", status.pk.clone()),
+        ("version", status.version.clone()),
+        ("uptime", duration_text(status.uptime_secs)),
+        ("stcp", status.stcp_addr.clone()),
+        ("dmsg servers", servers),
+        ("transports", status.transports.to_string()),
+        ("route groups", status.route_groups.to_string()),
+        ("rules", status.rules.to_string()),
+    ];
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|(k, v)| vec![k.to_owned(), v])
+        .collect();
+    table(&["FIELD", "VALUE"], &rows)
+}
+
+fn status_json(status: &pb::StatusResponse) -> Value {
+    json!({
+        "pk": status.pk,
+        "version": status.version,
+        "uptime_secs": status.uptime_secs,
+        "stcp_addr": status.stcp_addr,
+        "dmsg_servers": status.dmsg_servers,
+        "transports": status.transports,
+        "route_groups": status.route_groups,
+        "rules": status.rules,
+    })
+}
+
+fn transports_table(list: &pb::TransportList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .transports
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.r#type.clone(),
+                t.remote_pk.clone(),
+                t.bytes_sent.to_string(),
+                t.bytes_received.to_string(),
+            ]
+        })
+        .collect();
+    table(&["ID", "TYPE", "REMOTE", "SENT", "RECEIVED"], &rows)
+}
+
+fn transports_json(list: &pb::TransportList) -> Value {
+    Value::Array(
+        list.transports
+            .iter()
+            .map(|t| {
+                json!({
+                    "id": t.id,
+                    "type": t.r#type,
+                    "local_pk": t.local_pk,
+                    "remote_pk": t.remote_pk,
+                    "bytes_sent": t.bytes_sent,
+                    "bytes_received": t.bytes_received,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn routes_table(routes: &pb::RoutesResponse) -> String {
+    let rules: Vec<Vec<String>> = routes
+        .rules
+        .iter()
+        .map(|r| {
+            let route = if r.src_pk.is_empty() {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{}:{} → {}:{}",
+                    short(&r.src_pk),
+                    r.src_port,
+                    short(&r.dst_pk),
+                    r.dst_port
+                )
+            };
+            let next = if r.next_transport.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{} via {}", r.next_route, short(&r.next_transport))
+            };
+            vec![
+                r.key.to_string(),
+                r.r#type.clone(),
+                route,
+                next,
+                format!("{}s", r.keep_alive_ms / 1000),
+            ]
+        })
+        .collect();
+    let groups: Vec<Vec<String>> = routes
+        .route_groups
+        .iter()
+        .map(|g| {
+            vec![
+                format!("{}:{}", short(&g.remote_pk), g.remote_port),
+                g.local_port.to_string(),
+                g.bytes_sent.to_string(),
+                g.bytes_received.to_string(),
+                g.pq.clone(),
+            ]
+        })
+        .collect();
+    format!(
+        "{}\n{}reservations: {}\n",
+        table(&["KEY", "TYPE", "ROUTE", "NEXT", "KEEP-ALIVE"], &rules),
+        if groups.is_empty() {
+            "no route groups\n".to_owned()
+        } else {
+            format!(
+                "\n{}\n",
+                table(&["REMOTE", "LOCAL PORT", "SENT", "RECEIVED", "PQ"], &groups)
+            )
+        },
+        routes.reservations
+    )
+}
+
+fn routes_json(routes: &pb::RoutesResponse) -> Value {
+    json!({
+        "rules": routes.rules.iter().map(|r| json!({
+            "key": r.key,
+            "type": r.r#type,
+            "src_pk": r.src_pk,
+            "dst_pk": r.dst_pk,
+            "src_port": r.src_port,
+            "dst_port": r.dst_port,
+            "next_route": r.next_route,
+            "next_transport": r.next_transport,
+            "keep_alive_ms": r.keep_alive_ms,
+        })).collect::<Vec<_>>(),
+        "route_groups": routes.route_groups.iter().map(|g| json!({
+            "remote_pk": g.remote_pk,
+            "local_port": g.local_port,
+            "remote_port": g.remote_port,
+            "consume_key": g.consume_key,
+            "forward_key": g.forward_key,
+            "bytes_sent": g.bytes_sent,
+            "bytes_received": g.bytes_received,
+            "pq": g.pq,
+        })).collect::<Vec<_>>(),
+        "reservations": routes.reservations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_their_columns() {
+        let text = table(
+            &["A", "LONGER"],
+            &[
+                vec!["wide cell".into(), "x".into()],
+                vec!["y".into(), "z".into()],
+            ],
+        );
+        assert_eq!(text, "A          LONGER\nwide cell  x\ny          z\n");
+        assert_eq!(duration_text(5), "5s");
+        assert_eq!(duration_text(65), "1m 5s");
+        assert_eq!(duration_text(3_725), "1h 2m 5s");
+    }
+}

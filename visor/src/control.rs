@@ -1,0 +1,150 @@
+//! The visor control API, `skywire.visor.v1.VisorControl`, served on the admin address
+//! (default `127.0.0.1:3435`) beside health, reflection and `/metrics`: what `skywire-cli`
+//! and grpcurl ask the visor they run — its status, its transports (the same calls as the
+//! transport gateway), its rules and route groups.
+
+use std::net::SocketAddr;
+
+use discovery_client::hexfield::{id_to_proto, pk_to_proto};
+use skywire_proto::skywire::visor::v1 as pb;
+use skywire_proto::skywire::visor::v1::transport_gateway_server::TransportGateway;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::gateway::transport::TransportGatewayService;
+use crate::node::Visor;
+use crate::router::{Rule, RuleKind};
+
+/// The service.
+#[derive(Clone, Debug)]
+pub struct ControlService {
+    visor: Visor,
+    transports: TransportGatewayService,
+    started: Instant,
+    stcp_addr: SocketAddr,
+}
+
+impl ControlService {
+    /// The control API of `visor`, whose stcp listener is bound at `stcp_addr`.
+    pub fn new(visor: Visor, stcp_addr: SocketAddr) -> Self {
+        Self {
+            transports: TransportGatewayService::new(visor.clone()),
+            visor,
+            started: Instant::now(),
+            stcp_addr,
+        }
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn rule_info(rule: &Rule) -> pb::RuleInfo {
+    let mut info = pb::RuleInfo {
+        key: rule.key.get(),
+        keep_alive_ms: u64::try_from(rule.keep_alive.as_millis()).unwrap_or(u64::MAX),
+        ..Default::default()
+    };
+    let (kind, descriptor, next) = match rule.kind {
+        RuleKind::Consume(descriptor) => ("consume", Some(descriptor), None),
+        RuleKind::Forward { descriptor, next } => ("forward", Some(descriptor), Some(next)),
+        RuleKind::Intermediary(next) => ("intermediary", None, Some(next)),
+    };
+    info.r#type = kind.to_owned();
+    if let Some(descriptor) = descriptor {
+        info.src_pk = pk_to_proto(&descriptor.src_pk);
+        info.dst_pk = pk_to_proto(&descriptor.dst_pk);
+        info.src_port = u32::from(descriptor.src_port.get());
+        info.dst_port = u32::from(descriptor.dst_port.get());
+    }
+    if let Some(next) = next {
+        info.next_route = next.route.get();
+        info.next_transport = id_to_proto(&next.transport);
+    }
+    info
+}
+
+#[tonic::async_trait]
+impl pb::visor_control_server::VisorControl for ControlService {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let stats = self.visor.stats();
+        let mut servers: Vec<String> = self
+            .visor
+            .dmsg()
+            .connected_servers()
+            .iter()
+            .map(pk_to_proto)
+            .collect();
+        servers.sort();
+        let rules = stats.rules;
+        Ok(Response::new(pb::StatusResponse {
+            pk: pk_to_proto(&self.visor.public_key()),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            dmsg_servers: servers,
+            transports: count(stats.transports),
+            route_groups: count(stats.route_groups),
+            rules: count(rules.consume + rules.forward + rules.intermediary),
+            uptime_secs: self.started.elapsed().as_secs(),
+            stcp_addr: self.stcp_addr.to_string(),
+        }))
+    }
+
+    async fn list_transports(
+        &self,
+        request: Request<pb::ListTransportsRequest>,
+    ) -> Result<Response<pb::TransportList>, Status> {
+        self.transports.list_transports(request).await
+    }
+
+    async fn add_transport(
+        &self,
+        request: Request<pb::AddTransportRequest>,
+    ) -> Result<Response<pb::TransportInfo>, Status> {
+        self.transports.add_transport(request).await
+    }
+
+    async fn remove_transport(
+        &self,
+        request: Request<pb::RemoveTransportRequest>,
+    ) -> Result<Response<pb::RemoveTransportResponse>, Status> {
+        self.transports.remove_transport(request).await
+    }
+
+    async fn routes(
+        &self,
+        _: Request<pb::RoutesRequest>,
+    ) -> Result<Response<pb::RoutesResponse>, Status> {
+        let route_groups = self
+            .visor
+            .route_groups()
+            .iter()
+            .map(|group| {
+                let (sent, received) = group.bytes();
+                pb::RouteGroupInfo {
+                    remote_pk: pk_to_proto(&group.addr.remote),
+                    local_port: u32::from(group.addr.local_port.get()),
+                    remote_port: u32::from(group.addr.remote_port.get()),
+                    consume_key: group.consume_key.get(),
+                    forward_key: group.forward_key.get(),
+                    bytes_sent: sent,
+                    bytes_received: received,
+                    pq: if group.pq().is_hybrid() {
+                        "hybrid"
+                    } else {
+                        "classical"
+                    }
+                    .to_owned(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::RoutesResponse {
+            rules: self.visor.rules().iter().map(rule_info).collect(),
+            route_groups,
+            reservations: count(self.visor.stats().rules.reserved),
+        }))
+    }
+}

@@ -1,4 +1,5 @@
-//! Stream handles: [`RawStream`] moves DATA bodies as they are (what a relay needs), and
+//! Stream handles: [`RawStream`] moves DATA bodies as they are (what a relay needs),
+//! [`PlainStream`] reads and writes them as bytes (over an already encrypted carrier), and
 //! [`DmsgStream`] is an end-to-end encrypted byte stream over one (PROTOCOL.md §6.3).
 //!
 //! Each DATA body of a `DmsgStream` is one ChaCha20-Poly1305 record under the stream's `KK`
@@ -18,7 +19,7 @@ use crate::mux::StreamError;
 use crate::noise::{Aead, Established, PqStatus};
 use crate::port::PortGuard;
 use crate::session::Session;
-use crate::wire::{Code, MAX_RECORD_PLAINTEXT, TAG_LEN};
+use crate::wire::{Code, MAX_DATA_BODY, MAX_RECORD_PLAINTEXT, TAG_LEN};
 
 /// Plaintext one `poll_write` call seals at most (several records).
 const MAX_WRITE_BATCH: usize = 512 * 1024;
@@ -385,6 +386,100 @@ impl AsyncWrite for DmsgStream {
         }
         match ready!(this.raw.poll_reserve(cx, TAG_LEN, TAG_LEN)) {
             Ok(_) => this.send_record(&[], true)?,
+            // The peer stopped reading: this direction is over either way.
+            Err(StreamError::Stopped(_)) => {}
+            Err(error) => return Poll::Ready(Err(io_error(error))),
+        }
+        this.write_closed = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A [`RawStream`] as a byte stream, DATA bodies carried as they are (no record layer): for
+/// a session over a byte stream that is already end-to-end encrypted, such as a visor's
+/// route group. FIN is the half-close.
+#[derive(Debug)]
+pub struct PlainStream {
+    raw: RawStream,
+    pending: Bytes,
+    read_eof: bool,
+    write_closed: bool,
+}
+
+impl PlainStream {
+    /// Reads and writes `raw`'s bodies.
+    pub fn new(raw: RawStream) -> Self {
+        Self {
+            raw,
+            pending: Bytes::new(),
+            read_eof: false,
+            write_closed: false,
+        }
+    }
+}
+
+impl AsyncRead for PlainStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.pending.is_empty() {
+                let n = this.pending.len().min(buf.remaining());
+                buf.put_slice(&this.pending.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if this.read_eof {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(this.raw.poll_recv(cx)).map_err(io_error)? {
+                None => this.read_eof = true,
+                Some((body, fin)) => {
+                    this.read_eof = fin;
+                    this.pending = body;
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for PlainStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.write_closed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stream shut down for writing",
+            )));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let want = buf.len().min(MAX_DATA_BODY);
+        let reserved = ready!(this.raw.poll_reserve(cx, 1, want)).map_err(io_error)?;
+        let n = want.min(reserved);
+        this.raw.send(&buf[..n], false).map_err(io_error)?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Bodies go to the session driver as they are written; it writes them out.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.write_closed {
+            return Poll::Ready(Ok(()));
+        }
+        match ready!(this.raw.poll_reserve(cx, 1, 1)) {
+            Ok(_) => this.raw.send(&[], true).map_err(io_error)?,
             // The peer stopped reading: this direction is over either way.
             Err(StreamError::Stopped(_)) => {}
             Err(error) => return Poll::Ready(Err(io_error(error))),

@@ -81,25 +81,6 @@ where
     }
 }
 
-/// D's published service: answers each connection, once the client has half-closed, with
-/// `echo:` and everything it sent.
-async fn start_echo_service() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                if tcp.read_to_end(&mut got).await.is_ok() {
-                    let _ = tcp.write_all(b"echo:").await;
-                    let _ = tcp.write_all(&got).await;
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// Sends `payload` through A's forward, half-closes, and returns the whole reply; retried
 /// while A closes the connection at once (its dial failed: the members connect to dmsg in
 /// the background).
@@ -143,6 +124,16 @@ async fn fleet_with_a_line_of_transports(
     env: Vec<(String, String)>,
     route_setup_args: &[&str],
 ) -> (Fleet, Vec<PublicKey>, Forwards) {
+    fleet_with(env, route_setup_args, false).await
+}
+
+/// [`fleet_with_a_line_of_transports`]; with `apps`, C runs skysocks, A a skysocks-client
+/// through it (a 2-hop route A–B–C) and B a direct one (its dmsg transport to C).
+async fn fleet_with(
+    env: Vec<(String, String)>,
+    route_setup_args: &[&str],
+    apps: bool,
+) -> (Fleet, Vec<PublicKey>, Forwards) {
     let mut spec = FleetSpec::new(LAUNCHER, 1, 0);
     spec.env = env;
     spec.route_setup_args = route_setup_args.iter().map(|a| (*a).to_owned()).collect();
@@ -150,20 +141,14 @@ async fn fleet_with_a_line_of_transports(
     spec.setup_services = true;
     spec.registration_backoff_cap = Duration::from_secs(2);
     let mut fleet = Fleet::create(&spec).unwrap();
-    let free = || {
-        loopback(
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port(),
-        )
-    };
+    let free = || loopback(testkit::free_port());
     let forwards = Forwards {
         routed: free(),
         direct: free(),
+        socks_routed: free(),
+        socks_direct: free(),
     };
-    let service = start_echo_service().await;
+    let service = testkit::tcp::echo_after_eof().await;
     let d = fleet.member(Role::Visor(3)).unwrap().pk;
     fleet.member_mut(Role::Visor(0)).unwrap().add_args([
         "--forward".to_owned(),
@@ -175,6 +160,26 @@ async fn fleet_with_a_line_of_transports(
         .member_mut(Role::Visor(3))
         .unwrap()
         .add_args(["--publish".to_owned(), format!("80={service}")]);
+    if apps {
+        let c = fleet.member(Role::Visor(2)).unwrap().pk;
+        fleet
+            .member_mut(Role::Visor(2))
+            .unwrap()
+            .add_args(["--skysocks"]);
+        fleet.member_mut(Role::Visor(0)).unwrap().add_args([
+            "--skysocks-client".to_owned(),
+            c.to_string(),
+            "--socks-listen".to_owned(),
+            forwards.socks_routed.to_string(),
+        ]);
+        fleet.member_mut(Role::Visor(1)).unwrap().add_args([
+            "--skysocks-client".to_owned(),
+            c.to_string(),
+            "--skysocks-client-direct".to_owned(),
+            "--socks-listen".to_owned(),
+            forwards.socks_direct.to_string(),
+        ]);
+    }
     fleet.start(StartOrder::Dependencies).unwrap();
     let visors: Vec<_> = fleet
         .visors()
@@ -230,7 +235,21 @@ async fn fleet_with_a_line_of_transports(
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.transports.len(), 2, "{listed:?}");
+    // B holds A–B and B–C (and, with the apps, the direct client's own transport to C).
+    for id in &ids[..2] {
+        assert!(
+            listed
+                .transports
+                .iter()
+                .any(|t| id_from_proto(&t.id, "id").unwrap() == *id),
+            "{listed:?}"
+        );
+    }
+    assert_eq!(
+        listed.transports.len(),
+        if apps { 3 } else { 2 },
+        "{listed:?}"
+    );
     let registry = RegistryClient::over_tcp(fleet.discovery_url()).unwrap();
     for id in &ids {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -254,6 +273,77 @@ struct Forwards {
     routed: SocketAddr,
     /// Direct (`--forward-direct`).
     direct: SocketAddr,
+    /// A's skysocks-client (through route-setup, to C), when the fleet runs the apps.
+    socks_routed: SocketAddr,
+    /// B's skysocks-client (direct, to C).
+    socks_direct: SocketAddr,
+}
+
+/// A loopback HTTP/1.0 server answering every request with `hello through skysocks`.
+async fn start_http_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = b"hello through skysocks";
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n",
+                    body.len()
+                );
+                let _ = tcp.write_all(head.as_bytes()).await;
+                let _ = tcp.write_all(body).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Runs the real curl through the SOCKS5 proxy at `socks` (names resolved at the exit);
+/// `None` after a loud SKIPPED line only if curl is not installed (CI installs it).
+fn curl(socks: SocketAddr, url: &str) -> Option<std::process::Output> {
+    let output = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--socks5-hostname"])
+        .arg(socks.to_string())
+        .arg(url)
+        .output();
+    match output {
+        Ok(output) => Some(output),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("\n==== SKIPPED: curl is not installed (CI installs it) ====\n");
+            None
+        }
+        Err(error) => panic!("curl: {error}"),
+    }
+}
+
+/// Runs curl until it gets `want` (the client dials its tunnel in the background).
+fn curl_until(socks: SocketAddr, url: &str, want: &str) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let Some(output) = curl(socks, url) else {
+            return;
+        };
+        let body = String::from_utf8_lossy(&output.stdout);
+        if output.status.success() && body == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "curl through {socks}: {} {body:?} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,6 +650,43 @@ async fn a_route_dial_is_one_trace_from_the_visor_across_route_setup_and_every_h
         }
     }
     collector.stop().await;
+}
+
+/// Issue 15's Done-when (first part): the real curl through skysocks-client → a 2-hop route
+/// (A–B–C, through route-setup) → skysocks at C → a loopback HTTP server; the same from B's
+/// direct client; with route-setup stopped, the direct one still works and the routed one
+/// gives a clear SOCKS error once its tunnel is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_skysocks_over_a_two_hop_route_and_direct() {
+    let _serial = SERIAL.lock().await;
+    let (mut fleet, _, forwards) = fleet_with(Vec::new(), &[], true).await;
+    let http = start_http_server().await;
+    let url = format!("http://localhost:{}/hello", http.port());
+    let want = "hello through skysocks";
+    tokio::task::block_in_place(|| {
+        curl_until(forwards.socks_routed, &url, want);
+        curl_until(forwards.socks_direct, &url, want);
+        // Several connections over the one tunnel: no route setup each.
+        for _ in 0..5 {
+            curl_until(forwards.socks_routed, &url, want);
+        }
+    });
+    // A connection refused at the exit is SOCKS reply 0x05; curl says so.
+    let closed = format!("http://127.0.0.1:{}/", testkit::free_port());
+    if let Some(output) = tokio::task::block_in_place(|| curl(forwards.socks_routed, &closed)) {
+        assert!(!output.status.success());
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            said.contains("onnection refused") || said.contains("5"),
+            "{said}"
+        );
+    }
+
+    // route-setup stopped: the direct client does not need it.
+    fleet.member_mut(Role::RouteSetup).unwrap().kill().unwrap();
+    tokio::task::block_in_place(|| curl_until(forwards.socks_direct, &url, want));
+    let problems = fleet.shutdown(Duration::from_secs(15)).await;
+    assert!(problems.is_empty(), "{problems:?}");
 }
 
 /// The route reservations a visor holds now, from its `/metrics`.

@@ -1,5 +1,5 @@
 //! Test harnesses shared by the service crates: ports, child processes, `redis-server`, and
-//! gRPC reflection and health probes. Test-only code: failures panic with what went wrong.
+//! gRPC reflection and health probes, plain TCP services. Test-only code: failures panic with what went wrong.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,6 +9,7 @@ pub mod otlp;
 pub mod process;
 pub mod python;
 pub mod redis;
+pub mod tcp;
 
 pub use process::ChildProcess;
 pub use redis::Redis;

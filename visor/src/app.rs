@@ -20,6 +20,8 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::apps::skysocks::Skysocks;
+use crate::apps::skysocks_client::SkysocksClient;
 use crate::config::Settings;
 use crate::control::ControlService;
 use crate::forward::{Forwarded, Forwarding};
@@ -53,6 +55,9 @@ pub enum AppError {
     /// The discovery URL is unusable.
     #[error("discovery: {0}")]
     Discovery(#[from] dmsg::discovery::DiscoveryError),
+    /// The skysocks exit could not start.
+    #[error("skysocks: {0}")]
+    Skysocks(crate::route_group::RouteGroupError),
     /// Port forwarding could not start.
     #[error("port forwarding: {0}")]
     Forward(#[from] crate::forward::ForwardError),
@@ -69,6 +74,7 @@ pub struct App {
     stcp: TcpListener,
     admin: TcpListener,
     forwards: Vec<(Forwarded, TcpListener)>,
+    socks: Option<TcpListener>,
 }
 
 impl App {
@@ -83,12 +89,17 @@ impl App {
                 service::process::bind(forward.listen, "forward").await?,
             ));
         }
+        let socks = match &settings.skysocks_client {
+            Some((_, listen)) => Some(service::process::bind(*listen, "socks-listen").await?),
+            None => None,
+        };
         Ok(Self {
             settings,
             keypair,
             stcp,
             admin,
             forwards,
+            socks,
         })
     }
 
@@ -170,6 +181,19 @@ impl App {
             &mut gateway_tasks,
         )?;
         let forwarding = Forwarding::start(&visor, &settings.published, self.forwards)?;
+        let apps = Apps {
+            skysocks: if settings.skysocks {
+                Some(Skysocks::start(&visor).map_err(AppError::Skysocks)?)
+            } else {
+                None
+            },
+            client: match (settings.skysocks_client, self.socks) {
+                (Some((config, _)), Some(listener)) => {
+                    Some(SkysocksClient::start(&visor, config, listener))
+                }
+                _ => None,
+            },
+        };
         let metrics = MetricsRegistry::new();
         metrics.register(forwarding.metrics())?;
         metrics.register(VisorCollector::new(
@@ -192,6 +216,7 @@ impl App {
         Ok(AppHandle {
             visor,
             forwarding,
+            apps,
             keepers,
             gateway_tasks,
             stop,
@@ -201,11 +226,19 @@ impl App {
     }
 }
 
+/// The apps a visor runs.
+#[derive(Debug, Default)]
+struct Apps {
+    skysocks: Option<Skysocks>,
+    client: Option<SkysocksClient>,
+}
+
 /// A running visor.
 #[derive(Debug)]
 pub struct AppHandle {
     visor: Visor,
     forwarding: Forwarding,
+    apps: Apps,
     keepers: SharedKeepers,
     gateway_tasks: JoinSet<()>,
     stop: CancellationToken,
@@ -243,6 +276,12 @@ impl AppHandle {
             keepers.stop().await;
         }
         self.forwarding.shutdown().await;
+        if let Some(client) = self.apps.client.take() {
+            client.shutdown().await;
+        }
+        if let Some(exit) = self.apps.skysocks.take() {
+            exit.shutdown().await;
+        }
         self.visor.shutdown().await;
         let drain = async {
             while self.tasks.join_next().await.is_some() {}

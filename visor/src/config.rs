@@ -9,6 +9,7 @@ use clap::Parser;
 use dmsg::identity::PublicKey;
 use service::{Binary, CommonArgs, ConfigError, DmsgArgs};
 
+use crate::apps::skysocks_client::ClientConfig;
 use crate::forward::{Forwarded, Published};
 use crate::transport::TransportKind;
 use crate::transport::persistent::Persistent;
@@ -85,6 +86,30 @@ pub struct Args {
     /// route-setup and no breaker; it works while route-setup is down.
     #[arg(long = "forward-direct", value_name = "ADDR=PK:PORT")]
     pub forwarded_direct: Vec<Forwarded>,
+
+    /// Run skysocks, the SOCKS5 exit, on route port 3: connections of skysocks-clients
+    /// leave from this machine.
+    #[arg(long)]
+    pub skysocks: bool,
+
+    /// Run skysocks-client through the exit with this key: a SOCKS5 listener on
+    /// --socks-listen whose connections leave through that visor (a route group through
+    /// route-setup, or --skysocks-client-direct).
+    #[arg(long, value_name = "PK")]
+    pub skysocks_client: Option<PublicKey>,
+
+    /// skysocks-client reaches its exit over a direct transport, one hop, with no
+    /// route-setup and no breaker.
+    #[arg(long)]
+    pub skysocks_client_direct: bool,
+
+    /// Where skysocks-client listens for SOCKS5.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
+    pub socks_listen: SocketAddr,
+
+    /// How long a SOCKS5 client may take over its greeting and request before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub socks_greeting_timeout_secs: u64,
 }
 
 /// The resolved settings.
@@ -108,6 +133,10 @@ pub struct Settings {
     pub published: Vec<Published>,
     /// Local listeners forwarded to other visors.
     pub forwarded: Vec<Forwarded>,
+    /// Run the skysocks exit.
+    pub skysocks: bool,
+    /// Run skysocks-client, and where it listens.
+    pub skysocks_client: Option<(ClientConfig, SocketAddr)>,
 }
 
 /// Reads a pk_table file: `PK HOST:PORT` per line, `#` comments, blank lines ignored.
@@ -172,6 +201,33 @@ impl service::process::Resolve for Args {
                 "--forward dials through route-setup: give its key with --route-setup-pks".into(),
             ));
         }
+        if self.skysocks_client.is_some()
+            && !self.skysocks_client_direct
+            && self.route_setup_pks.is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "--skysocks-client dials its exit through route-setup: give its key with \
+                 --route-setup-pks, or use --skysocks-client-direct"
+                    .into(),
+            ));
+        }
+        if self.socks_greeting_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "--socks-greeting-timeout-secs must be at least 1".into(),
+            ));
+        }
+        let skysocks_client = self.skysocks_client.map(|exit| {
+            (
+                ClientConfig {
+                    exit,
+                    direct: self.skysocks_client_direct,
+                    greeting_timeout: std::time::Duration::from_secs(
+                        self.socks_greeting_timeout_secs,
+                    ),
+                },
+                self.socks_listen,
+            )
+        });
         let forwarded = self
             .forwarded
             .into_iter()
@@ -193,6 +249,8 @@ impl service::process::Resolve for Args {
             admin: self.admin,
             published: self.published,
             forwarded,
+            skysocks: self.skysocks,
+            skysocks_client,
         })
     }
 }

@@ -15,6 +15,7 @@
 //! - [`route_dial`]: [`node::Visor::dial_route`], a route group through route-setup.
 //! - [`cli`]: `skywire-cli`, tables (or JSON) from a running visor's control API.
 //! - [`control`]: the visor control API (`VisorControl`) on the admin address.
+//! - [`apps`]: skysocks (the SOCKS5 exit) and skysocks-client, over a mux in one route group.
 //! - [`forward`]: port forwarding: local services published on route ports, local listeners
 //!   forwarded to other visors' published ports.
 //! - [`gateway`]: the transport and route gateways (dmsg ports 47, 136) for the control plane.
@@ -22,6 +23,7 @@
 //!   service skeleton (bind first, then run), its settings, and its Prometheus metrics.
 
 pub mod app;
+pub mod apps;
 pub mod binary;
 pub mod cli;
 pub mod config;

@@ -412,6 +412,16 @@ impl Visor {
         self.inner.keypair.public()
     }
 
+    /// The visor's identity (its apps run their sessions under it).
+    pub(crate) fn keypair(&self) -> &Keypair {
+        &self.inner.keypair
+    }
+
+    /// The visor's post-quantum policy.
+    pub(crate) fn pq(&self) -> &dmsg::noise::PqSettings {
+        &self.inner.config.pq
+    }
+
     /// Stops everything and waits for every task.
     pub async fn shutdown(&self) {
         // Registrations first: each publisher is joined, then deregisters (ARCHITECTURE

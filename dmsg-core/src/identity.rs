@@ -302,8 +302,8 @@ impl Keypair {
     }
 }
 
-/// Refuses a key file that group or others can access.
-fn check_private(path: &Path) -> Result<(), KeyFileError> {
+/// Refuses a key (or other secret) file that group or others can access.
+pub fn check_private(path: &Path) -> Result<(), KeyFileError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -9,7 +9,7 @@ use clap::Parser;
 use dmsg::identity::PublicKey;
 use service::{Binary, CommonArgs, ConfigError, DmsgArgs};
 
-use crate::apps::skysocks_client::ClientConfig;
+use crate::apps::skysocks_client::{ClientConfig, Credentials};
 use crate::forward::{Forwarded, Published};
 use crate::transport::TransportKind;
 use crate::transport::persistent::Persistent;
@@ -110,6 +110,11 @@ pub struct Args {
     /// How long a SOCKS5 client may take over its greeting and request before it is closed.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub socks_greeting_timeout_secs: u64,
+
+    /// File holding `USER:PASSWORD` (mode 0600): skysocks-client then requires RFC 1929
+    /// username/password authentication, and refuses clients offering only "no auth".
+    #[arg(long, value_name = "FILE")]
+    pub socks_auth_file: Option<PathBuf>,
 }
 
 /// The resolved settings.
@@ -137,6 +142,16 @@ pub struct Settings {
     pub skysocks: bool,
     /// Run skysocks-client, and where it listens.
     pub skysocks_client: Option<(ClientConfig, SocketAddr)>,
+}
+
+/// Reads a `USER:PASSWORD` secret file, refused if group or others may read it.
+pub fn read_credentials(path: &Path) -> Result<Credentials, ConfigError> {
+    let invalid = |what: String| {
+        ConfigError::Invalid(format!("--socks-auth-file {}: {what}", path.display()))
+    };
+    dmsg::identity::check_private(path).map_err(|error| invalid(error.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|error| invalid(error.to_string()))?;
+    text.parse().map_err(invalid)
 }
 
 /// Reads a pk_table file: `PK HOST:PORT` per line, `#` comments, blank lines ignored.
@@ -216,14 +231,19 @@ impl service::process::Resolve for Args {
                 "--socks-greeting-timeout-secs must be at least 1".into(),
             ));
         }
+        let auth = match &self.socks_auth_file {
+            Some(path) => Some(read_credentials(path)?),
+            None => None,
+        };
         let skysocks_client = self.skysocks_client.map(|exit| {
             (
                 ClientConfig {
-                    exit,
                     direct: self.skysocks_client_direct,
                     greeting_timeout: std::time::Duration::from_secs(
                         self.socks_greeting_timeout_secs,
                     ),
+                    auth,
+                    ..ClientConfig::new(exit)
                 },
                 self.socks_listen,
             )

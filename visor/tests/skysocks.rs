@@ -17,19 +17,33 @@ use visor::apps::skysocks_client::{ClientConfig, SkysocksClient};
 
 /// An exit on B and a direct client on A; returns the SOCKS address.
 async fn proxy(net: &[Node], greeting_timeout: Duration) -> (Skysocks, SkysocksClient, SocketAddr) {
+    proxy_with(net, |config| config.greeting_timeout = greeting_timeout).await
+}
+
+/// [`proxy`] with the client's config changed by `change`.
+async fn proxy_with(
+    net: &[Node],
+    change: impl FnOnce(&mut ClientConfig),
+) -> (Skysocks, SkysocksClient, SocketAddr) {
     let exit = Skysocks::start(&net[1].visor).unwrap();
+    let (client, socks) = client_with(net, change).await;
+    (exit, client, socks)
+}
+
+/// A direct client on A through B (whether or not B runs the exit).
+async fn client_with(
+    net: &[Node],
+    change: impl FnOnce(&mut ClientConfig),
+) -> (SkysocksClient, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let socks = listener.local_addr().unwrap();
-    let client = SkysocksClient::start(
-        &net[0].visor,
-        ClientConfig {
-            exit: net[1].visor.public_key(),
-            direct: true,
-            greeting_timeout,
-        },
-        listener,
-    );
-    (exit, client, socks)
+    let mut config = ClientConfig::new(net[1].visor.public_key());
+    config.direct = true;
+    change(&mut config);
+    (
+        SkysocksClient::start(&net[0].visor, config, listener),
+        socks,
+    )
 }
 
 /// Greets (no auth) and sends a request with `command`, address type `atyp` and `addr`;
@@ -176,4 +190,134 @@ async fn slow_greetings_are_closed_and_never_delay_others() {
     assert_eq!(n, 0);
     client.shutdown().await;
     exit.shutdown().await;
+}
+
+/// With credentials configured, a client offering only "no auth" is refused with 0xFF; the
+/// right user and password get through, a wrong one gets the RFC 1929 failure status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn username_and_password_when_configured() {
+    let net = nodes(2).await;
+    let (exit, client, socks) = proxy_with(&net, |config| {
+        config.auth = Some("alice:s3cret".parse().unwrap());
+    })
+    .await;
+    let mut tcp = TcpStream::connect(socks).await.unwrap();
+    tcp.write_all(&[5, 1, 0]).await.unwrap();
+    let mut chosen = [0u8; 2];
+    tcp.read_exact(&mut chosen).await.unwrap();
+    assert_eq!(chosen, [5, 0xFF], "no-auth only is refused");
+
+    let target = testkit::tcp::echo_after_eof().await;
+    for (password, status) in [("wrong", 1u8), ("s3cret", 0u8)] {
+        let mut tcp = TcpStream::connect(socks).await.unwrap();
+        tcp.write_all(&[5, 2, 0, 2]).await.unwrap();
+        tcp.read_exact(&mut chosen).await.unwrap();
+        assert_eq!(chosen, [5, 2], "username/password chosen");
+        let mut auth = vec![1, 5];
+        auth.extend_from_slice(b"alice");
+        auth.push(password.len() as u8);
+        auth.extend_from_slice(password.as_bytes());
+        tcp.write_all(&auth).await.unwrap();
+        let mut answer = [0u8; 2];
+        tcp.read_exact(&mut answer).await.unwrap();
+        assert_eq!(answer[1] == 0, status == 0, "{password}: {answer:?}");
+        if status == 0 {
+            let mut message = vec![5, 1, 0, 1];
+            message.extend_from_slice(&ipv4(target));
+            tcp.write_all(&message).await.unwrap();
+            let mut reply = [0u8; 10];
+            tcp.read_exact(&mut reply).await.unwrap();
+            assert_eq!(reply[1], 0);
+        }
+    }
+    client.shutdown().await;
+    exit.shutdown().await;
+}
+
+/// A panic in the dial path (fault injected) fails that SOCKS request with 0x01 and nothing
+/// else: the next request works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_dial_path_fails_only_that_request() {
+    let net = nodes(2).await;
+    let (exit, client, socks) = proxy_with(&net, |config| {
+        config.on_dial = Some(std::sync::Arc::new(|target: &str| {
+            assert!(!target.starts_with("panic."), "injected fault for {target}");
+        }));
+    })
+    .await;
+    let target = testkit::tcp::echo_after_eof().await;
+    assert_eq!(
+        request(socks, 1, 3, &domain("panic.example", 80)).await.1,
+        0x01
+    );
+    let (mut tcp, code) = request(socks, 1, 1, &ipv4(target)).await;
+    assert_eq!(code, 0x00, "the next request works");
+    tcp.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tcp.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"echo:");
+    client.shutdown().await;
+    exit.shutdown().await;
+}
+
+/// CONNECT to an IPv6 address (when this machine has ::1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_ipv6() {
+    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+        eprintln!("\n==== SKIPPED: no IPv6 loopback on this machine ====\n");
+        return;
+    };
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let _ = tcp.write_all(b"v6").await;
+        }
+    });
+    let net = nodes(2).await;
+    let (exit, client, socks) = proxy(&net, Duration::from_secs(10)).await;
+    let SocketAddr::V6(v6) = target else {
+        unreachable!()
+    };
+    let mut addr = v6.ip().octets().to_vec();
+    addr.extend_from_slice(&v6.port().to_be_bytes());
+    let (mut tcp, code) = request(socks, 1, 4, &addr).await;
+    assert_eq!(code, 0);
+    let mut got = [0u8; 2];
+    tcp.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"v6");
+    client.shutdown().await;
+    exit.shutdown().await;
+}
+
+/// No exit: the answer is 0x03 (network unreachable) at once, not after a long wait; once
+/// the exit starts, the client's tunnel comes up by itself; when the exit restarts, it
+/// heals again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_exit_the_answer_is_quick_and_the_tunnel_heals() {
+    let net = nodes(2).await;
+    let (client, socks) = client_with(&net, |_| {}).await;
+    let target = testkit::tcp::echo_after_eof().await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(request(socks, 1, 1, &ipv4(target)).await.1, 0x03);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    for _ in 0..2 {
+        let exit = Skysocks::start(&net[1].visor).unwrap();
+        let until = tokio::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            let (tcp, code) = request(socks, 1, 1, &ipv4(target)).await;
+            drop(tcp);
+            if code == 0 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < until, "never healed: {code}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        exit.shutdown().await;
+    }
+    client.shutdown().await;
 }

@@ -28,6 +28,7 @@ use crate::forward::{Forwarded, Forwarding};
 use crate::metrics::{SharedKeepers, VisorCollector};
 use crate::node::{Visor, VisorConfig};
 use crate::transport::persistent::{TransportKeepers, TransportLink};
+use crate::uptime::Uptime;
 use dmsg::client::keeper::KeeperConfig;
 use skywire_proto::skywire::visor::v1::visor_control_server::VisorControlServer;
 
@@ -194,14 +195,23 @@ impl App {
                 _ => None,
             },
         };
+        let uptime = Uptime::new(settings.uptime_every);
+        tasks.spawn({
+            let (uptime, visor, stop) = (uptime.clone(), visor.clone_internal(), stop.clone());
+            async move {
+                uptime.run(visor, stop).await;
+                Ok(())
+            }
+        });
         let metrics = MetricsRegistry::new();
         metrics.register(forwarding.metrics())?;
         metrics.register(VisorCollector::new(
             visor.clone(),
             keepers.clone(),
             gateways,
+            uptime.clone(),
         )?)?;
-        let control = ControlService::new(visor.clone(), stcp_addr);
+        let control = ControlService::new(visor.clone(), stcp_addr, uptime.clone());
         let (endpoint, health_driver) = GrpcEndpoint::new(ServerStackConfig::default())
             .add_service(VisorControlServer::new(control))
             .with_metrics(&metrics)

@@ -102,10 +102,13 @@ pub async fn run(cli: &Cli) -> anyhow::Result<String> {
         match command {
             VisorCommand::Status => {
                 let status = client.status(pb::StatusRequest {}).await?.into_inner();
+                let uptime = client.uptime(pb::UptimeRequest {}).await?.into_inner();
                 Ok::<_, tonic::Status>(if cli.json {
-                    json_text(&status_json(&status))
+                    let mut json = status_json(&status);
+                    json["uptime_probe"] = uptime_json(&uptime);
+                    json_text(&json)
                 } else {
-                    status_table(&status)
+                    status_table(&status, &uptime)
                 })
             }
             VisorCommand::Transports => {
@@ -195,7 +198,25 @@ fn short(pk: &str) -> String {
     pk.chars().take(8).collect()
 }
 
-fn status_table(status: &pb::StatusResponse) -> String {
+/// `up now, 1h 100.0% (360), 24h 99.9% (8640)`.
+fn tier_text(
+    now: Option<bool>,
+    hour: Option<&pb::TierRatio>,
+    day: Option<&pb::TierRatio>,
+) -> String {
+    let ratio = |ratio: Option<&pb::TierRatio>| match ratio {
+        Some(r) if r.counted > 0 => format!("{:.1}% ({})", r.ratio * 100.0, r.counted),
+        _ => "-".to_owned(),
+    };
+    let now = match now {
+        Some(true) => "up now",
+        Some(false) => "DOWN now",
+        None => "no sample now",
+    };
+    format!("{now}, 1h {}, 24h {}", ratio(hour), ratio(day))
+}
+
+fn status_table(status: &pb::StatusResponse, uptime: &pb::UptimeResponse) -> String {
     let servers = if status.dmsg_servers.is_empty() {
         "0 (not connected)".to_owned()
     } else {
@@ -211,6 +232,22 @@ fn status_table(status: &pb::StatusResponse) -> String {
         ("transports", status.transports.to_string()),
         ("route groups", status.route_groups.to_string()),
         ("rules", status.rules.to_string()),
+        (
+            "dmsg tier",
+            tier_text(
+                Some(uptime.dmsg_up),
+                uptime.dmsg_hour.as_ref(),
+                uptime.dmsg_day.as_ref(),
+            ),
+        ),
+        (
+            "route tier",
+            tier_text(
+                uptime.routes_sampled.then_some(uptime.routes_up),
+                uptime.routes_hour.as_ref(),
+                uptime.routes_day.as_ref(),
+            ),
+        ),
     ];
     let rows: Vec<Vec<String>> = rows
         .into_iter()
@@ -229,6 +266,25 @@ fn status_json(status: &pb::StatusResponse) -> Value {
         "transports": status.transports,
         "route_groups": status.route_groups,
         "rules": status.rules,
+    })
+}
+
+fn uptime_json(uptime: &pb::UptimeResponse) -> Value {
+    let ratio = |r: Option<&pb::TierRatio>| {
+        r.map_or(
+            Value::Null,
+            |r| json!({"up": r.up, "counted": r.counted, "ratio": r.ratio}),
+        )
+    };
+    json!({
+        "every_ms": uptime.every_ms,
+        "dmsg_up": uptime.dmsg_up,
+        "routes_up": uptime.routes_up,
+        "routes_sampled": uptime.routes_sampled,
+        "dmsg_hour": ratio(uptime.dmsg_hour.as_ref()),
+        "dmsg_day": ratio(uptime.dmsg_day.as_ref()),
+        "routes_hour": ratio(uptime.routes_hour.as_ref()),
+        "routes_day": ratio(uptime.routes_day.as_ref()),
     })
 }
 

@@ -115,6 +115,10 @@ pub struct Args {
     /// username/password authentication, and refuses clients offering only "no auth".
     #[arg(long, value_name = "FILE")]
     pub socks_auth_file: Option<PathBuf>,
+
+    /// How often the uptime probe samples the dmsg tier and the route tier.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub uptime_every_secs: u64,
 }
 
 /// The resolved settings.
@@ -142,6 +146,8 @@ pub struct Settings {
     pub skysocks: bool,
     /// Run skysocks-client, and where it listens.
     pub skysocks_client: Option<(ClientConfig, SocketAddr)>,
+    /// The uptime probe's period.
+    pub uptime_every: std::time::Duration,
 }
 
 /// Reads a `USER:PASSWORD` secret file, refused if group or others may read it.
@@ -226,6 +232,11 @@ impl service::process::Resolve for Args {
                     .into(),
             ));
         }
+        if self.uptime_every_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "--uptime-every-secs must be at least 1".into(),
+            ));
+        }
         if self.socks_greeting_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "--socks-greeting-timeout-secs must be at least 1".into(),
@@ -271,6 +282,7 @@ impl service::process::Resolve for Args {
             forwarded,
             skysocks: self.skysocks,
             skysocks_client,
+            uptime_every: std::time::Duration::from_secs(self.uptime_every_secs),
         })
     }
 }

@@ -14,6 +14,15 @@ use tonic::{Request, Response, Status};
 use crate::gateway::transport::TransportGatewayService;
 use crate::node::Visor;
 use crate::router::{Rule, RuleKind};
+use crate::uptime::{Ratio, Uptime};
+
+fn tier_ratio(ratio: Ratio) -> Option<pb::TierRatio> {
+    Some(pb::TierRatio {
+        up: ratio.up,
+        counted: ratio.counted,
+        ratio: ratio.value().unwrap_or(0.0),
+    })
+}
 
 /// The service.
 #[derive(Clone, Debug)]
@@ -22,16 +31,19 @@ pub struct ControlService {
     transports: TransportGatewayService,
     started: Instant,
     stcp_addr: SocketAddr,
+    uptime: Uptime,
 }
 
 impl ControlService {
-    /// The control API of `visor`, whose stcp listener is bound at `stcp_addr`.
-    pub fn new(visor: Visor, stcp_addr: SocketAddr) -> Self {
+    /// The control API of `visor`, whose stcp listener is bound at `stcp_addr`, with its
+    /// uptime probe.
+    pub fn new(visor: Visor, stcp_addr: SocketAddr, uptime: Uptime) -> Self {
         Self {
             transports: TransportGatewayService::new(visor.clone()),
             visor,
             started: Instant::now(),
             stcp_addr,
+            uptime,
         }
     }
 }
@@ -145,6 +157,24 @@ impl pb::visor_control_server::VisorControl for ControlService {
             rules: self.visor.rules().iter().map(rule_info).collect(),
             route_groups,
             reservations: count(self.visor.stats().rules.reserved),
+        }))
+    }
+
+    async fn uptime(
+        &self,
+        _: Request<pb::UptimeRequest>,
+    ) -> Result<Response<pb::UptimeResponse>, Status> {
+        let report = self.uptime.report();
+        let last = report.last;
+        Ok(Response::new(pb::UptimeResponse {
+            every_ms: u64::try_from(report.every.as_millis()).unwrap_or(u64::MAX),
+            dmsg_up: last.is_some_and(|s| s.dmsg),
+            routes_up: last.is_some_and(|s| s.routes == Some(true)),
+            routes_sampled: last.is_some_and(|s| s.routes.is_some()),
+            dmsg_hour: tier_ratio(report.dmsg_hour),
+            dmsg_day: tier_ratio(report.dmsg_day),
+            routes_hour: tier_ratio(report.routes_hour),
+            routes_day: tier_ratio(report.routes_day),
         }))
     }
 }

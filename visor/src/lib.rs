@@ -19,6 +19,7 @@
 //! - [`forward`]: port forwarding: local services published on route ports, local listeners
 //!   forwarded to other visors' published ports.
 //! - [`gateway`]: the transport and route gateways (dmsg ports 47, 136) for the control plane.
+//! - [`uptime`]: the live uptime probe (dmsg tier and route tier, sampled now, hour and day).
 //! - [`app`], [`config`], [`binary`], [`metrics`]: the `skywire-visor` process on the shared
 //!   service skeleton (bind first, then run), its settings, and its Prometheus metrics.
 
@@ -37,3 +38,4 @@ pub mod route_dial;
 pub mod route_group;
 pub mod router;
 pub mod transport;
+pub mod uptime;

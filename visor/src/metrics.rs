@@ -6,13 +6,14 @@
 use observability::metrics::set_counter;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 use crate::gateway::GatewayCounters;
 use crate::node::Visor;
 use crate::router::DropReason;
 use crate::transport::TransportKind;
 use crate::transport::persistent::TransportKeepers;
+use crate::uptime::Uptime;
 use dmsg::client::keeper::TargetState;
 
 /// The keepers of the persistent transports, shared with the collector (taken out at
@@ -33,6 +34,9 @@ pub struct VisorCollector {
     bytes: IntCounterVec,
     drops: IntCounterVec,
     dmsg_sessions: IntGauge,
+    uptime: Uptime,
+    uptime_ratio: GaugeVec,
+    uptime_up: IntGaugeVec,
 }
 
 impl VisorCollector {
@@ -41,11 +45,28 @@ impl VisorCollector {
         visor: Visor,
         keepers: SharedKeepers,
         gateways: GatewayCounters,
+        uptime: Uptime,
     ) -> Result<Self, prometheus::Error> {
         Ok(Self {
             visor,
             keepers,
             gateways,
+            uptime,
+            uptime_ratio: GaugeVec::new(
+                Opts::new(
+                    "visor_uptime_ratio",
+                    "The uptime probe: share of samples with the tier up, by tier (dmsg, \
+                     routes) and window (1h, 24h); absent with no sample",
+                ),
+                &["tier", "window"],
+            )?,
+            uptime_up: IntGaugeVec::new(
+                Opts::new(
+                    "visor_uptime_up",
+                    "The uptime probe's last sample: 1 if the tier is up now, by tier",
+                ),
+                &["tier"],
+            )?,
             gateway_refused: IntCounterVec::new(
                 Opts::new(
                     "visor_gateway_refused_total",
@@ -160,8 +181,35 @@ impl VisorCollector {
         }
     }
 
-    fn parts(&self) -> [&dyn Collector; 8] {
+    fn refresh_uptime(&self) {
+        let report = self.uptime.report();
+        self.uptime_ratio.reset();
+        for (tier, window, ratio) in [
+            ("dmsg", "1h", report.dmsg_hour),
+            ("dmsg", "24h", report.dmsg_day),
+            ("routes", "1h", report.routes_hour),
+            ("routes", "24h", report.routes_day),
+        ] {
+            if let Some(value) = ratio.value() {
+                self.uptime_ratio
+                    .with_label_values(&[tier, window])
+                    .set(value);
+            }
+        }
+        if let Some(last) = report.last {
+            self.uptime_up
+                .with_label_values(&["dmsg"])
+                .set(i64::from(last.dmsg));
+            self.uptime_up
+                .with_label_values(&["routes"])
+                .set(i64::from(last.routes == Some(true)));
+        }
+    }
+
+    fn parts(&self) -> [&dyn Collector; 10] {
         [
+            &self.uptime_ratio,
+            &self.uptime_up,
             &self.gateway_refused,
             &self.transports,
             &self.route_groups,
@@ -181,6 +229,7 @@ impl Collector for VisorCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         self.refresh();
+        self.refresh_uptime();
         self.parts()
             .into_iter()
             .flat_map(Collector::collect)

@@ -46,6 +46,8 @@ async fn a_first_boot_stays_up_and_connects_once_a_seeded_server_starts() {
             .arg(&pk_table)
             .arg("--transport")
             .arg(format!("stcp:{peer}"))
+            .arg("--uptime-every-secs")
+            .arg("1")
             .arg("--admin")
             .arg(format!("127.0.0.1:{admin_port}")),
     );
@@ -122,17 +124,47 @@ async fn a_first_boot_stays_up_and_connects_once_a_seeded_server_starts() {
         assert!(tokio::time::Instant::now() < deadline, "{text}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // skywire-cli sees the server it is connected to now, as a table and as JSON.
-    let (status, out) = cli(admin, &["visor", "status"]);
+    // skywire-cli sees the server it is connected to now, as a table and as JSON (the
+    // uptime probe's next sample, within a second, says the dmsg tier is up).
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (status, out) = loop {
+        let (status, out) = cli(admin, &["visor", "status"]);
+        if out.contains("dmsg tier") && out.contains("up now")
+            || tokio::time::Instant::now() > until
+        {
+            break (status, out);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(status.success(), "{out}");
     let server_pk = server.public_key().to_string();
     assert!(out.contains(&format!("1: {}", &server_pk[..8])), "{out}");
     assert!(out.lines().any(|line| line.starts_with("pk ")), "{out}");
+    assert!(
+        out.lines()
+            .any(|line| line.starts_with("dmsg tier") && line.contains("up now")),
+        "{out}"
+    );
+    let text = testkit::metrics::scrape(admin).await;
+    assert_eq!(
+        testkit::metrics::value(&text, r#"visor_uptime_up{tier="dmsg"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        testkit::metrics::value(&text, r#"visor_uptime_ratio{tier="dmsg",window="1h"}"#)
+            .is_some_and(|ratio| ratio > 0.0 && ratio < 1.0),
+        "down at first, up now: {text}"
+    );
     let (status, out) = cli(admin, &["visor", "status", "--json"]);
     assert!(status.success(), "{out}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["dmsg_servers"][0], server_pk.as_str(), "{out}");
     assert_eq!(json["stcp_addr"], format!("127.0.0.1:{stcp_port}"));
+    assert_eq!(
+        json["uptime_probe"]["routes_sampled"], false,
+        "no route group: no evidence"
+    );
     let (status, out) = cli(admin, &["visor", "transports", "--json"]);
     assert!(status.success(), "{out}");
     assert_eq!(out.trim(), "[]");

@@ -201,7 +201,11 @@ async fn the_control_api_lists_a_live_route_group_with_its_bytes() {
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(VisorControlServer::new(
-                visor::control::ControlService::new(a.clone(), net[0].addr),
+                visor::control::ControlService::new(
+                    a.clone(),
+                    net[0].addr,
+                    visor::uptime::Uptime::new(Duration::from_secs(10)),
+                ),
             ))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)),
     );

@@ -445,7 +445,13 @@ impl Fleet {
         Ok(())
     }
 
-    /// The scratch directory (keys, configs, logs).
+    /// The deployment file of this network (servers, discovery, setup keys), for
+    /// `skywire-cli config gen --deployment`.
+    pub fn deployment_file(&self) -> PathBuf {
+        self.dir.join(DEPLOYMENT_FILE)
+    }
+
+    /// Where the fleet's keys, configs, logs and deployment file are.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -902,6 +908,9 @@ impl Drop for Fleet {
     }
 }
 
+/// The deployment file a fleet writes in its directory.
+pub const DEPLOYMENT_FILE: &str = "deployment.toml";
+
 /// Adds `spec`'s setup services and visors to `members`: keys from `key`, ports from `port`.
 #[allow(clippy::too_many_arguments)]
 fn add_control_plane(
@@ -963,6 +972,28 @@ fn add_control_plane(
         );
         setup_keys = Some((transport_setup.public(), route_setup.public()));
     }
+    // The deployment a visor joining this network needs (`skywire-cli config gen
+    // --deployment`): the servers, discovery, and the setup services' keys.
+    let deployment = visor::deployment::Deployment {
+        servers: seeds.iter().filter_map(|seed| seed.parse().ok()).collect(),
+        discovery: Some(discovery_url.to_owned()),
+        discovery_pk: None,
+        transport_setup_pks: setup_keys.iter().map(|(t, _)| *t).collect(),
+        route_setup_pks: setup_keys.iter().map(|(_, r)| *r).collect(),
+    };
+    let deployment_file = dir.join(DEPLOYMENT_FILE);
+    std::fs::write(
+        &deployment_file,
+        format!(
+            "# The deployment of this local network: skywire-cli config gen --deployment {}\n{}",
+            deployment_file.display(),
+            deployment.to_toml()
+        ),
+    )
+    .map_err(|source| FleetError::Dir {
+        path: deployment_file.clone(),
+        source,
+    })?;
     let mut visors = Vec::new();
     for n in 0..spec.visors {
         let (keypair, key_file) = key(&Role::Visor(n).to_string())?;

@@ -7,11 +7,12 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 /// The binaries a member can be.
-pub const BINARIES: [&str; 6] = [
+pub const BINARIES: [&str; 7] = [
     "dmsg-discovery",
     "dmsg-server",
     "dmsg-cli",
     "skywire-visor",
+    "skywire-cli",
     "transport-setup",
     "route-setup",
 ];
@@ -20,8 +21,8 @@ pub const BINARIES: [&str; 6] = [
 pub const MEMBER_HELP: &str = "\
 Members:
   skywire-localnet member <BINARY> [ARGS…]
-      BINARY: dmsg-discovery, dmsg-server, dmsg-cli, skywire-visor, transport-setup or
-      route-setup.
+      BINARY: dmsg-discovery, dmsg-server, dmsg-cli, skywire-visor, skywire-cli,
+      transport-setup or route-setup.
       Runs that binary exactly as its standalone program would (same flags, same config file,
       same SKYWIRE_* variables; `member dmsg-server --help` prints its help). This is how the
       fleet starts its processes from one executable.
@@ -48,6 +49,7 @@ pub fn run_member(args: Vec<OsString>) -> Option<ExitCode> {
         "dmsg-server" => server_svc::binary::main(args),
         "dmsg-cli" => server_svc::cli::main(args),
         "skywire-visor" => visor::binary::main(args),
+        "skywire-cli" => visor::cli::main(args),
         "transport-setup" => setup_svc::binary::transport_setup::main(args),
         "route-setup" => setup_svc::binary::route_setup::main(args),
         _ => return None,

@@ -46,6 +46,41 @@ pub enum Command {
     /// The visor itself.
     #[command(subcommand)]
     Visor(VisorCommand),
+    /// The visor's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `skywire-cli config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write a complete skywire-visor config and a fresh key file (mode 0600) for a
+    /// deployment, so a first boot needs nothing else: `skywire-visor --config FILE`.
+    Gen(GenArgs),
+}
+
+/// `skywire-cli config gen`.
+#[derive(Debug, clap::Args)]
+pub struct GenArgs {
+    /// The deployment to join (TOML: servers, discovery, discovery_pk, transport_setup_pks,
+    /// route_setup_pks — `skywire-localnet` writes one); the embedded default if absent.
+    #[arg(long, value_name = "FILE")]
+    pub deployment: Option<std::path::PathBuf>,
+    /// Where to write the config.
+    #[arg(long, value_name = "FILE", default_value = "skywire-visor.toml")]
+    pub out: std::path::PathBuf,
+    /// Where to write the new key (default: beside the config, `visor.key`).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// The visor's stcp listen address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7777")]
+    pub stcp_listen: SocketAddr,
+    /// The visor's admin (control API) address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3435")]
+    pub admin: SocketAddr,
+    /// Replace an existing config (never an existing key file).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `skywire-cli visor …`.
@@ -96,8 +131,11 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
 
 /// Runs one command; returns what to print.
 pub async fn run(cli: &Cli) -> anyhow::Result<String> {
+    let command = match &cli.command {
+        Command::Visor(command) => command,
+        Command::Config(ConfigCommand::Gen(args)) => return config_gen(args),
+    };
     let mut client = connect(cli.rpc).await?;
-    let Command::Visor(command) = &cli.command;
     let call = async {
         match command {
             VisorCommand::Status => {
@@ -143,6 +181,63 @@ pub async fn run(cli: &Cli) -> anyhow::Result<String> {
         .map_err(|status| {
             anyhow::anyhow!("the visor at {} answered: {}", cli.rpc, status.message())
         })
+}
+
+/// `config gen`: the key first (never overwritten), then the config.
+fn config_gen(args: &GenArgs) -> anyhow::Result<String> {
+    let deployment = match &args.deployment {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the deployment {}", path.display()))?;
+            crate::deployment::Deployment::parse(&text)
+                .map_err(|error| anyhow::anyhow!("the deployment {}: {error}", path.display()))?
+        }
+        None => crate::deployment::Deployment::embedded(),
+    };
+    if args.out.exists() && !args.force {
+        anyhow::bail!(
+            "{} exists: give --force to replace it, or another --out",
+            args.out.display()
+        );
+    }
+    let key_file = match &args.key_file {
+        Some(path) => path.clone(),
+        None => args
+            .out
+            .parent()
+            .map_or_else(|| "visor.key".into(), |dir| dir.join("visor.key")),
+    };
+    let key_file = std::path::absolute(&key_file).context("the key file's path")?;
+    let keypair = dmsg::identity::Keypair::generate();
+    keypair.save(&key_file).with_context(|| {
+        format!(
+            "writing the key {} (an existing key is never replaced)",
+            key_file.display()
+        )
+    })?;
+    let quoted = |value: &dyn std::fmt::Display| toml::Value::String(value.to_string()).to_string();
+    let config = format!(
+        "# skywire-visor configuration (skywire-cli config gen): skywire-visor --config {}\n\
+         # public key {}\n\
+         key_file = {}\n\
+         stcp_listen = {}\n\
+         admin = {}\n\
+         {}",
+        args.out.display(),
+        keypair.public(),
+        quoted(&key_file.display()),
+        quoted(&args.stcp_listen),
+        quoted(&args.admin),
+        deployment.to_toml(),
+    );
+    std::fs::write(&args.out, config).with_context(|| format!("writing {}", args.out.display()))?;
+    Ok(format!(
+        "wrote {} and the key {} (public key {})\nstart it: skywire-visor --config {}\n",
+        args.out.display(),
+        key_file.display(),
+        keypair.public(),
+        args.out.display()
+    ))
 }
 
 async fn connect(rpc: SocketAddr) -> anyhow::Result<VisorControlClient<Channel>> {

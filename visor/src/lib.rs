@@ -16,6 +16,7 @@
 //! - [`cli`]: `skywire-cli`, tables (or JSON) from a running visor's control API.
 //! - [`control`]: the visor control API (`VisorControl`) on the admin address.
 //! - [`apps`]: skysocks (the SOCKS5 exit) and skysocks-client, over a mux in one route group.
+//! - [`deployment`]: a deployment (servers, discovery, setup keys) as `config gen` reads it.
 //! - [`forward`]: port forwarding: local services published on route ports, local listeners
 //!   forwarded to other visors' published ports.
 //! - [`gateway`]: the transport and route gateways (dmsg ports 47, 136) for the control plane.
@@ -29,6 +30,7 @@ pub mod binary;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod deployment;
 pub mod forward;
 pub mod gateway;
 pub mod metrics;

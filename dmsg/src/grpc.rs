@@ -48,6 +48,33 @@ pub fn channel_any(client: WeakClient, addr: DmsgAddr) -> Channel {
     }))
 }
 
+/// A lazily connecting tonic channel to the gRPC server at `addr`, wherever it is homed:
+/// each (re)connect is a [`Client::dial`] — its entry from discovery, its servers through
+/// existing or new sessions — and, when that finds no way (no discovery, or no entry), any
+/// live session that reaches it. What peers on other servers than this client's are reached
+/// by; a refusal by the destination is returned as it is. Holds the client weakly.
+pub fn channel_to(client: WeakClient, addr: DmsgAddr) -> Channel {
+    let endpoint = Endpoint::from_static("http://dmsg.invalid");
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |_uri: http::Uri| {
+        let client = client.clone();
+        async move {
+            let client = client.upgrade().ok_or(DialByAddrError::Closed)?;
+            let stream = match client.dial(addr).await {
+                Ok(stream) => stream,
+                Err(error @ (DialByAddrError::Closed | DialByAddrError::Refused(_))) => {
+                    return Err(error);
+                }
+                Err(error) => match client.dial_any_session(addr).await {
+                    Ok(stream) => stream,
+                    // The first error says more (which servers were tried, and how).
+                    Err(_) => return Err(error),
+                },
+            };
+            Ok::<_, DialByAddrError>(TokioIo::new(stream))
+        }
+    }))
+}
+
 /// What a tonic handler learns about a dmsg connection (`request.extensions()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DmsgConnectInfo {

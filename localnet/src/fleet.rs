@@ -571,6 +571,19 @@ impl Fleet {
             .map_err(Self::admin_error(role))
     }
 
+    /// A visor's status (its control API).
+    pub async fn visor_status(
+        &mut self,
+        role: Role,
+    ) -> Result<skywire_proto::skywire::visor::v1::StatusResponse, FleetError> {
+        let channel = self.channel(role)?;
+        skywire_proto::skywire::visor::v1::visor_control_client::VisorControlClient::new(channel)
+            .status(skywire_proto::skywire::visor::v1::StatusRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(Self::admin_error(role))
+    }
+
     /// The health (`""`) of any member.
     pub async fn health(
         &mut self,

@@ -21,9 +21,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Starts a whole dmsg network on loopback — dmsg-discovery, dmsg-servers and client agents,
-/// each a real process — shows a live status table, runs a relayed transfer through it, and
-/// stops everything cleanly on Ctrl-C.
+/// Starts a whole Skywire network on loopback — dmsg-discovery, dmsg-servers, client agents,
+/// transport-setup, route-setup and three visors (A runs skysocks-client, C the skysocks
+/// exit; A–B is stcp, B–C dmsg), each a real process — shows a live status table, sends an
+/// HTTP request through the SOCKS5 proxy over the 2-hop route A–B–C to a small HTTP server
+/// it runs on loopback, runs a relayed transfer, and stops everything cleanly on Ctrl-C.
+///
+/// While it runs, point curl (`curl --socks5-hostname 127.0.0.1:1080 http://…`) or a
+/// browser's SOCKS5 setting at the proxy: the connections leave from visor C.
 ///
 /// Nothing needs to be installed or running: discovery keeps entries in memory unless --redis
 /// is given. Keys, configs and logs go to a scratch directory (kept with --keep-dir).
@@ -53,6 +58,12 @@ struct Args {
     /// Keep the scratch directory (keys, configs, logs) after exit.
     #[arg(long)]
     keep_dir: bool,
+    /// Where visor A's SOCKS5 proxy listens (127.0.0.1).
+    #[arg(long, default_value_t = 1080)]
+    socks_port: u16,
+    /// Start only the dmsg network (no setup services, visors or proxy).
+    #[arg(long)]
+    no_visors: bool,
 }
 
 fn main() -> ExitCode {
@@ -102,11 +113,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     spec.log_filter = Some("info,h2=warn,tower=warn".into());
     spec.registration_backoff_cap = Duration::from_secs(5);
     spec.dir = dir;
+    let visors = !args.no_visors && !args.cold_start_report;
+    if visors {
+        spec.visors = 3;
+        spec.setup_services = true;
+    }
     let mut fleet = Fleet::create(&spec)?;
+    if visors {
+        add_proxy(&mut fleet, args.socks_port)?;
+    }
     eprintln!(
-        "starting discovery, {} servers and {} clients (logs in {})",
+        "starting discovery, {} servers, {} clients{} (logs in {})",
         args.servers,
         args.clients,
+        if visors {
+            ", transport-setup, route-setup and 3 visors"
+        } else {
+            ""
+        },
         fleet.dir().display()
     );
     let stop = CancellationToken::new();
@@ -143,6 +167,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("every process stopped");
     result
+}
+
+/// Visor A keeps an stcp transport to B and runs skysocks-client through C; B keeps a dmsg
+/// transport to C; C runs skysocks: A's proxy reaches C over the 2-hop route A–B–C.
+fn add_proxy(fleet: &mut Fleet, socks_port: u16) -> anyhow::Result<()> {
+    let [a, b, c] = [0, 1, 2].map(Role::Visor);
+    let pk = |fleet: &Fleet, role| fleet.member(role).map(|m| m.pk.to_string());
+    let (b_pk, c_pk) = (pk(fleet, b)?, pk(fleet, c)?);
+    fleet.member_mut(a)?.add_args([
+        "--transport".to_owned(),
+        format!("stcp:{b_pk}"),
+        "--skysocks-client".to_owned(),
+        c_pk.clone(),
+        "--socks-listen".to_owned(),
+        format!("127.0.0.1:{socks_port}"),
+    ]);
+    fleet
+        .member_mut(b)?
+        .add_args(["--transport".to_owned(), format!("dmsg:{c_pk}")]);
+    fleet.member_mut(c)?.add_args(["--skysocks"]);
+    Ok(())
 }
 
 /// Starts the fleet, waits for convergence, then reports (`--cold-start-report`) or runs the
@@ -252,19 +297,40 @@ fn report(
 /// it failed.
 async fn demo(fleet: &mut Fleet, args: &Args, stop: &CancellationToken) -> anyhow::Result<()> {
     let progress = Arc::new(Transfer::default());
+    let socks = Arc::new(std::sync::Mutex::new(SocksState::default()));
+    // First the HTTP request through the proxy (when there are visors), then the transfer.
+    let (proxied_tx, proxied) = tokio::sync::oneshot::channel::<()>();
+    let proxy = if fleet.visors().is_empty() {
+        let _ = proxied_tx.send(());
+        None
+    } else {
+        let http = localnet::http::serve_text(b"hello from the far side of skywire\n")
+            .await
+            .context("starting the demo's HTTP server")?;
+        let proxy_addr = std::net::SocketAddr::from(([127, 0, 0, 1], args.socks_port));
+        if let Ok(mut state) = socks.lock() {
+            state.proxy = Some(proxy_addr);
+            state.url = format!("http://localhost:{}/", http.port());
+        }
+        Some(tokio::spawn(proxied_request(
+            proxy_addr,
+            http,
+            socks.clone(),
+            stop.clone(),
+            proxied_tx,
+        )))
+    };
     let target = fleet.clients().first().copied();
     let mut transfer = match target {
         Some(role) => {
             let dst = DmsgAddr::new(fleet.member(role)?.pk, echo_port());
             let discovery = fleet.discovery_url().to_owned();
             let bytes = args.transfer_mib * 1024 * 1024;
-            Some(tokio::spawn(relayed_transfer(
-                discovery,
-                dst,
-                bytes,
-                progress.clone(),
-                stop.clone(),
-            )))
+            let (progress, stop) = (progress.clone(), stop.clone());
+            Some(tokio::spawn(async move {
+                let _ = proxied.await;
+                relayed_transfer(discovery, dst, bytes, progress, stop).await
+            }))
         }
         None => None,
     };
@@ -279,7 +345,7 @@ async fn demo(fleet: &mut Fleet, args: &Args, stop: &CancellationToken) -> anyho
     };
     loop {
         let table = tokio::select! {
-            table = status_table(fleet, &progress, target) => table,
+            table = status_table(fleet, &progress, target, &socks) => table,
             () = stop.cancelled() => break,
         };
         let mut out = std::io::stdout().lock();
@@ -312,6 +378,9 @@ async fn demo(fleet: &mut Fleet, args: &Args, stop: &CancellationToken) -> anyho
     }
     // Stopped before the transfer ended: it sees `stop`, closes its client and returns.
     if let Some(handle) = transfer {
+        let _ = handle.await;
+    }
+    if let Some(handle) = proxy {
         let _ = handle.await;
     }
     transfer_result.unwrap_or(Ok(()))
@@ -401,12 +470,36 @@ async fn relayed_transfer(
     result
 }
 
+/// The table row of a member whose admin API did not answer.
+fn not_answering(out: &mut String, role: Role, pk: &str) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "{:<10} {:<13} (not answering)",
+        role.to_string(),
+        short(pk)
+    );
+}
+
+/// A member's public key as text (empty if there is no such member).
+fn pk_of(fleet: &Fleet, role: Role) -> String {
+    fleet
+        .member(role)
+        .map(|m| m.pk.to_string())
+        .unwrap_or_default()
+}
+
 fn short(pk: &str) -> String {
     pk.chars().take(12).collect()
 }
 
-/// The status table: servers, clients, the transfer.
-async fn status_table(fleet: &mut Fleet, transfer: &Transfer, target: Option<Role>) -> String {
+/// The status table: servers, clients, visors, the proxied request, the transfer.
+async fn status_table(
+    fleet: &mut Fleet,
+    transfer: &Transfer,
+    target: Option<Role>,
+    socks: &std::sync::Mutex<SocksState>,
+) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
@@ -420,10 +513,7 @@ async fn status_table(fleet: &mut Fleet, transfer: &Transfer, target: Option<Rol
         "SERVER", "PK", "SESSIONS", "STREAMS", "RELAYED", "REGISTRATION"
     );
     for role in fleet.servers() {
-        let pk = fleet
-            .member(role)
-            .map(|m| m.pk.to_string())
-            .unwrap_or_default();
+        let pk = pk_of(fleet, role);
         match fleet.server_stats(role).await {
             Ok(stats) => {
                 let state = match stats.registration.as_ref().map(|r| r.state()) {
@@ -443,22 +533,12 @@ async fn status_table(fleet: &mut Fleet, transfer: &Transfer, target: Option<Rol
                     state
                 );
             }
-            Err(_) => {
-                let _ = writeln!(
-                    out,
-                    "{:<10} {:<13} (not answering)",
-                    role.to_string(),
-                    short(&pk)
-                );
-            }
+            Err(_) => not_answering(&mut out, role, &pk),
         }
     }
     let _ = writeln!(out, "\n{:<10} {:<13} {:<40}", "CLIENT", "PK", "SERVERS");
     for role in fleet.clients() {
-        let pk = fleet
-            .member(role)
-            .map(|m| m.pk.to_string())
-            .unwrap_or_default();
+        let pk = pk_of(fleet, role);
         let servers = match fleet.client_status(role).await {
             Ok(status) => status
                 .connected_servers
@@ -482,6 +562,60 @@ async fn status_table(fleet: &mut Fleet, transfer: &Transfer, target: Option<Rol
             short(&pk),
             servers
         );
+    }
+    if !fleet.visors().is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<10} {:<13} {:>12} {:>10} {:>12}  {:<24}",
+            "VISOR", "PK", "DMSG SERVERS", "TRANSPORTS", "ROUTE GROUPS", "APPS"
+        );
+        let apps = ["skysocks-client → visor-2", "", "skysocks (exit)"];
+        for (n, role) in fleet.visors().into_iter().enumerate() {
+            let pk = pk_of(fleet, role);
+            match fleet.visor_status(role).await {
+                Ok(status) => {
+                    let _ = writeln!(
+                        out,
+                        "{:<10} {:<13} {:>12} {:>10} {:>12}  {:<24}",
+                        role.to_string(),
+                        short(&pk),
+                        status.dmsg_servers.len(),
+                        status.transports,
+                        status.route_groups,
+                        apps.get(n).copied().unwrap_or_default()
+                    );
+                }
+                Err(_) => not_answering(&mut out, role, &pk),
+            }
+        }
+        if let Ok(state) = socks.lock()
+            && let Some(proxy) = state.proxy
+        {
+            let _ = writeln!(
+                out,
+                "\nSOCKS5 proxy {proxy} (visor-0) → route visor-0–visor-1–visor-2 → skysocks → {}",
+                state.url
+            );
+            match &state.outcome {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "HTTP request through the proxy: waiting for the route…"
+                    );
+                }
+                Some(Ok((line, took))) => {
+                    let _ = writeln!(
+                        out,
+                        "HTTP request through the proxy: {line} in {} ms",
+                        took.as_millis()
+                    );
+                }
+                Some(Err(error)) => {
+                    let _ = writeln!(out, "HTTP request through the proxy failed: {error}");
+                }
+            }
+            let _ = writeln!(out, "try it: curl --socks5-hostname {proxy} {}", state.url);
+        }
     }
     let total = transfer.total.load(Ordering::Relaxed);
     let echoed = transfer.echoed.load(Ordering::Relaxed);
@@ -526,6 +660,83 @@ async fn status_table(fleet: &mut Fleet, transfer: &Transfer, target: Option<Rol
         );
     }
     out
+}
+
+/// The proxied HTTP request, as the table shows it.
+#[derive(Debug, Default)]
+struct SocksState {
+    proxy: Option<std::net::SocketAddr>,
+    url: String,
+    /// The response's status line and how long the request took, once done.
+    outcome: Option<Result<(String, Duration), String>>,
+}
+
+/// GETs `http` through the SOCKS5 proxy (the name `localhost` resolved at the exit),
+/// retrying while the route comes up (up to 60 s); records the outcome; then tells `done`.
+async fn proxied_request(
+    proxy: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+    state: Arc<std::sync::Mutex<SocksState>>,
+    stop: CancellationToken,
+    done: tokio::sync::oneshot::Sender<()>,
+) {
+    let until = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        let started = Instant::now();
+        let attempt = tokio::select! {
+            () = stop.cancelled() => break Err("interrupted".to_owned()),
+            attempt = tokio::time::timeout(Duration::from_secs(10), get_through_socks(proxy, http.port())) => attempt,
+        };
+        match attempt {
+            Ok(Ok(line)) => break Ok((line, started.elapsed())),
+            Ok(Err(error)) if Instant::now() >= until => break Err(error.to_string()),
+            Err(_) if Instant::now() >= until => break Err("timed out".to_owned()),
+            _ => {}
+        }
+        tokio::select! {
+            () = stop.cancelled() => break Err("interrupted".to_owned()),
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    };
+    if let Ok(line) = &outcome {
+        eprintln!(
+            "HTTP through the SOCKS5 proxy: {} in {} ms",
+            line.0,
+            line.1.as_millis()
+        );
+    }
+    if let Ok(mut state) = state.lock() {
+        state.outcome = Some(outcome);
+    }
+    let _ = done.send(());
+}
+
+/// One SOCKS5 CONNECT to `localhost:port` (RFC 1928, no auth), then `GET /`; the response's
+/// status line.
+async fn get_through_socks(proxy: std::net::SocketAddr, port: u16) -> anyhow::Result<String> {
+    let mut tcp = tokio::net::TcpStream::connect(proxy).await?;
+    tcp.write_all(&[5, 1, 0]).await?;
+    let mut chosen = [0u8; 2];
+    tcp.read_exact(&mut chosen).await?;
+    if chosen != [5, 0] {
+        bail!("the proxy refused the greeting: {chosen:?}");
+    }
+    let host = b"localhost";
+    let mut request = vec![5, 1, 0, 3, host.len() as u8];
+    request.extend_from_slice(host);
+    request.extend_from_slice(&port.to_be_bytes());
+    tcp.write_all(&request).await?;
+    let mut reply = [0u8; 10];
+    tcp.read_exact(&mut reply).await?;
+    if reply[1] != 0 {
+        bail!("SOCKS5 reply {:#04x}", reply[1]);
+    }
+    tcp.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    Ok(text.lines().next().unwrap_or_default().to_owned())
 }
 
 fn human_bytes(bytes: u64) -> String {

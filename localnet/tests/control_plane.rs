@@ -134,7 +134,9 @@ async fn fleet_with(
     route_setup_args: &[&str],
     apps: bool,
 ) -> (Fleet, Vec<PublicKey>, Forwards) {
-    let mut spec = FleetSpec::new(LAUNCHER, 1, 0);
+    // Two servers: visors and services spread over them, so every control-plane call may
+    // have to cross to the other one (found through discovery).
+    let mut spec = FleetSpec::new(LAUNCHER, 2, 0);
     spec.env = env;
     spec.route_setup_args = route_setup_args.iter().map(|a| (*a).to_owned()).collect();
     spec.visors = 4;
@@ -277,34 +279,6 @@ struct Forwards {
     socks_routed: SocketAddr,
     /// B's skysocks-client (direct, to C).
     socks_direct: SocketAddr,
-}
-
-/// A loopback HTTP/1.0 server answering every request with `hello through skysocks`.
-async fn start_http_server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = b"hello through skysocks";
-                let head = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n",
-                    body.len()
-                );
-                let _ = tcp.write_all(head.as_bytes()).await;
-                let _ = tcp.write_all(body).await;
-            });
-        }
-    });
-    addr
 }
 
 /// Runs the real curl through the SOCKS5 proxy at `socks` (names resolved at the exit);
@@ -660,7 +634,9 @@ async fn a_route_dial_is_one_trace_from_the_visor_across_route_setup_and_every_h
 async fn curl_through_skysocks_over_a_two_hop_route_and_direct() {
     let _serial = SERIAL.lock().await;
     let (mut fleet, _, forwards) = fleet_with(Vec::new(), &[], true).await;
-    let http = start_http_server().await;
+    let http = localnet::http::serve_text(b"hello through skysocks")
+        .await
+        .unwrap();
     let url = format!("http://localhost:{}/hello", http.port());
     let want = "hello through skysocks";
     tokio::task::block_in_place(|| {
@@ -715,13 +691,15 @@ async fn route_setup_killed_mid_setup_leaks_no_reservation() {
     let started = tokio::time::Instant::now();
     let dialing = tokio::spawn(async move { routes.dial_route_group(request).await });
     // The reservations on A, C and D land; B, frozen, cannot answer.
-    let reserved_until = tokio::time::Instant::now() + Duration::from_secs(4);
-    while reservations(&fleet, Role::Visor(0)).await == 0.0 {
-        assert!(
-            tokio::time::Instant::now() < reserved_until,
-            "A never reserved"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let reserved_until = tokio::time::Instant::now() + Duration::from_secs(6);
+    for role in [Role::Visor(0), Role::Visor(2), Role::Visor(3)] {
+        while reservations(&fleet, role).await == 0.0 {
+            assert!(
+                tokio::time::Instant::now() < reserved_until,
+                "{role} never reserved"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     fleet.member_mut(Role::RouteSetup).unwrap().kill().unwrap();
     let answer = dialing.await.unwrap();

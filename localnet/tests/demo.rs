@@ -1,6 +1,7 @@
-//! The README demo as a user runs it: `skywire-localnet` shows the status table, completes
-//! the relayed transfer, and leaves no process behind — after Ctrl-C (SIGINT), and even when
-//! it is itself killed with SIGKILL.
+//! The README demo as a user runs it: `skywire-localnet` shows the status table with its
+//! visors, gets an HTTP response through the SOCKS5 proxy over the 2-hop route, completes the
+//! relayed transfer, and leaves no process behind — after Ctrl-C (SIGINT), and even when it
+//! is itself killed with SIGKILL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -32,6 +33,7 @@ impl Demo {
         let mut child = Command::new(env!("CARGO_BIN_EXE_skywire-localnet"))
             .env("TMPDIR", &tmp)
             .args(["--servers", "2", "--clients", "3", "--transfer-mib", "16"])
+            .args(["--socks-port", &testkit::free_port().to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -147,11 +149,27 @@ fn wait_all_gone(pids: &[u32], within: Duration) {
 fn the_demo_shows_the_table_completes_the_transfer_and_ctrl_c_leaves_no_process() {
     let mut demo = Demo::start("ctrl-c");
     demo.wait_for("SERVER", Duration::from_secs(90));
+    demo.wait_for(
+        "HTTP request through the proxy: HTTP/1.0 200 OK",
+        Duration::from_secs(90),
+    );
     demo.wait_for("— done", Duration::from_secs(90));
     let members = demo.members();
-    assert_eq!(members.len(), 1 + 2 + 3, "discovery, 2 servers, 3 clients");
+    assert_eq!(
+        members.len(),
+        1 + 2 + 3 + 2 + 3,
+        "discovery, 2 servers, 3 clients, the setup services, 3 visors"
+    );
     let output = demo.seen.join("\n");
-    for expected in ["registered", "client-2", "relayed transfer", "Mbit/s"] {
+    for expected in [
+        "registered",
+        "client-2",
+        "VISOR",
+        "skysocks (exit)",
+        "curl --socks5-hostname 127.0.0.1:",
+        "relayed transfer",
+        "Mbit/s",
+    ] {
         assert!(output.contains(expected), "no {expected:?} in:\n{output}");
     }
 
@@ -172,7 +190,7 @@ fn a_demo_killed_with_sigkill_takes_its_members_with_it() {
     let mut demo = Demo::start("sigkill");
     demo.wait_for("SERVER", Duration::from_secs(90));
     let members = demo.members();
-    assert_eq!(members.len(), 6);
+    assert_eq!(members.len(), 11);
     kill(Pid::from_raw(demo.child.id() as i32), Signal::SIGKILL).unwrap();
     demo.wait_exit(Duration::from_secs(10));
     wait_all_gone(&members, Duration::from_secs(5));

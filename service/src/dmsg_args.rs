@@ -37,6 +37,9 @@ pub struct DmsgArgs {
     pub discovery_pk: Option<PublicKey>,
 }
 
+/// Sessions a client without discovery keeps at most (one per seeded server).
+pub const MAX_SEED_SESSIONS: usize = 8;
+
 impl DmsgArgs {
     /// Refuses a discovery URL that is not `http://` or `https://`.
     pub fn check(&self) -> Result<(), ConfigError> {
@@ -73,6 +76,14 @@ impl DmsgArgs {
                 include_default_seeds: self.servers.is_empty(),
                 seeds: self.servers.clone(),
                 discovery: self.discovery_target(),
+                // With no discovery nobody can be looked up: a peer is reachable only through
+                // a session to its own server, so keep one to every seeded server (at most
+                // MAX_SEED_SESSIONS).
+                min_sessions: if matches!(self.discovery_target(), DiscoveryTarget::None) {
+                    self.servers.len().clamp(1, MAX_SEED_SESSIONS)
+                } else {
+                    LifecycleConfig::default().min_sessions
+                },
                 ..LifecycleConfig::default()
             },
             ..ClientConfig::default()

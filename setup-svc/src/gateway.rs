@@ -116,7 +116,7 @@ impl VisorChannels {
             .entry(visor)
             .or_insert_with(|| {
                 let transport =
-                    dmsg::grpc::channel_any(self.client.clone(), DmsgAddr::new(visor, self.port));
+                    dmsg::grpc::channel_to(self.client.clone(), DmsgAddr::new(visor, self.port));
                 let breaker = Breaker::with_policy(
                     format!("visor-gateway/{}/{}", self.port, visor.short()),
                     BreakerConfig::default(),

@@ -93,7 +93,7 @@ impl RouteSetupChannels {
         channels
             .entry(route_setup)
             .or_insert_with(|| {
-                let transport = dmsg::grpc::channel_any(
+                let transport = dmsg::grpc::channel_to(
                     visor.dmsg().downgrade(),
                     DmsgAddr::new(route_setup, ROUTE_SETUP_PORT),
                 );

@@ -20,6 +20,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/support/bench.rs"]
+mod bench;
 #[path = "../../visor/tests/common/mod.rs"]
 mod common;
 #[path = "../tests/support/line.rs"]
@@ -49,29 +51,17 @@ struct Sizes {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let sizes = if quick {
+    bench::main(
         Sizes {
             samples: 200,
             concurrent_total: 1_000,
-        }
-    } else {
+        },
         Sizes {
             samples: 1_000,
             concurrent_total: 4_000,
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let summary = runtime.block_on(run(&sizes));
-    println!();
-    println!("quick={}", u8::from(quick));
-    for (key, value) in summary {
-        println!("{key}={value}");
-    }
+        },
+        |sizes| async move { run(&sizes).await },
+    );
 }
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {

@@ -11,35 +11,17 @@ mod common;
 #[path = "support/line.rs"]
 mod line;
 
-use std::sync::Arc;
-
 use dmsg::identity::Keypair;
 use line::Line;
-use setup_svc::gateway::GrpcGateways;
-use setup_svc::route_setup::{RouteSetup, RouteSetupConfig, StaticGraph};
-use setup_svc::service::{BreakerBoard, ERROR_DOMAIN, ROUTE_SETUP_PORT, RouteSetupService};
-use skywire_proto::skywire::setup::v1::route_setup_server::RouteSetupServer;
+use setup_svc::service::ERROR_DOMAIN;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use visor::route_dial::{RouteDialError, RouteOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visor_dials_a_three_hop_route_group_through_route_setup() {
     let line = Line::start(true).await;
-    let (net, route_setup) = (&line.net, &line.route_setup);
-    let core = RouteSetup::new(
-        Arc::new(GrpcGateways::new(route_setup.downgrade())),
-        Arc::new(StaticGraph(line.graph())),
-        RouteSetupConfig::default(),
-    );
-    let listener = route_setup.listen(ROUTE_SETUP_PORT).unwrap();
-    let served = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RouteSetupServer::new(RouteSetupService::new(
-                core.clone(),
-                BreakerBoard::default(),
-            )))
-            .serve_with_incoming(dmsg::grpc::Incoming::new(listener)),
-    );
+    let net = &line.net;
+    let (_core, served) = line.serve_route_setup();
 
     let (a, d) = (&net[0].visor, &net[3].visor);
     let mut accepting = d.listen(common::port(80)).unwrap();

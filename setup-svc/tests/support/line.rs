@@ -63,6 +63,35 @@ impl Line {
         }
     }
 
+    /// Serves route-setup (the core over this line's graph and gateways) on dmsg port 36 of
+    /// its client, as the binary does; returns the core and the server task.
+    pub fn serve_route_setup(
+        &self,
+    ) -> (
+        setup_svc::route_setup::RouteSetup,
+        tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    ) {
+        use setup_svc::service::{BreakerBoard, ROUTE_SETUP_PORT, RouteSetupService};
+        let core = setup_svc::route_setup::RouteSetup::new(
+            std::sync::Arc::new(setup_svc::gateway::GrpcGateways::new(
+                self.route_setup.downgrade(),
+            )),
+            std::sync::Arc::new(setup_svc::route_setup::StaticGraph(self.graph())),
+            setup_svc::route_setup::RouteSetupConfig::default(),
+        );
+        let listener = self.route_setup.listen(ROUTE_SETUP_PORT).unwrap();
+        let served = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    skywire_proto::skywire::setup::v1::route_setup_server::RouteSetupServer::new(
+                        RouteSetupService::new(core.clone(), BreakerBoard::default()),
+                    ),
+                )
+                .serve_with_incoming(dmsg::grpc::Incoming::new(listener)),
+        );
+        (core, served)
+    }
+
     /// The transport graph of the line.
     pub fn graph(&self) -> Graph {
         Graph::new(self.transports.clone())

@@ -74,3 +74,18 @@ fn die_with_parent() -> Result<(), String> {
         _ => Ok(()),
     }
 }
+
+/// Runs `skywire-cli ARGS…` as a member of `launcher` and waits for it: whether it
+/// succeeded, and its stdout followed by its stderr (what the tests and the operator see).
+pub fn run_skywire_cli(
+    launcher: &std::path::Path,
+    args: &[&str],
+) -> std::io::Result<(bool, String)> {
+    let output = std::process::Command::new(launcher)
+        .args(["member", "skywire-cli"])
+        .args(args)
+        .output()?;
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Ok((output.status.success(), text))
+}

@@ -19,15 +19,9 @@ use testkit::ChildProcess;
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_skywire-localnet");
 
+/// Runs `skywire-cli ARGS…` (as `skywire-localnet member skywire-cli`); success and output.
 fn cli(args: &[&str]) -> (bool, String) {
-    let output = Command::new(LAUNCHER)
-        .args(["member", "skywire-cli"])
-        .args(args)
-        .output()
-        .unwrap();
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
+    localnet::launcher::run_skywire_cli(std::path::Path::new(LAUNCHER), args).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

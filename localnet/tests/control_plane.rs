@@ -281,6 +281,11 @@ struct Forwards {
     socks_direct: SocketAddr,
 }
 
+/// Runs `skywire-cli ARGS…` (as `skywire-localnet member skywire-cli`); success and output.
+fn skywire_cli(args: &[&str]) -> (bool, String) {
+    localnet::launcher::run_skywire_cli(std::path::Path::new(LAUNCHER), args).unwrap()
+}
+
 /// Runs the real curl through the SOCKS5 proxy at `socks` (names resolved at the exit);
 /// `None` after a loud SKIPPED line only if curl is not installed (CI installs it).
 fn curl(socks: SocketAddr, url: &str) -> Option<std::process::Output> {
@@ -436,12 +441,15 @@ async fn operators_build_transports_and_a_three_hop_route_group_through_the_setu
             lifecycle: dmsg::client::LifecycleConfig {
                 include_default_seeds: false,
                 seeds: vec![seed],
+                // It finds A and route-setup wherever they are homed (two servers).
+                discovery: dmsg::client::DiscoveryTarget::Tcp(fleet.discovery_url().to_owned()),
+                publish_entry: false,
                 ..Default::default()
             },
             ..Default::default()
         },
     );
-    let untrusted = TransportGatewayClient::new(dmsg::grpc::channel_any(
+    let untrusted = TransportGatewayClient::new(dmsg::grpc::channel_to(
         stranger.downgrade(),
         dmsg::addr::DmsgAddr::new(visors[0], visor::gateway::TRANSPORT_GATEWAY_PORT),
     ));
@@ -462,7 +470,7 @@ async fn operators_build_transports_and_a_three_hop_route_group_through_the_setu
     drop(untrusted);
     // On dmsg, route-setup sets up only the caller's own route groups.
     let route_setup_pk = fleet.member(Role::RouteSetup).unwrap().pk;
-    let mut impostor = RouteSetupClient::new(dmsg::grpc::channel_any(
+    let mut impostor = RouteSetupClient::new(dmsg::grpc::channel_to(
         stranger.downgrade(),
         dmsg::addr::DmsgAddr::new(route_setup_pk, setup_svc::service::ROUTE_SETUP_PORT),
     ));
@@ -661,6 +669,56 @@ async fn curl_through_skysocks_over_a_two_hop_route_and_direct() {
     // route-setup stopped: the direct client does not need it.
     fleet.member_mut(Role::RouteSetup).unwrap().kill().unwrap();
     tokio::task::block_in_place(|| curl_until(forwards.socks_direct, &url, want));
+
+    // skywire-cli drives B's proxy through its control API: stop, start elsewhere, list.
+    let b_admin = loopback(fleet.member(Role::Visor(1)).unwrap().admin_port).to_string();
+    let c = fleet.member(Role::Visor(2)).unwrap().pk.to_string();
+    let (ok, out) = skywire_cli(&["--rpc", &b_admin, "proxy", "stop"]);
+    assert!(
+        ok && out.contains("skysocks-client") && out.contains(" no "),
+        "{out}"
+    );
+    assert!(
+        std::net::TcpStream::connect(forwards.socks_direct).is_err(),
+        "the stopped proxy still listens"
+    );
+    let moved = loopback(testkit::free_port());
+    let (ok, out) = skywire_cli(&[
+        "--rpc",
+        &b_admin,
+        "proxy",
+        "start",
+        "--direct",
+        &c,
+        "--listen",
+        &moved.to_string(),
+    ]);
+    assert!(ok && out.contains(" yes "), "{out}");
+    tokio::task::block_in_place(|| curl_until(moved, &url, want));
+    let (ok, out) = skywire_cli(&["--rpc", &b_admin, "visor", "apps"]);
+    assert!(
+        ok && out.contains("tunnel to") && out.contains("up"),
+        "{out}"
+    );
+    let (ok, out) = skywire_cli(&["--rpc", &b_admin, "proxy", "start", &c]);
+    assert!(!ok && out.contains("running already"), "{out}");
+
+    // skywire-cli fwd: B exposes D's published echo service on a new local port, directly.
+    let d = fleet.member(Role::Visor(3)).unwrap().pk.to_string();
+    let exposed = loopback(testkit::free_port());
+    let (ok, out) = skywire_cli(&[
+        "--rpc",
+        &b_admin,
+        "fwd",
+        &exposed.to_string(),
+        &format!("{d}:80"),
+        "--direct",
+    ]);
+    assert!(ok && out.contains("direct"), "{out}");
+    let reply = through_the_forward(exposed, b"via fwd").await;
+    assert_eq!(reply, b"echo:via fwd");
+    let (ok, out) = skywire_cli(&["--rpc", &b_admin, "fwd"]);
+    assert!(ok && out.contains(&exposed.to_string()), "{out}");
     let problems = fleet.shutdown(Duration::from_secs(15)).await;
     assert!(problems.is_empty(), "{problems:?}");
 }

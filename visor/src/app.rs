@@ -20,15 +20,13 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::apps::skysocks::Skysocks;
-use crate::apps::skysocks_client::SkysocksClient;
+use crate::apps::registry::AppRegistry;
 use crate::config::Settings;
-use crate::control::ControlService;
+use crate::control::{ControlParts, ControlService};
 use crate::forward::{Forwarded, Forwarding};
 use crate::metrics::{SharedKeepers, VisorCollector};
 use crate::node::{Visor, VisorConfig};
 use crate::transport::persistent::{TransportKeepers, TransportLink};
-use crate::uptime::Uptime;
 use dmsg::client::keeper::KeeperConfig;
 use skywire_proto::skywire::visor::v1::visor_control_server::VisorControlServer;
 
@@ -56,9 +54,9 @@ pub enum AppError {
     /// The discovery URL is unusable.
     #[error("discovery: {0}")]
     Discovery(#[from] dmsg::discovery::DiscoveryError),
-    /// The skysocks exit could not start.
-    #[error("skysocks: {0}")]
-    Skysocks(crate::route_group::RouteGroupError),
+    /// An app could not start.
+    #[error("apps: {0}")]
+    Apps(#[from] crate::apps::registry::AppsError),
     /// Port forwarding could not start.
     #[error("port forwarding: {0}")]
     Forward(#[from] crate::forward::ForwardError),
@@ -181,21 +179,21 @@ impl App {
             settings.common.shutdown_grace(),
             &mut gateway_tasks,
         )?;
-        let forwarding = Forwarding::start(&visor, &settings.published, self.forwards)?;
-        let apps = Apps {
-            skysocks: if settings.skysocks {
-                Some(Skysocks::start(&visor).map_err(AppError::Skysocks)?)
-            } else {
-                None
-            },
-            client: match (settings.skysocks_client, self.socks) {
-                (Some((config, _)), Some(listener)) => {
-                    Some(SkysocksClient::start(&visor, config, listener))
-                }
-                _ => None,
-            },
-        };
-        let uptime = Uptime::new(settings.uptime_every);
+        let forwarding = Arc::new(Forwarding::start(
+            &visor,
+            &settings.published,
+            self.forwards,
+        )?);
+        // The apps of the flags; the control API starts and stops them later.
+        let apps = Arc::new(AppRegistry::new(visor.clone_internal()));
+        if settings.skysocks {
+            apps.start_skysocks()?;
+        }
+        if let (Some((config, _)), Some(listener)) = (settings.skysocks_client.clone(), self.socks)
+        {
+            apps.start_client_on(config, listener)?;
+        }
+        let uptime = crate::uptime::Uptime::new(settings.uptime_every);
         tasks.spawn({
             let (uptime, visor, stop) = (uptime.clone(), visor.clone_internal(), stop.clone());
             async move {
@@ -211,7 +209,15 @@ impl App {
             gateways,
             uptime.clone(),
         )?)?;
-        let control = ControlService::new(visor.clone(), stcp_addr, uptime.clone());
+        let control = ControlService::new(
+            visor.clone(),
+            stcp_addr,
+            ControlParts {
+                uptime: uptime.clone(),
+                apps: apps.clone(),
+                forwarding: forwarding.clone(),
+            },
+        );
         let (endpoint, health_driver) = GrpcEndpoint::new(ServerStackConfig::default())
             .add_service(VisorControlServer::new(control))
             .with_metrics(&metrics)
@@ -236,19 +242,12 @@ impl App {
     }
 }
 
-/// The apps a visor runs.
-#[derive(Debug, Default)]
-struct Apps {
-    skysocks: Option<Skysocks>,
-    client: Option<SkysocksClient>,
-}
-
 /// A running visor.
 #[derive(Debug)]
 pub struct AppHandle {
     visor: Visor,
-    forwarding: Forwarding,
-    apps: Apps,
+    forwarding: Arc<Forwarding>,
+    apps: Arc<AppRegistry>,
     keepers: SharedKeepers,
     gateway_tasks: JoinSet<()>,
     stop: CancellationToken,
@@ -286,12 +285,7 @@ impl AppHandle {
             keepers.stop().await;
         }
         self.forwarding.shutdown().await;
-        if let Some(client) = self.apps.client.take() {
-            client.shutdown().await;
-        }
-        if let Some(exit) = self.apps.skysocks.take() {
-            exit.shutdown().await;
-        }
+        self.apps.shutdown().await;
         self.visor.shutdown().await;
         let drain = async {
             while self.tasks.join_next().await.is_some() {}

@@ -49,6 +49,40 @@ pub enum Command {
     /// The visor's configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The SOCKS5 proxy (the visor's skysocks-client app).
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
+    /// Expose another visor's published service on a local address of this visor: each
+    /// connection to LOCAL_ADDR is a route group to PK's route port PORT (the "skynet"
+    /// use). Without arguments, list the forwards.
+    Fwd {
+        /// Where this visor listens, HOST:PORT.
+        #[arg(requires = "remote")]
+        local: Option<SocketAddr>,
+        /// The publishing visor and its route port, PK:PORT.
+        remote: Option<String>,
+        /// Over a direct transport (no route-setup, no breaker).
+        #[arg(long)]
+        direct: bool,
+    },
+}
+
+/// `skywire-cli proxy …`.
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Start skysocks-client: a SOCKS5 proxy whose connections leave through the exit PK.
+    Start {
+        /// The exit visor (running skysocks).
+        pk: dmsg::identity::PublicKey,
+        /// Reach it over a direct transport, with no route-setup and no breaker.
+        #[arg(long)]
+        direct: bool,
+        /// Where the proxy listens.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
+        listen: SocketAddr,
+    },
+    /// Stop skysocks-client.
+    Stop,
 }
 
 /// `skywire-cli config …`.
@@ -92,6 +126,8 @@ pub enum VisorCommand {
     Transports,
     /// Its rules and route groups.
     Routes,
+    /// Its apps: running or not, and what they do now.
+    Apps,
 }
 
 /// Runs `skywire-cli` with `args` (the first is the program name); returns its exit code.
@@ -134,6 +170,12 @@ pub async fn run(cli: &Cli) -> anyhow::Result<String> {
     let command = match &cli.command {
         Command::Visor(command) => command,
         Command::Config(ConfigCommand::Gen(args)) => return config_gen(args),
+        Command::Proxy(command) => return proxy(cli, command).await,
+        Command::Fwd {
+            local,
+            remote,
+            direct,
+        } => return fwd(cli, *local, remote.as_deref(), *direct).await,
     };
     let mut client = connect(cli.rpc).await?;
     let call = async {
@@ -160,6 +202,14 @@ pub async fn run(cli: &Cli) -> anyhow::Result<String> {
                     transports_table(&list)
                 })
             }
+            VisorCommand::Apps => {
+                let apps = client.list_apps(pb::ListAppsRequest {}).await?.into_inner();
+                Ok(if cli.json {
+                    json_text(&apps_json(&apps.apps))
+                } else {
+                    apps_table(&apps.apps)
+                })
+            }
             VisorCommand::Routes => {
                 let routes = client.routes(pb::RoutesRequest {}).await?.into_inner();
                 Ok(if cli.json {
@@ -170,17 +220,149 @@ pub async fn run(cli: &Cli) -> anyhow::Result<String> {
             }
         }
     };
+    answered(cli.rpc, call).await
+}
+
+/// Awaits a call to the visor at `rpc` within [`CALL_TIMEOUT`]; its answer, or an error
+/// that says which visor and what it said.
+async fn answered<T>(
+    rpc: SocketAddr,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+) -> anyhow::Result<T> {
     tokio::time::timeout(CALL_TIMEOUT, call)
         .await
-        .with_context(|| {
-            format!(
-                "the visor at {} did not answer within {CALL_TIMEOUT:?}",
-                cli.rpc
-            )
-        })?
-        .map_err(|status| {
-            anyhow::anyhow!("the visor at {} answered: {}", cli.rpc, status.message())
+        .with_context(|| format!("the visor at {rpc} did not answer within {CALL_TIMEOUT:?}"))?
+        .map_err(|status| anyhow::anyhow!("the visor at {rpc} answered: {}", status.message()))
+}
+
+/// `fwd`: add a forward (or list them) through the control API.
+async fn fwd(
+    cli: &Cli,
+    local: Option<SocketAddr>,
+    remote: Option<&str>,
+    direct: bool,
+) -> anyhow::Result<String> {
+    let request = match (local, remote) {
+        (Some(local), Some(remote)) => {
+            let (pk, port) = remote
+                .rsplit_once(':')
+                .with_context(|| format!("{remote:?} is not PK:PORT"))?;
+            let pk: dmsg::identity::PublicKey = pk
+                .parse()
+                .with_context(|| format!("{pk:?} is not a public key"))?;
+            let port: u16 = port
+                .parse()
+                .ok()
+                .filter(|port| *port != 0)
+                .with_context(|| format!("{port:?} is not a route port (1..=65535)"))?;
+            Some(pb::Forward {
+                listen: local.to_string(),
+                dst_pk: pk.to_string(),
+                port: u32::from(port),
+                direct,
+            })
+        }
+        _ => None,
+    };
+    let mut client = connect(cli.rpc).await?;
+    let call = async {
+        match request {
+            Some(forward) => client
+                .add_forward(forward)
+                .await
+                .map(|answer| vec![answer.into_inner()]),
+            None => client
+                .list_forwards(pb::ListForwardsRequest {})
+                .await
+                .map(|answer| answer.into_inner().forwards),
+        }
+    };
+    let forwards = answered(cli.rpc, call).await?;
+    if cli.json {
+        return Ok(json_text(&Value::Array(
+            forwards
+                .iter()
+                .map(|f| json!({"listen": f.listen, "dst_pk": f.dst_pk, "port": f.port, "direct": f.direct}))
+                .collect(),
+        )));
+    }
+    let rows: Vec<Vec<String>> = forwards
+        .iter()
+        .map(|f| {
+            vec![
+                f.listen.clone(),
+                format!("{}:{}", f.dst_pk, f.port),
+                if f.direct { "direct" } else { "route-setup" }.to_owned(),
+            ]
         })
+        .collect();
+    Ok(table(&["LOCAL", "REMOTE", "VIA"], &rows))
+}
+
+/// `proxy start|stop`: the skysocks-client app, through the control API.
+async fn proxy(cli: &Cli, command: &ProxyCommand) -> anyhow::Result<String> {
+    let mut client = connect(cli.rpc).await?;
+    let call = async {
+        match command {
+            ProxyCommand::Start { pk, direct, listen } => {
+                client
+                    .start_app(pb::StartAppRequest {
+                        name: "skysocks-client".into(),
+                        exit_pk: pk.to_string(),
+                        direct: *direct,
+                        listen: listen.to_string(),
+                    })
+                    .await
+            }
+            ProxyCommand::Stop => {
+                client
+                    .stop_app(pb::StopAppRequest {
+                        name: "skysocks-client".into(),
+                    })
+                    .await
+            }
+        }
+    };
+    let app = answered(cli.rpc, call).await?.into_inner();
+    Ok(if cli.json {
+        json_text(&apps_json(std::slice::from_ref(&app)))
+    } else {
+        apps_table(std::slice::from_ref(&app))
+    })
+}
+
+fn apps_table(apps: &[pb::AppInfo]) -> String {
+    let rows: Vec<Vec<String>> = apps
+        .iter()
+        .map(|app| {
+            vec![
+                app.name.clone(),
+                if app.running { "yes" } else { "no" }.to_owned(),
+                if app.status.is_empty() {
+                    "-".to_owned()
+                } else {
+                    app.status.clone()
+                },
+                app.args.join(" "),
+            ]
+        })
+        .collect();
+    table(&["APP", "RUNNING", "STATUS", "ARGS"], &rows)
+}
+
+fn apps_json(apps: &[pb::AppInfo]) -> Value {
+    Value::Array(
+        apps.iter()
+            .map(|app| {
+                json!({
+                    "name": app.name,
+                    "running": app.running,
+                    "status": app.status,
+                    "args": app.args,
+                })
+            })
+            .collect(),
+    )
 }
 
 /// `config gen`: the key first (never overwritten), then the config.

@@ -107,6 +107,14 @@ pub enum ForwardError {
     /// The metrics could not be made.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// A forward's local address could not be bound.
+    #[error("forwarding {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
 }
 
 /// What happened to a forwarded or published connection: the `outcome` label of
@@ -134,22 +142,22 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// The running forwards and publications of a visor; [`Forwarding::shutdown`] stops them.
+/// The running forwards and publications of a visor (more can be added at runtime, from
+/// the control API); [`Forwarding::shutdown`] stops them.
 #[derive(Debug)]
 pub struct Forwarding {
+    visor: Visor,
     tasks: TaskTracker,
     stop: CancellationToken,
     connections: IntCounterVec,
+    forwards: std::sync::Mutex<Vec<Forwarded>>,
 }
 
 impl Forwarding {
-    /// Starts serving `published` and `forwarded` (each with its bound listener).
-    pub fn start(
-        visor: &Visor,
-        published: &[Published],
-        forwarded: Vec<(Forwarded, TcpListener)>,
-    ) -> Result<Self, ForwardError> {
-        let this = Self {
+    /// Nothing forwarded or published yet, on `visor`.
+    pub fn new(visor: &Visor) -> Result<Self, ForwardError> {
+        Ok(Self {
+            visor: visor.clone_internal(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
             connections: IntCounterVec::new(
@@ -160,21 +168,70 @@ impl Forwarding {
                 ),
                 &["side", "outcome"],
             )?,
-        };
+            forwards: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Starts serving `published` and `forwarded` (each with its bound listener).
+    pub fn start(
+        visor: &Visor,
+        published: &[Published],
+        forwarded: Vec<(Forwarded, TcpListener)>,
+    ) -> Result<Self, ForwardError> {
+        let this = Self::new(visor)?;
         for publication in published {
-            let listener = visor
-                .listen(publication.port)
-                .map_err(|error| ForwardError::Listen(publication.port, error))?;
-            tracing::info!(port = %publication.port, target = %publication.target, "publishing");
-            this.tasks
-                .spawn(this.clone_parts().publish(listener, publication.target));
+            this.publish(*publication)?;
         }
         for (forward, listener) in forwarded {
-            tracing::info!(listen = %forward.listen, dst = %forward.dst, port = %forward.port, "forwarding");
-            this.tasks
-                .spawn(this.clone_parts().forward(visor.clone(), listener, forward));
+            this.forward(forward, listener);
         }
         Ok(this)
+    }
+
+    /// Publishes a local service on a route port.
+    pub fn publish(&self, publication: Published) -> Result<(), ForwardError> {
+        let listener = self
+            .visor
+            .listen(publication.port)
+            .map_err(|error| ForwardError::Listen(publication.port, error))?;
+        tracing::info!(port = %publication.port, target = %publication.target, "publishing");
+        self.tasks
+            .spawn(self.clone_parts().publish(listener, publication.target));
+        Ok(())
+    }
+
+    /// Forwards connections on `listener` (bound at `forward.listen`).
+    pub fn forward(&self, forward: Forwarded, listener: TcpListener) {
+        tracing::info!(listen = %forward.listen, dst = %forward.dst, port = %forward.port, direct = forward.direct, "forwarding");
+        self.forwards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(forward);
+        self.tasks.spawn(
+            self.clone_parts()
+                .forward(self.visor.clone(), listener, forward),
+        );
+    }
+
+    /// Binds `forward.listen` and forwards its connections.
+    pub async fn forward_on(&self, forward: Forwarded) -> Result<(), ForwardError> {
+        let listener =
+            TcpListener::bind(forward.listen)
+                .await
+                .map_err(|error| ForwardError::Bind {
+                    addr: forward.listen,
+                    error,
+                })?;
+        self.forward(forward, listener);
+        Ok(())
+    }
+
+    /// The forwards running now.
+    pub fn forwards(&self) -> Vec<Forwarded> {
+        self.forwards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The `visor_forward_connections_total` family, to register.
@@ -183,7 +240,7 @@ impl Forwarding {
     }
 
     /// Closes every listener and connection and waits for their tasks.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;

@@ -204,7 +204,7 @@ async fn the_control_api_lists_a_live_route_group_with_its_bytes() {
                 visor::control::ControlService::new(
                     a.clone(),
                     net[0].addr,
-                    visor::uptime::Uptime::new(Duration::from_secs(10)),
+                    visor::control::ControlParts::new(a, Duration::from_secs(10)).unwrap(),
                 ),
             ))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)),

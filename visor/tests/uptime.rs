@@ -70,7 +70,11 @@ async fn the_dmsg_tier_drops_within_one_sample_while_stcp_routes_stay_up() {
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(VisorControlServer::new(
-                visor::control::ControlService::new(a.clone(), net[0].addr, uptime.clone()),
+                visor::control::ControlService::new(a.clone(), net[0].addr, {
+                    let mut parts = visor::control::ControlParts::new(a, every).unwrap();
+                    parts.uptime = uptime.clone();
+                    parts
+                }),
             ))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)),
     );

@@ -3,6 +3,7 @@
 //! exit. The two ends share one long-lived route group; each SOCKS connection is one stream
 //! of a dmsg mux session over it ([`tunnel`]), so a connection costs no route setup.
 
+pub mod registry;
 pub mod skysocks;
 pub mod skysocks_client;
 pub mod tunnel;

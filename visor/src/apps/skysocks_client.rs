@@ -206,17 +206,19 @@ struct TunnelState {
 pub struct SkysocksClient {
     tasks: TaskTracker,
     stop: CancellationToken,
+    tunnel: watch::Receiver<TunnelState>,
 }
 
 impl SkysocksClient {
     /// Serves SOCKS5 on `listener` through `config.exit`.
     pub fn start(visor: &Visor, config: ClientConfig, listener: TcpListener) -> Self {
+        let (tunnel_tx, tunnel_rx) = watch::channel(TunnelState::default());
         let this = Self {
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
+            tunnel: tunnel_rx.clone(),
         };
         tracing::info!(exit = %config.exit, direct = config.direct, auth = config.auth.is_some(), "skysocks-client started");
-        let (tunnel_tx, tunnel_rx) = watch::channel(TunnelState::default());
         this.tasks.spawn(keep_tunnel(
             visor.clone_internal(),
             config.clone(),
@@ -232,6 +234,15 @@ impl SkysocksClient {
             this.stop.clone(),
         ));
         this
+    }
+
+    /// Whether the tunnel to the exit is up now.
+    pub fn tunnel_up(&self) -> bool {
+        self.tunnel
+            .borrow()
+            .session
+            .as_ref()
+            .is_some_and(|session| !session.is_closed())
     }
 
     /// Closes the listener, every connection and the tunnel, and waits for their tasks.

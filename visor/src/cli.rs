@@ -510,6 +510,14 @@ fn status_table(status: &pb::StatusResponse, uptime: &pb::UptimeResponse) -> Str
         ("route groups", status.route_groups.to_string()),
         ("rules", status.rules.to_string()),
         (
+            "apps",
+            if status.apps.is_empty() {
+                "none".to_owned()
+            } else {
+                status.apps.join(", ")
+            },
+        ),
+        (
             "dmsg tier",
             tier_text(
                 Some(uptime.dmsg_up),
@@ -543,6 +551,7 @@ fn status_json(status: &pb::StatusResponse) -> Value {
         "transports": status.transports,
         "route_groups": status.route_groups,
         "rules": status.rules,
+        "apps": status.apps,
     })
 }
 

@@ -174,6 +174,13 @@ impl pb::visor_control_server::VisorControl for ControlService {
             rules: count(rules.consume + rules.forward + rules.intermediary),
             uptime_secs: self.started.elapsed().as_secs(),
             stcp_addr: self.stcp_addr.to_string(),
+            apps: self
+                .apps
+                .list()
+                .into_iter()
+                .filter(|app| app.running)
+                .map(|app| app.name.to_owned())
+                .collect(),
         }))
     }
 

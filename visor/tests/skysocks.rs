@@ -128,7 +128,7 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// 1,000 connects to a closed port leave nothing open: the one tunnel's route group on each
+/// 1,000 connects to a closed port or an unknown host leave nothing open: the one tunnel's route group on each
 /// side, no stream, and the process's fds back where they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_failed_connects_leave_nothing_open() {
@@ -145,9 +145,14 @@ async fn a_thousand_failed_connects_leave_nothing_open() {
     let closed = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = open_fds();
-    for _ in 0..1_000 {
-        let (tcp, code) = request(socks, 1, 1, &ipv4(closed)).await;
-        assert_eq!(code, 0x05);
+    for n in 0..1_000 {
+        // To a closed port, and one in 25 to a host that does not resolve.
+        let (tcp, code) = if n % 25 == 24 {
+            request(socks, 1, 3, &domain("no-such-host.invalid", 80)).await
+        } else {
+            request(socks, 1, 1, &ipv4(closed)).await
+        };
+        assert_eq!(code, if n % 25 == 24 { 0x04 } else { 0x05 });
         drop(tcp);
     }
     wait_until("the fds are back", || open_fds() <= before).await;

@@ -636,12 +636,16 @@ async fn a_route_dial_is_one_trace_from_the_visor_across_route_setup_and_every_h
 
 /// Issue 15's Done-when (first part): the real curl through skysocks-client → a 2-hop route
 /// (A–B–C, through route-setup) → skysocks at C → a loopback HTTP server; the same from B's
-/// direct client; with route-setup stopped, the direct one still works and the routed one
-/// gives a clear SOCKS error once its tunnel is gone.
+/// direct client, also while C's destination breaker is open and with route-setup stopped;
+/// skywire-cli stops, starts and lists B's proxy and adds a forward; when the exit restarts
+/// with route-setup still down, the direct proxy heals and the routed one answers a clear
+/// SOCKS error (0x03) at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_through_skysocks_over_a_two_hop_route_and_direct() {
     let _serial = SERIAL.lock().await;
-    let (mut fleet, _, forwards) = fleet_with(Vec::new(), &[], true).await;
+    // A frozen hop fails its call within 2 s (a third of the setup deadline).
+    let (mut fleet, visors, forwards) =
+        fleet_with(Vec::new(), &["--request-timeout-secs", "6"], true).await;
     let http = localnet::http::serve_text(b"hello through skysocks")
         .await
         .unwrap();
@@ -665,6 +669,38 @@ async fn curl_through_skysocks_over_a_two_hop_route_and_direct() {
             "{said}"
         );
     }
+
+    // The exit's breaker open (C frozen while three routed setups to it fail): route-setup
+    // refuses C at once, and the direct proxy does not care.
+    fleet
+        .member(Role::Visor(2))
+        .unwrap()
+        .signal("STOP")
+        .unwrap();
+    let routes = RouteSetupClient::new(channel(&fleet, Role::RouteSetup).await);
+    let failures = futures::future::join_all((0..3).map(|_| {
+        let mut routes = routes.clone();
+        let request = dial_request(&visors[0], &visors[2]);
+        async move { routes.dial_route_group(request).await }
+    }))
+    .await;
+    fleet
+        .member(Role::Visor(2))
+        .unwrap()
+        .signal("CONT")
+        .unwrap();
+    assert!(failures.iter().all(Result::is_err), "{failures:?}");
+    let refused = routes
+        .clone()
+        .dial_route_group(dial_request(&visors[0], &visors[2]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        skywire_proto::status::reason_in(&refused, "skywire").as_deref(),
+        Some("breaker_open"),
+        "{refused:?}"
+    );
+    tokio::task::block_in_place(|| curl_until(forwards.socks_direct, &url, want));
 
     // route-setup stopped: the direct client does not need it.
     fleet.member_mut(Role::RouteSetup).unwrap().kill().unwrap();

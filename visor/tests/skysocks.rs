@@ -128,8 +128,8 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// 1,000 connects to a closed port or an unknown host leave nothing open: the one tunnel's route group on each
-/// side, no stream, and the process's fds back where they were.
+/// 1,000 connects to a closed port or an unknown host leave nothing open: the one tunnel's
+/// route group on each side, no mux stream on it, and the process's fds back where they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_failed_connects_leave_nothing_open() {
     let net = nodes(2).await;
@@ -156,6 +156,7 @@ async fn a_thousand_failed_connects_leave_nothing_open() {
         drop(tcp);
     }
     wait_until("the fds are back", || open_fds() <= before).await;
+    wait_until("no mux stream is left", || client.open_streams() == 0).await;
     for node in &net {
         assert_eq!(node.visor.stats().route_groups, 1, "the tunnel's only");
     }

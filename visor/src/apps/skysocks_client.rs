@@ -245,6 +245,15 @@ impl SkysocksClient {
             .is_some_and(|session| !session.is_closed())
     }
 
+    /// Streams open on the tunnel now (one per SOCKS connection being carried).
+    pub fn open_streams(&self) -> usize {
+        self.tunnel
+            .borrow()
+            .session
+            .as_ref()
+            .map_or(0, Session::stream_count)
+    }
+
     /// Closes the listener, every connection and the tunnel, and waits for their tasks.
     pub async fn shutdown(self) {
         self.stop.cancel();

@@ -3,8 +3,11 @@
 //! Starts its own `redis-server` on a free port. Everything runs on this machine in one
 //! process with a 2-thread runtime (the gRPC client competes for the same cores):
 //! - `get_mem_rps` vs `noop_rps`: GetEntry on the memory store against a no-op tonic handler
-//!   behind the same server stack, 64 calls in flight over 4 HTTP/2 connections;
+//!   (it returns at once) behind the same server stack, 64 calls in flight over 4 HTTP/2
+//!   connections; `get_mem_vs_noop` the median of the per-round ratios;
 //! - `get_redis_rps`, `put_redis_rps`: the same against the Redis store (puts pre-signed);
+//!   `get_redis_vs_mem` the median of the per-round ratios to the memory store (rounds of
+//!   no-op, memory and Redis alternate);
 //! - `get_redis_p99_ms`: GetEntry latency on Redis with one call in flight.
 //!
 //! The last lines are the summary, one `key=value` per line.
@@ -53,36 +56,40 @@ async fn bench(window: Duration) -> Vec<(&'static str, String)> {
         .expect("the benchmark needs redis-server (apt-get install redis-server)");
     let mut out = Vec::new();
 
-    // No-op vs memory store, alternating rounds.
+    // No-op, memory store and Redis store, in alternating rounds (the machine is shared:
+    // ratios of the same round, then their median).
     let noop_addr = start_noop().await;
     let mem = start_discovery(StoreConfig::Memory).await;
     let mem_owner = seed(&mem.1).await;
-    let (mut noops, mut gets, mut ratios) = (vec![], vec![], vec![]);
-    for _ in 0..3 {
-        let noop = rate(window, noop_call(channels(noop_addr).await)).await;
-        let get = rate(window, get_call(channels(mem.1).await, mem_owner.clone())).await;
-        noops.push(noop);
-        gets.push(get);
-        ratios.push(get / noop);
-    }
-    let (noop, get_mem, ratio) = (middle(noops), middle(gets), middle(ratios));
-    eprintln!("memory: GetEntry {get_mem:.0}/s vs no-op {noop:.0}/s");
-    out.push(("noop_rps", format!("{noop:.0}")));
-    out.push(("get_mem_rps", format!("{get_mem:.0}")));
-    out.push(("get_mem_vs_noop", format!("{ratio:.3}")));
-
-    // Redis.
     let on_redis = start_discovery(StoreConfig::Redis {
         url: format!("redis://127.0.0.1:{}", redis.port),
         prefix: "bench:".into(),
     })
     .await;
     let redis_owner = seed(&on_redis.1).await;
-    let get_redis = rate(
-        window,
-        get_call(channels(on_redis.1).await, redis_owner.clone()),
-    )
-    .await;
+    let (mut noops, mut gets, mut redis_gets) = (vec![], vec![], vec![]);
+    let (mut mem_vs_noop, mut redis_vs_mem) = (vec![], vec![]);
+    for _ in 0..3 {
+        let noop = rate(window, noop_call(channels(noop_addr).await)).await;
+        let get = rate(window, get_call(channels(mem.1).await, mem_owner.clone())).await;
+        let get_redis = rate(
+            window,
+            get_call(channels(on_redis.1).await, redis_owner.clone()),
+        )
+        .await;
+        noops.push(noop);
+        gets.push(get);
+        redis_gets.push(get_redis);
+        mem_vs_noop.push(get / noop);
+        redis_vs_mem.push(get_redis / get);
+    }
+    let (noop, get_mem, get_redis) = (middle(noops), middle(gets), middle(redis_gets));
+    eprintln!("GetEntry: memory {get_mem:.0}/s, Redis {get_redis:.0}/s; no-op {noop:.0}/s");
+    out.push(("noop_rps", format!("{noop:.0}")));
+    out.push(("get_mem_rps", format!("{get_mem:.0}")));
+    out.push(("get_mem_vs_noop", format!("{:.3}", middle(mem_vs_noop))));
+    out.push(("get_redis_vs_mem", format!("{:.3}", middle(redis_vs_mem))));
+
     let put_redis = put_rate(window, channels(on_redis.1).await).await;
     let p99 = latency_p99(window, channel(on_redis.1).await, redis_owner).await;
     eprintln!(

@@ -57,7 +57,10 @@ impl Probe for ProbeService {
     async fn unary(&self, request: Request<ProbeRequest>) -> Result<Response<ProbeReply>, Status> {
         let calls = self.count();
         let req = request.into_inner();
-        tokio::time::sleep(Duration::from_millis(req.delay_ms.into())).await;
+        // No delay, no await: a true no-op (a zero sleep still registers a timer).
+        if req.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(req.delay_ms.into())).await;
+        }
         match req.behavior() {
             Behavior::Fail => Err(scripted_status(&req)),
             Behavior::Panic | Behavior::PanicMidStream => {

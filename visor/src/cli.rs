@@ -22,6 +22,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Parser)]
 #[command(name = "skywire-cli", version, about, long_about)]
 pub struct Cli {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: service::CommonArgs,
+
     /// The visor's control API (its --admin address).
     #[arg(
         long,
@@ -130,39 +134,30 @@ pub enum VisorCommand {
     Apps,
 }
 
-/// Runs `skywire-cli` with `args` (the first is the program name); returns its exit code.
-pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(error) => {
-            let _ = error.print();
-            return if error.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("skywire-cli: cannot start: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&cli)) {
-        Ok(output) => {
-            print!("{output}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("skywire-cli: {error:#}");
-            ExitCode::FAILURE
-        }
+/// What the skeleton knows of `skywire-cli` (its own variables: `dmsg-cli` has
+/// `SKYWIRE_CLI_`).
+pub const BINARY: service::Binary = service::Binary {
+    name: "skywire-cli",
+    env_prefix: "SKYWIRE_VISOR_CLI_",
+};
+
+impl service::process::Resolve for Cli {
+    type Settings = Self;
+
+    /// Each command checks what it needs.
+    fn resolve(self) -> Result<Self, service::ConfigError> {
+        Ok(self)
     }
+}
+
+/// Runs `skywire-cli` with `args` (the first is the program name) on the shared skeleton
+/// (flags, variables, `--config`, errors as `skywire-cli: …`); returns its exit code.
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    service::process::main::<Cli, _, _>(&BINARY, args, |cli| async move {
+        let output = run(&cli).await?;
+        print!("{output}");
+        Ok::<_, anyhow::Error>(())
+    })
 }
 
 /// Runs one command; returns what to print.

@@ -51,8 +51,20 @@ pub fn pk_to_proto(pk: &PublicKey) -> String {
 
 /// The public key in the proto field `field` (named `Message.field` in the error).
 pub fn pk_from_proto(text: &str, field: &str) -> Result<PublicKey, FieldError> {
+    pk_from_bytes(pk_bytes_from_proto(text, field)?, field)
+}
+
+/// The 32 bytes in the public-key field `field`, not yet checked to be a key: enough to look
+/// up what was stored under a key (only checked keys are stored); check them with
+/// [`pk_from_bytes`] before anything else.
+pub fn pk_bytes_from_proto(text: &str, field: &str) -> Result<[u8; PUBLIC_KEY_LEN], FieldError> {
     let mut bytes = [0u8; PUBLIC_KEY_LEN];
     decode(text, field, "a public key", &mut bytes)?;
+    Ok(bytes)
+}
+
+/// `bytes` from the field `field` as a public key: a canonical point, not of small order.
+pub fn pk_from_bytes(bytes: [u8; PUBLIC_KEY_LEN], field: &str) -> Result<PublicKey, FieldError> {
     PublicKey::from_bytes(bytes).map_err(|error| match error {
         InvalidKey::NotOnCurve => FieldError::new(field, "not a valid Ed25519 public key"),
         other => FieldError::new(field, other.to_string()),

@@ -5,10 +5,15 @@
 //! - `get_mem_rps` vs `noop_rps`: GetEntry on the memory store against a no-op tonic handler
 //!   (it returns at once) behind the same server stack, 64 calls in flight over 4 HTTP/2
 //!   connections; `get_mem_vs_noop` the median of the per-round ratios;
-//! - `get_redis_rps`, `put_redis_rps`: the same against the Redis store (puts pre-signed);
-//!   `get_redis_vs_mem` the median of the per-round ratios to the memory store (rounds of
-//!   no-op, memory and Redis alternate);
-//! - `get_redis_p99_ms`: GetEntry latency on Redis with one call in flight.
+//! - `get_redis_rps`: the same against the Redis store through its read cache (one key, read
+//!   over and over: every read after the first is a hit), `get_redis_uncached_rps` with the
+//!   cache off; `get_redis_vs_mem` and `get_redis_uncached_vs_mem` the medians of the
+//!   per-round ratios to the memory store (rounds of no-op, memory, cached and uncached Redis
+//!   alternate: 9 rounds of 2.5 s, or 3 of 1.5 s with `--quick`);
+//! - `put_redis_rps`, `put_redis_uncached_rps`: PutEntry (pre-signed) with the cache on (each
+//!   write also sends an invalidation to the replica's tracking connection) and off, and the
+//!   median of their ratios `put_cached_vs_uncached`;
+//! - `get_redis_p99_ms`: GetEntry latency on Redis (cached) with one call in flight.
 //!
 //! The last lines are the summary, one `key=value` per line.
 
@@ -20,7 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use discovery_svc::run::{Config, Listeners, StoreConfig, run};
-use dmsg::entry::{Entry, ServerPart, pk_to_proto};
+use discovery_svc::store::cache::CacheConfig;
+use dmsg::entry::{Entry, pk_to_proto};
 use dmsg::identity::Keypair;
 use middleware::{ServerStackConfig, server_stack};
 use skywire_proto::skywire::discovery::v1 as pb;
@@ -37,39 +43,41 @@ const CONNECTIONS: usize = 4;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let seconds = if quick { 1.5 } else { 4.0 };
+    let (seconds, rounds) = if quick { (1.5, 3) } else { (2.5, 9) };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let summary = runtime.block_on(bench(Duration::from_secs_f64(seconds)));
+    let summary = runtime.block_on(bench(Duration::from_secs_f64(seconds), rounds));
     println!();
     for (key, value) in summary {
         println!("{key}={value}");
     }
 }
 
-async fn bench(window: Duration) -> Vec<(&'static str, String)> {
+async fn bench(window: Duration, rounds: usize) -> Vec<(&'static str, String)> {
     let redis = testkit::Redis::start()
         .await
         .expect("the benchmark needs redis-server (apt-get install redis-server)");
     let mut out = Vec::new();
 
-    // No-op, memory store and Redis store, in alternating rounds (the machine is shared:
-    // ratios of the same round, then their median).
+    // No-op, memory store, Redis store with and without its read cache, in alternating
+    // rounds (the machine is shared: ratios of the same round, then their median).
     let noop_addr = start_noop().await;
     let mem = start_discovery(StoreConfig::Memory).await;
     let mem_owner = seed(&mem.1).await;
-    let on_redis = start_discovery(StoreConfig::Redis {
-        url: format!("redis://127.0.0.1:{}", redis.port),
+    let on_redis = start_discovery(StoreConfig::redis(redis.url(), "bench:")).await;
+    let redis_owner = seed(&on_redis.1).await;
+    let uncached = start_discovery(StoreConfig::Redis {
+        url: redis.url(),
         prefix: "bench:".into(),
+        cache: CacheConfig::disabled(),
     })
     .await;
-    let redis_owner = seed(&on_redis.1).await;
-    let (mut noops, mut gets, mut redis_gets) = (vec![], vec![], vec![]);
-    let (mut mem_vs_noop, mut redis_vs_mem) = (vec![], vec![]);
-    for _ in 0..3 {
+    let (mut noops, mut gets, mut redis_gets, mut uncached_gets) = (vec![], vec![], vec![], vec![]);
+    let (mut mem_vs_noop, mut redis_vs_mem, mut uncached_vs_mem) = (vec![], vec![], vec![]);
+    for round in 1..=rounds {
         let noop = rate(window, noop_call(channels(noop_addr).await)).await;
         let get = rate(window, get_call(channels(mem.1).await, mem_owner.clone())).await;
         let get_redis = rate(
@@ -77,29 +85,60 @@ async fn bench(window: Duration) -> Vec<(&'static str, String)> {
             get_call(channels(on_redis.1).await, redis_owner.clone()),
         )
         .await;
+        let get_uncached = rate(
+            window,
+            get_call(channels(uncached.1).await, redis_owner.clone()),
+        )
+        .await;
+        eprintln!(
+            "round {round}: no-op {noop:.0}/s, memory {get:.0}/s, Redis cached {get_redis:.0}/s, \
+             uncached {get_uncached:.0}/s"
+        );
         noops.push(noop);
         gets.push(get);
         redis_gets.push(get_redis);
+        uncached_gets.push(get_uncached);
         mem_vs_noop.push(get / noop);
         redis_vs_mem.push(get_redis / get);
+        uncached_vs_mem.push(get_uncached / get);
     }
-    let (noop, get_mem, get_redis) = (middle(noops), middle(gets), middle(redis_gets));
-    eprintln!("GetEntry: memory {get_mem:.0}/s, Redis {get_redis:.0}/s; no-op {noop:.0}/s");
+    let (noop, get_mem) = (middle(noops), middle(gets));
+    let (get_redis, get_uncached) = (middle(redis_gets), middle(uncached_gets));
     out.push(("noop_rps", format!("{noop:.0}")));
     out.push(("get_mem_rps", format!("{get_mem:.0}")));
     out.push(("get_mem_vs_noop", format!("{:.3}", middle(mem_vs_noop))));
     out.push(("get_redis_vs_mem", format!("{:.3}", middle(redis_vs_mem))));
+    out.push((
+        "get_redis_uncached_vs_mem",
+        format!("{:.3}", middle(uncached_vs_mem)),
+    ));
 
-    let put_redis = put_rate(window, channels(on_redis.1).await).await;
+    // PutEntry with and without the cache (its invalidation connection gets a push per
+    // write), alternating.
+    let (mut puts, mut uncached_puts, mut put_ratios) = (vec![], vec![], vec![]);
+    for _ in 0..2 {
+        let put = put_rate(window, channels(on_redis.1).await).await;
+        let put_uncached = put_rate(window, channels(uncached.1).await).await;
+        puts.push(put);
+        uncached_puts.push(put_uncached);
+        put_ratios.push(put / put_uncached);
+    }
     let p99 = latency_p99(window, channel(on_redis.1).await, redis_owner).await;
-    eprintln!(
-        "redis: GetEntry {get_redis:.0}/s, PutEntry {put_redis:.0}/s, GetEntry p99 {p99:.3} ms"
-    );
     out.push(("get_redis_rps", format!("{get_redis:.0}")));
-    out.push(("put_redis_rps", format!("{put_redis:.0}")));
+    out.push(("get_redis_uncached_rps", format!("{get_uncached:.0}")));
+    out.push(("put_redis_rps", format!("{:.0}", middle(puts))));
+    out.push((
+        "put_redis_uncached_rps",
+        format!("{:.0}", middle(uncached_puts)),
+    ));
+    out.push((
+        "put_cached_vs_uncached",
+        format!("{:.3}", middle(put_ratios)),
+    ));
     out.push(("get_redis_p99_ms", format!("{p99:.3}")));
     mem.0.cancel();
     on_redis.0.cancel();
+    uncached.0.cancel();
     out
 }
 
@@ -133,9 +172,7 @@ async fn start_noop() -> SocketAddr {
     let router = tonic::transport::Server::builder()
         .layer(server_stack(&ServerStackConfig::default()))
         .add_service(ProbeService::new().into_server());
-    tokio::spawn(
-        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    tokio::spawn(router.serve_with_incoming(service::endpoint::tcp_incoming(listener)));
     addr
 }
 
@@ -162,20 +199,12 @@ async fn channel(addr: SocketAddr) -> Channel {
     panic!("cannot connect to {addr}");
 }
 
-/// Stores one server entry to read back; returns the request that reads it.
+/// Stores one client entry (reachable through two servers) to read back; returns the request
+/// that reads it. A client entry, as most dials look up, lives 60 min: longer than the bench.
 async fn seed(addr: &SocketAddr) -> pb::GetEntryRequest {
     let owner = Keypair::generate();
-    let entry = Entry::server(
-        owner.public(),
-        1,
-        ServerPart {
-            address: "127.0.0.1:8080".into(),
-            available_sessions: 100,
-            server_type: "community".into(),
-            max_sessions: 2048,
-        },
-    )
-    .signed(&owner);
+    let servers = vec![Keypair::generate().public(), Keypair::generate().public()];
+    let entry = Entry::client(owner.public(), 1, servers).signed(&owner);
     let mut client = DiscoveryClient::new(channel(*addr).await);
     client
         .put_entry(pb::PutEntryRequest {
@@ -296,5 +325,14 @@ async fn latency_p99(window: Duration, channel: Channel, request: pb::GetEntryRe
         samples.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     samples.sort_by(|a, b| a.total_cmp(b));
-    samples[samples.len() * 99 / 100]
+    let at = |q: usize| samples[samples.len() * q / 100];
+    eprintln!(
+        "latency ({} calls): p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        samples.len(),
+        at(50),
+        at(90),
+        at(99),
+        samples[samples.len() - 1]
+    );
+    at(99)
 }

@@ -50,6 +50,13 @@ pub struct Args {
     #[arg(long, value_name = "PREFIX", default_value = DEFAULT_PREFIX)]
     pub redis_prefix: String,
 
+    /// MiB of entries kept in this process in front of Redis (0: none). Redis keeps the copies
+    /// coherent (client tracking on one extra connection): a write through any replica is seen
+    /// by every replica within 80 ms, and while Redis is unreachable GetEntry answers from the
+    /// copies until their TTL runs out, marked with the metadata `skywire-entry-stale: true`.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub redis_cache_mib: usize,
+
     /// Discovery's secret key file (mode 0600). Without it an ephemeral key is generated and
     /// logged: fine for development, but clients cannot pin discovery across restarts.
     #[arg(long, value_name = "FILE")]
@@ -97,8 +104,9 @@ impl service::process::Resolve for Args {
     /// Checks the settings that need more than their own type.
     fn resolve(self) -> Result<Settings, ConfigError> {
         let mut store: StoreConfig = self.store.parse().map_err(ConfigError::Invalid)?;
-        if let StoreConfig::Redis { prefix, .. } = &mut store {
+        if let StoreConfig::Redis { prefix, cache, .. } = &mut store {
             *prefix = self.redis_prefix;
+            cache.max_bytes = self.redis_cache_mib.saturating_mul(1024 * 1024);
         }
         Ok(Settings {
             common: self.common,

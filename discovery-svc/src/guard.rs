@@ -9,7 +9,18 @@ use middleware::{Breaker, BreakerConfig};
 use observability::MetricsRegistry;
 use prometheus::{HistogramOpts, HistogramVec};
 
-use crate::store::{Store, StoreError};
+use skywire_proto::skywire::discovery::v1 as pb;
+
+use crate::store::{KeyBytes, StaleCopy, Store, StoreError};
+
+/// An entry as `GetEntry` serves it.
+#[derive(Debug)]
+pub enum EntryRead {
+    /// What the store holds now (or a copy it knows to be current).
+    Current(pb::Entry),
+    /// The store could not be read: the last copy read, while its TTL lasts.
+    Stale(StaleCopy),
+}
 
 /// A store and the breaker guarding it, timing every operation. Clones share all three.
 #[derive(Clone)]
@@ -40,6 +51,7 @@ impl GuardedStore {
             .buckets(BUCKETS.to_vec()),
             &["operation", "store"],
         )?)?;
+        store.register_metrics(metrics)?;
         let breaker = Breaker::new(
             format!("store:{}", store.kind()),
             BreakerConfig {
@@ -78,10 +90,32 @@ impl GuardedStore {
     {
         self.admitted(name, operation)
             .await
-            .map_err(|refused| match refused {
-                Refused::Open(open) => open.to_status(),
-                Refused::Store(error) => crate::status::store_status(&error),
-            })
+            .map_err(Refused::into_status)
+    }
+
+    /// The entry under `key`: a current copy the store holds in memory, else a read of the
+    /// store, else — only when the store cannot be read (unreachable, or its breaker open) —
+    /// the last copy read while its TTL lasts. `None`: there is no entry.
+    pub async fn get_entry(&self, key: &KeyBytes) -> Result<Option<EntryRead>, tonic::Status> {
+        if let Some(entry) = self.store.cached_entry(key) {
+            return Ok(Some(EntryRead::Current(entry)));
+        }
+        match self
+            .admitted("get_proto", |store| store.get_proto(key))
+            .await
+        {
+            Ok(entry) => Ok(entry.map(EntryRead::Current)),
+            Err(refused) => {
+                let unreachable = matches!(
+                    refused,
+                    Refused::Open(_) | Refused::Store(StoreError::Unavailable(_))
+                );
+                match self.store.last_known_entry(key).filter(|_| unreachable) {
+                    Some(stale) => Ok(Some(EntryRead::Stale(stale))),
+                    None => Err(refused.into_status()),
+                }
+            }
+        }
     }
 
     /// Whether the store serves now, for health and `Status`: its breaker admits a call and
@@ -136,4 +170,13 @@ enum Refused {
     Open(middleware::BreakerOpen),
     /// The store failed or refused.
     Store(StoreError),
+}
+
+impl Refused {
+    fn into_status(self) -> tonic::Status {
+        match self {
+            Refused::Open(open) => open.to_status(),
+            Refused::Store(error) => crate::status::store_status(&error),
+        }
+    }
 }

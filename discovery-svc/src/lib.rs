@@ -4,8 +4,11 @@
 //!
 //! # Layout
 //! - [`store`]: the [`store::Store`] trait, [`store::memory`] (default) and
-//!   [`store::redis`] (replicas sharing a Redis; atomic compare-and-write in Lua).
-//! - [`guard`]: the store behind a circuit breaker.
+//!   [`store::redis`] (replicas sharing a Redis; atomic compare-and-write in Lua), whose
+//!   entry reads go through [`store::cache`], kept coherent by Redis over the invalidation
+//!   connection of [`store::tracking`].
+//! - [`guard`]: the store behind a circuit breaker; `GetEntry`'s read path (a current copy,
+//!   the store, or a stale copy while the store cannot be read).
 //! - [`service`]: the Discovery service; [`transport`]: the TransportRegistry service.
 //! - [`connector`]: discovery's own dmsg sessions (configured servers dialed at once).
 //! - [`run`]: the whole process as a function over a bound listener.

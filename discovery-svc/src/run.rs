@@ -18,13 +18,13 @@ use skywire_proto::skywire::discovery::v1::discovery_server::DiscoveryServer;
 use skywire_proto::skywire::discovery::v1::transport_registry_server::TransportRegistryServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::connector::{self, ConnectorConfig};
 use crate::guard::GuardedStore;
 use crate::service::{ConnectedServers, DiscoveryService, Ttls};
 use crate::store::Store;
+use crate::store::cache::CacheConfig;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{DEFAULT_PREFIX, RedisStore};
 use crate::transport::TransportService;
@@ -47,7 +47,20 @@ pub enum StoreConfig {
         url: String,
         /// Key prefix.
         prefix: String,
+        /// The read cache in front of it.
+        cache: CacheConfig,
     },
+}
+
+impl StoreConfig {
+    /// The Redis at `url` under `prefix`, with the default read cache.
+    pub fn redis(url: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self::Redis {
+            url: url.into(),
+            prefix: prefix.into(),
+            cache: CacheConfig::default(),
+        }
+    }
 }
 
 impl std::str::FromStr for StoreConfig {
@@ -57,10 +70,9 @@ impl std::str::FromStr for StoreConfig {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "memory" => Ok(Self::Memory),
-            url if url.starts_with("redis://") || url.starts_with("rediss://") => Ok(Self::Redis {
-                url: url.to_owned(),
-                prefix: DEFAULT_PREFIX.to_owned(),
-            }),
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                Ok(Self::redis(url, DEFAULT_PREFIX))
+            }
             other => Err(format!(
                 "--store takes `memory` or a redis:// URL, not {other:?}"
             )),
@@ -131,7 +143,9 @@ pub enum RunError {
 pub fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, crate::store::StoreError> {
     Ok(match config {
         StoreConfig::Memory => Arc::new(MemoryStore::new()),
-        StoreConfig::Redis { url, prefix } => Arc::new(RedisStore::new(url, prefix)?),
+        StoreConfig::Redis { url, prefix, cache } => {
+            Arc::new(RedisStore::new(url, prefix, *cache)?)
+        }
     })
 }
 
@@ -205,11 +219,7 @@ pub async fn run_with_store(
 
     let mut tasks = JoinSet::new();
     let tcp_component = health.component("grpc-tcp");
-    let tcp_server = endpoint.serve(
-        TcpListenerStream::new(listeners.grpc),
-        shutdown.clone(),
-        config.grace,
-    );
+    let tcp_server = endpoint.serve_tcp(listeners.grpc, shutdown.clone(), config.grace);
     tcp_component.set_serving();
     tasks.spawn(async move {
         let result = tcp_server.await;
@@ -228,11 +238,7 @@ pub async fn run_with_store(
         Ok(())
     });
     if let Some((admin, admin_health, listener)) = admin {
-        let serving = admin.serve(
-            TcpListenerStream::new(listener),
-            shutdown.clone(),
-            config.grace,
-        );
+        let serving = admin.serve_tcp(listener, shutdown.clone(), config.grace);
         tasks.spawn(async move { serving.await.map_err(RunError::Admin) });
         tasks.spawn(async move {
             admin_health.await;
@@ -263,6 +269,7 @@ pub async fn run_with_store(
         note_task_end(joined, &mut result, &shutdown);
     }
     client.close().await;
+    store.store().close().await;
     result
 }
 

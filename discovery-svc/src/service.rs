@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::status::{missing, not_found, rejected_status};
 use dmsg::entry::{Entry, Rejected, pk_from_proto, pk_to_proto, unix_nanos_now, validate_delete};
+use dmsg::hexfield::{pk_bytes_from_proto, pk_from_bytes};
 use dmsg::identity::PublicKey;
 use prost::Message;
 use rand::Rng;
@@ -12,7 +13,7 @@ use skywire_proto::skywire::discovery::v1::discovery_server::Discovery;
 use skywire_proto::skywire::discovery::v1::{self as pb};
 use tonic::{Request, Response, Status};
 
-use crate::guard::GuardedStore;
+use crate::guard::{EntryRead, GuardedStore};
 use crate::store::{Deleted, ttl_for};
 
 /// Most servers `AvailableServers` returns.
@@ -68,6 +69,29 @@ impl DiscoveryService {
     }
 }
 
+/// Response metadata of a `GetEntry` answered from a stale copy (the store was unreachable):
+/// `true`.
+pub const STALE_METADATA: &str = "skywire-entry-stale";
+/// With [`STALE_METADATA`]: how long ago the copy was read from the store, in milliseconds.
+pub const STALE_AGE_METADATA: &str = "skywire-entry-age-ms";
+
+/// A stale copy as a `GetEntry` answer, marked in its metadata.
+fn stale_response(stale: crate::store::StaleCopy) -> Response<pb::Entry> {
+    let mut response = Response::new(stale.entry);
+    let metadata = response.metadata_mut();
+    metadata.insert(
+        STALE_METADATA,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    metadata.insert(
+        STALE_AGE_METADATA,
+        tonic::metadata::MetadataValue::from(
+            u64::try_from(stale.age.as_millis()).unwrap_or(u64::MAX),
+        ),
+    );
+    response
+}
+
 /// Orders servers randomly, weighted by free sessions (Efraimidis–Spirakis: key `u^(1/w)`,
 /// largest first), and keeps at most `limit`.
 pub fn weighted_order(mut servers: Vec<Entry>, limit: usize, rng: &mut impl Rng) -> Vec<Entry> {
@@ -99,15 +123,21 @@ impl Discovery for DiscoveryService {
         &self,
         request: Request<pb::GetEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
-        let pk = pk_from_proto(&request.get_ref().pk, "GetEntryRequest.pk")
-            .map_err(|error| error.status())?;
-        match self
-            .store
-            .call("get_proto", |store| store.get_proto(&pk))
-            .await?
-        {
-            Some(entry) => Ok(Response::new(entry)),
-            None => Err(not_found(format_args!("entry for {pk}"))),
+        const FIELD: &str = "GetEntryRequest.pk";
+        let key = pk_bytes_from_proto(&request.get_ref().pk, FIELD).map_err(|e| e.status())?;
+        // Only checked keys are stored: the key is checked only when nothing is found, so a
+        // bad key still gets INVALID_ARGUMENT, whatever the store said.
+        let read = self.store.get_entry(&key).await;
+        if let Ok(Some(read)) = read {
+            return Ok(match read {
+                EntryRead::Current(entry) => Response::new(entry),
+                EntryRead::Stale(stale) => stale_response(stale),
+            });
+        }
+        let pk = pk_from_bytes(key, FIELD).map_err(|error| error.status())?;
+        match read {
+            Err(status) => Err(status),
+            _ => Err(not_found(format_args!("entry for {pk}"))),
         }
     }
 

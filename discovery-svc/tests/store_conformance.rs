@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Redis;
+use discovery_svc::store::cache::CacheConfig;
 use discovery_svc::store::memory::MemoryStore;
 use discovery_svc::store::redis::RedisStore;
 use discovery_svc::store::{Deleted, Store, Written};
@@ -374,7 +375,10 @@ async fn the_redis_store_conforms() {
     let Some(redis) = Redis::start().await else {
         return;
     };
-    conformance(Arc::new(RedisStore::new(&redis.url(), "test:").unwrap())).await;
+    conformance(Arc::new(
+        RedisStore::new(&redis.url(), "test:", CacheConfig::default()).unwrap(),
+    ))
+    .await;
 }
 
 /// Two discovery replicas on one Redis, many writers racing each sequence of one owner:
@@ -385,7 +389,7 @@ async fn replicas_on_one_redis_accept_each_sequence_once() {
         return;
     };
     let replicas: Vec<Arc<RedisStore>> = (0..2)
-        .map(|_| Arc::new(RedisStore::new(&redis.url(), "race:").unwrap()))
+        .map(|_| Arc::new(RedisStore::new(&redis.url(), "race:", CacheConfig::default()).unwrap()))
         .collect();
     let owner = Keypair::generate();
     const WRITERS: usize = 16;

@@ -129,6 +129,14 @@ impl PublicKey {
     }
 }
 
+/// A key is its bytes for lookups: maps keyed by `PublicKey` can be searched with bytes not
+/// yet checked to be a key (whatever such a search finds was checked when it was stored).
+impl std::borrow::Borrow<[u8; PUBLIC_KEY_LEN]> for PublicKey {
+    fn borrow(&self) -> &[u8; PUBLIC_KEY_LEN] {
+        &self.0
+    }
+}
+
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.0))

@@ -498,11 +498,7 @@ async fn agent(
         "agent echoing on port {echo_port}, admin on {admin}"
     );
     let served = endpoint
-        .serve(
-            tokio_stream::wrappers::TcpListenerStream::new(admin_listener),
-            stop.clone(),
-            grace,
-        )
+        .serve_tcp(admin_listener, stop.clone(), grace)
         .await;
     stop.cancel();
     drop(component);

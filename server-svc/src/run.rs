@@ -22,7 +22,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminService, AdminView, RelayCollector};
@@ -270,7 +269,7 @@ fn start_admin(
         .add_service(AdminServer::new(AdminService::new(view)))
         .with_metrics(&metrics)
         .build(health, stop)?;
-    let serve = endpoint.serve(TcpListenerStream::new(listener), stop.clone(), config.grace);
+    let serve = endpoint.serve_tcp(listener, stop.clone(), config.grace);
     tasks.spawn(async move { serve.await.map_err(RunError::Admin) });
     tasks.spawn(async move {
         health_driver.await;

@@ -17,7 +17,6 @@ use observability::{HealthStates, MetricsRegistry};
 use service::{EndpointError, GrpcEndpoint};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::registry::AppRegistry;
@@ -223,7 +222,7 @@ impl App {
             .with_metrics(&metrics)
             .build(&health, &stop)?;
         let grace = settings.common.shutdown_grace();
-        let serve = endpoint.serve(TcpListenerStream::new(self.admin), stop.clone(), grace);
+        let serve = endpoint.serve_tcp(self.admin, stop.clone(), grace);
         tasks.spawn(async move { serve.await.map_err(AppError::Admin) });
         tasks.spawn(async move {
             health_driver.await;

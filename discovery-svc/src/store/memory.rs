@@ -12,7 +12,9 @@ use dmsg::entry::{Entry, Rejected, TransportEntry};
 use dmsg::identity::PublicKey;
 use tokio::time::Instant;
 
-use super::{ClientPage, Deleted, EntryCounts, Store, StoreError, Written};
+use skywire_proto::skywire::discovery::v1 as pb;
+
+use super::{ClientPage, Deleted, EntryCounts, KeyBytes, Store, StoreError, Written};
 
 /// How often a write may trigger a full sweep of expired entries.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -49,7 +51,7 @@ fn live<'a, K: std::hash::Hash + Eq, T>(
 }
 
 impl State {
-    fn live_entry(&mut self, pk: &PublicKey, now: Instant) -> Option<&Entry> {
+    fn live_entry(&mut self, pk: &KeyBytes, now: Instant) -> Option<&Entry> {
         if self.entries.get(pk).is_some_and(|l| l.expires <= now) {
             self.entries.remove(pk);
         }
@@ -59,7 +61,7 @@ impl State {
     /// The (sequence, timestamp) a new entry of `pk` must beat: the live entry's, or the
     /// tombstone's of a deleted one.
     fn last_of(&mut self, pk: &PublicKey, now: Instant) -> Option<(u64, i64)> {
-        if let Some(entry) = self.live_entry(pk, now) {
+        if let Some(entry) = self.live_entry(pk.as_bytes(), now) {
             return Some((entry.sequence, entry.timestamp));
         }
         live(&mut self.entry_tombstones, pk, now).copied()
@@ -136,7 +138,17 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, pk: &PublicKey) -> Result<Option<Entry>, StoreError> {
-        Ok(self.lock().live_entry(pk, Instant::now()).cloned())
+        Ok(self
+            .lock()
+            .live_entry(pk.as_bytes(), Instant::now())
+            .cloned())
+    }
+
+    async fn get_proto(&self, key: &KeyBytes) -> Result<Option<pb::Entry>, StoreError> {
+        Ok(self
+            .lock()
+            .live_entry(key, Instant::now())
+            .map(Entry::to_proto))
     }
 
     async fn put(
@@ -147,7 +159,7 @@ impl Store for MemoryStore {
         let now = Instant::now();
         let mut state = self.lock();
         state.sweep(now);
-        let created = state.live_entry(&entry.owner, now).is_none();
+        let created = state.live_entry(entry.owner.as_bytes(), now).is_none();
         if let Err(rejected) = entry.validate_update(state.last_of(&entry.owner, now)) {
             return Ok(Err(rejected));
         }
@@ -174,7 +186,7 @@ impl Store for MemoryStore {
     ) -> Result<Deleted, StoreError> {
         let now = Instant::now();
         let mut state = self.lock();
-        let Some(stored) = state.live_entry(pk, now) else {
+        let Some(stored) = state.live_entry(pk.as_bytes(), now) else {
             return Ok(Deleted::NotFound);
         };
         if stored.timestamp > timestamp {

@@ -9,14 +9,24 @@
 //! timestamp, the transport's last timestamp — for the client-entry TTL, so a replay of what
 //! was deleted is refused as stale instead of coming back (PROTOCOL.md §14.2, §14.4).
 
+pub mod cache;
 pub mod memory;
 pub mod redis;
+pub mod tracking;
 
 use std::time::Duration;
 
 use dmsg::entry::{Entry, Rejected, TransportEntry};
 use dmsg::identity::PublicKey;
+use observability::MetricsRegistry;
 use skywire_proto::skywire::discovery::v1 as pb;
+
+pub use cache::StaleCopy;
+
+/// A public key's bytes as a lookup key, not checked to be a point: only checked keys are
+/// ever stored, so bytes that find an entry are a valid key (`GetEntry` checks the key only
+/// when nothing is found, sparing the curve arithmetic on every hit).
+pub type KeyBytes = [u8; dmsg::identity::PUBLIC_KEY_LEN];
 
 /// How a store write ended, when it was accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,11 +112,30 @@ pub trait Store: Send + Sync + 'static {
     /// The live entry of `pk`.
     async fn get(&self, pk: &PublicKey) -> Result<Option<Entry>, StoreError>;
 
-    /// The live entry of `pk` in protobuf form, as validated when it was written (the read
-    /// path of `GetEntry`: no key is re-validated).
-    async fn get_proto(&self, pk: &PublicKey) -> Result<Option<pb::Entry>, StoreError> {
-        Ok(self.get(pk).await?.map(|entry| entry.to_proto()))
+    /// The live entry stored under `key` in protobuf form, as validated when it was written
+    /// (the read path of `GetEntry`: no key is re-validated).
+    async fn get_proto(&self, key: &KeyBytes) -> Result<Option<pb::Entry>, StoreError>;
+
+    /// A copy of the entry under `key` that this store holds in memory and knows to be current (the
+    /// Redis store's read cache), served without a store operation; `None`: read the store.
+    fn cached_entry(&self, _key: &KeyBytes) -> Option<pb::Entry> {
+        None
     }
+
+    /// The last copy of the entry under `key` this store read, while its TTL lasts, for when the store
+    /// cannot be read now (the caller marks the answer stale).
+    fn last_known_entry(&self, _key: &KeyBytes) -> Option<StaleCopy> {
+        None
+    }
+
+    /// Registers the store's own metrics (the read cache's).
+    fn register_metrics(&self, _metrics: &MetricsRegistry) -> Result<(), prometheus::Error> {
+        Ok(())
+    }
+
+    /// Stops the store's own tasks (the read cache's invalidation connection) and waits for
+    /// them.
+    async fn close(&self) {}
 
     /// Writes `entry` (already validated) if its sequence is greater and its timestamp not
     /// older than the stored ones; otherwise the refusal says what is stored.

@@ -12,7 +12,13 @@
 //! `v` goes, `d = 1` comes, the TTL becomes the tombstone's; reads look only at `v`. Index sets are pruned of expired members
 //! when read. The scripts touch keys they compute, which a single Redis allows; a Redis
 //! Cluster deployment would need hash tags.
+//!
+//! Reads of entries go through a cache that Redis keeps coherent ([`super::cache`],
+//! [`super::tracking`]): a copy is served only while this replica's invalidation connection
+//! is up and has confirmed a heartbeat within the staleness bound, and a write through this
+//! replica drops its own copy before it returns.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bb8_redis::RedisConnectionManager;
@@ -21,10 +27,18 @@ use bb8_redis::redis::aio::MultiplexedConnection;
 use bb8_redis::redis::{self, Script};
 use dmsg::entry::{Entry, Rejected, TransportEntry};
 use dmsg::identity::PublicKey;
+use observability::MetricsRegistry;
 use prost::Message;
 use skywire_proto::skywire::discovery::v1 as pb;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{ClientPage, Deleted, EntryCounts, Store, StoreError, Written, bad_page_token};
+use super::cache::{CacheConfig, EntryCache, StaleCopy};
+use super::tracking::{self, TrackingTarget};
+use super::{
+    ClientPage, Deleted, EntryCounts, KeyBytes, Store, StoreError, Written, bad_page_token,
+};
 
 /// Longest any Redis operation may take (pool checkout included).
 pub const OP_TIMEOUT: Duration = Duration::from_millis(800);
@@ -169,10 +183,16 @@ impl ManageConnection for TrackingManager {
     }
 }
 
-/// Entries and transports in Redis.
+/// Entries and transports in Redis, entries read through a cache Redis keeps coherent.
+/// Dropping the store stops its invalidation connection; [`Store::close`] also waits for it.
 pub struct RedisStore {
     pool: Pool<TrackingManager>,
     prefix: String,
+    cache: Arc<EntryCache>,
+    /// The invalidation connection's task (none with the cache off).
+    tasks: Mutex<JoinSet<()>>,
+    stop: CancellationToken,
+    _stop_on_drop: DropGuard,
     put: Script,
     delete: Script,
     member_values: Script,
@@ -182,11 +202,19 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// A store on the Redis at `url` (`redis://host:port[/db]`). Connects lazily: a Redis that
-    /// is down at start only makes operations fail until it is up.
-    pub fn new(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let manager = RedisConnectionManager::new(url)
-            .map_err(|error| StoreError::Unavailable(format!("bad Redis URL {url:?}: {error}")))?;
+    /// A store on the Redis at `url` (`redis://host:port[/db]`) with a read cache sized by
+    /// `cache`. Connects lazily: a Redis that is down at start only makes operations fail
+    /// until it is up. Starts the cache's invalidation connection, so it must be called
+    /// inside a tokio runtime.
+    pub fn new(url: &str, prefix: &str, cache: CacheConfig) -> Result<Self, StoreError> {
+        let bad_url = |error: redis::RedisError| {
+            StoreError::Unavailable(format!("bad Redis URL {url:?}: {error}"))
+        };
+        // Small requests, each awaited: nothing is gained by letting Nagle's algorithm hold
+        // one back (redis-rs leaves it on by default).
+        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(bad_url)?;
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        let manager = RedisConnectionManager::new(info.set_tcp_settings(tcp)).map_err(bad_url)?;
         // No PING on every checkout (it would double every round trip): a connection whose
         // command fails or times out is marked and dropped instead (`TrackingManager`).
         let pool = Pool::builder()
@@ -194,9 +222,32 @@ impl RedisStore {
             .test_on_check_out(false)
             .connection_timeout(Duration::from_millis(500))
             .build_unchecked(TrackingManager(manager));
+        let entry_cache = Arc::new(
+            EntryCache::new(cache, Instant::now())
+                .map_err(|error| StoreError::Unavailable(format!("cache metrics: {error}")))?,
+        );
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        if cache.enabled() {
+            let target =
+                TrackingTarget::new(url, format!("{prefix}e:")).map_err(StoreError::Unavailable)?;
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                StoreError::Unavailable(
+                    "the Redis store must be opened inside a tokio runtime".into(),
+                )
+            })?;
+            tasks.spawn_on(
+                tracking::run(target, entry_cache.clone(), stop.clone()),
+                &runtime,
+            );
+        }
         Ok(Self {
             pool,
             prefix: prefix.to_owned(),
+            cache: entry_cache,
+            tasks: Mutex::new(tasks),
+            _stop_on_drop: stop.clone().drop_guard(),
+            stop,
             put: Script::new(PUT),
             delete: Script::new(DELETE),
             member_values: Script::new(MEMBER_VALUES),
@@ -206,8 +257,8 @@ impl RedisStore {
         })
     }
 
-    fn entry_key(&self, pk: &PublicKey) -> String {
-        format!("{}e:{pk}", self.prefix)
+    fn entry_key(&self, key: &KeyBytes) -> String {
+        format!("{}e:{}", self.prefix, hex::encode(key))
     }
 
     fn set_key(&self, name: &str) -> String {
@@ -232,42 +283,30 @@ impl RedisStore {
         Ok(connection)
     }
 
-    /// Runs a script invocation within [`OP_TIMEOUT`] (pool checkout included).
-    async fn run<T: redis::FromRedisValue>(
+    /// Runs `request` within [`OP_TIMEOUT`] (pool checkout included).
+    async fn execute<T: redis::FromRedisValue>(
         &self,
-        invocation: &redis::ScriptInvocation<'_>,
+        request: impl RedisRequest,
     ) -> Result<T, StoreError> {
-        bounded(async {
+        let reply = bounded(async {
             let mut connection = self.connection().await?;
-            let reply = invocation
-                .invoke_async::<T>(&mut connection.connection)
+            let reply = request
+                .send::<T>(&mut connection.connection)
                 .await
                 .map_err(command_failed)?;
             connection.suspect = false;
             Ok(reply)
         })
-        .await
-    }
-
-    /// Runs a command within [`OP_TIMEOUT`] (pool checkout included).
-    async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, StoreError> {
-        bounded(async {
-            let mut connection = self.connection().await?;
-            let reply = command
-                .query_async::<T>(&mut connection.connection)
-                .await
-                .map_err(command_failed)?;
-            connection.suspect = false;
-            Ok(reply)
-        })
-        .await
+        .await?;
+        self.cache.redis_answered();
+        Ok(reply)
     }
 
     /// The `v` field of one hash.
     async fn value(&self, key: String) -> Result<Option<Vec<u8>>, StoreError> {
         let mut command = redis::cmd("HGET");
         command.arg(key).arg("v");
-        self.query(command).await
+        self.execute(command).await
     }
 
     fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
@@ -287,7 +326,7 @@ impl RedisStore {
         set: String,
         member_prefix: String,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.run(self.member_values.key(set).arg(member_prefix))
+        self.execute(self.member_values.key(set).arg(member_prefix))
             .await
     }
 }
@@ -299,18 +338,55 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, pk: &PublicKey) -> Result<Option<Entry>, StoreError> {
-        let value = self.value(self.entry_key(pk)).await?;
+        let value = self.value(self.entry_key(pk.as_bytes())).await?;
         value.map(|bytes| Self::decode_entry(&bytes)).transpose()
     }
 
-    async fn get_proto(&self, pk: &PublicKey) -> Result<Option<pb::Entry>, StoreError> {
-        let value = self.value(self.entry_key(pk)).await?;
-        value
-            .map(|bytes| {
-                pb::Entry::decode(bytes.as_slice())
-                    .map_err(|error| StoreError::Corrupt(error.to_string()))
-            })
-            .transpose()
+    /// Reads Redis (never the cache: see [`Store::cached_entry`]) and keeps a copy when
+    /// nothing invalidated it meanwhile.
+    async fn get_proto(&self, key_bytes: &KeyBytes) -> Result<Option<pb::Entry>, StoreError> {
+        let ticket = self.cache.ticket(key_bytes);
+        let key = self.entry_key(key_bytes);
+        let mut read = redis::pipe();
+        read.cmd("HGET").arg(&key).arg("v").cmd("PTTL").arg(&key);
+        let (value, ttl_ms): (Option<Vec<u8>>, i64) = self.execute(&read).await?;
+        let Some(bytes) = value else {
+            return Ok(None);
+        };
+        let entry = pb::Entry::decode(bytes.as_slice())
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        if let (Some(ticket), Ok(ttl_ms @ 1..)) = (ticket, u64::try_from(ttl_ms)) {
+            self.cache.fill(
+                ticket,
+                key_bytes,
+                &entry,
+                Duration::from_millis(ttl_ms),
+                Instant::now(),
+            );
+        }
+        Ok(Some(entry))
+    }
+
+    fn cached_entry(&self, key: &KeyBytes) -> Option<pb::Entry> {
+        self.cache.fresh(key, Instant::now())
+    }
+
+    fn last_known_entry(&self, key: &KeyBytes) -> Option<StaleCopy> {
+        self.cache.last_known(key, Instant::now())
+    }
+
+    fn register_metrics(&self, metrics: &MetricsRegistry) -> Result<(), prometheus::Error> {
+        for collector in self.cache.metrics().collectors() {
+            metrics.registry().register(collector)?;
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.stop.cancel();
+        let mut tasks =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        while tasks.join_next().await.is_some() {}
     }
 
     async fn put(
@@ -320,9 +396,9 @@ impl Store for RedisStore {
     ) -> Result<Result<Written, Rejected>, StoreError> {
         let pk = entry.owner.to_string();
         let reply: Vec<String> = self
-            .run(
+            .execute(
                 self.put
-                    .key(self.entry_key(&entry.owner))
+                    .key(self.entry_key(entry.owner.as_bytes()))
                     .key(self.set_key("servers"))
                     .key(self.set_key("clients"))
                     .arg(seq_key(entry.sequence))
@@ -335,6 +411,10 @@ impl Store for RedisStore {
             )
             .await?;
         let field = |i: usize| reply.get(i).map(String::as_str).unwrap_or_default();
+        if field(0) == "0" {
+            // Read-your-writes on this replica: the invalidation Redis sends may come later.
+            self.cache.invalidate(entry.owner.as_bytes());
+        }
         let stored = || (field(1).parse::<u64>().unwrap_or(0), ts_from_key(field(2)));
         match field(0) {
             "0" => Ok(Ok(if field(1) == "1" {
@@ -371,9 +451,9 @@ impl Store for RedisStore {
         tombstone_ttl: Duration,
     ) -> Result<Deleted, StoreError> {
         let reply: Vec<String> = self
-            .run(
+            .execute(
                 self.delete
-                    .key(self.entry_key(pk))
+                    .key(self.entry_key(pk.as_bytes()))
                     .key(self.set_key("servers"))
                     .key(self.set_key("clients"))
                     .arg(ts_key(timestamp))
@@ -381,7 +461,11 @@ impl Store for RedisStore {
                     .arg(ttl_ms(tombstone_ttl)),
             )
             .await?;
-        Ok(deleted_of(&reply))
+        let deleted = deleted_of(&reply);
+        if deleted == Deleted::Deleted {
+            self.cache.invalidate(pk.as_bytes());
+        }
+        Ok(deleted)
     }
 
     async fn servers(&self) -> Result<Vec<Entry>, StoreError> {
@@ -403,7 +487,7 @@ impl Store for RedisStore {
             token.parse::<u64>().map_err(|_| bad_page_token(token))?
         };
         let (next, members): (String, Vec<String>) = self
-            .run(
+            .execute(
                 self.clients
                     .key(self.set_key("clients"))
                     .arg(cursor.to_string())
@@ -430,13 +514,13 @@ impl Store for RedisStore {
         let mut clients = redis::cmd("SCARD");
         clients.arg(self.set_key("clients"));
         Ok(EntryCounts {
-            servers: self.query(servers).await?,
-            clients: self.query(clients).await?,
+            servers: self.execute(servers).await?,
+            clients: self.execute(clients).await?,
         })
     }
 
     async fn health(&self) -> Result<(), StoreError> {
-        self.query::<String>(redis::cmd("PING")).await.map(|_| ())
+        self.execute::<String>(redis::cmd("PING")).await.map(|_| ())
     }
 
     async fn put_transport(
@@ -445,7 +529,7 @@ impl Store for RedisStore {
         ttl: Duration,
     ) -> Result<Result<(), Rejected>, StoreError> {
         let reply: Vec<String> = self
-            .run(
+            .execute(
                 self.put_transport
                     .key(self.transport_key(&transport.id))
                     .key(self.edge_key(&transport.edge_a))
@@ -497,7 +581,7 @@ impl Store for RedisStore {
         tombstone_ttl: Duration,
     ) -> Result<Deleted, StoreError> {
         let reply: Vec<String> = self
-            .run(
+            .execute(
                 self.delete_transport
                     .key(self.transport_key(id))
                     .arg(format!("{}edge:", self.prefix))
@@ -507,6 +591,42 @@ impl Store for RedisStore {
             )
             .await?;
         Ok(deleted_of(&reply))
+    }
+}
+
+/// What runs on one pooled connection: a command, a pipeline or a script invocation.
+trait RedisRequest {
+    /// Sends it and reads the reply.
+    async fn send<T: redis::FromRedisValue>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<T>;
+}
+
+impl RedisRequest for redis::Cmd {
+    async fn send<T: redis::FromRedisValue>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<T> {
+        self.query_async(connection).await
+    }
+}
+
+impl RedisRequest for &redis::Pipeline {
+    async fn send<T: redis::FromRedisValue>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<T> {
+        self.query_async(connection).await
+    }
+}
+
+impl RedisRequest for &mut redis::ScriptInvocation<'_> {
+    async fn send<T: redis::FromRedisValue>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<T> {
+        self.invoke_async(connection).await
     }
 }
 

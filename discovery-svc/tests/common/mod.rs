@@ -23,6 +23,8 @@ pub use testkit::{Redis, free_port};
 /// dmsg-discovery running in this process.
 pub struct Discovery {
     pub addr: SocketAddr,
+    /// The admin endpoint (`/metrics`).
+    pub admin: SocketAddr,
     pub keypair: Keypair,
     pub client: DiscoveryClient,
     stop: CancellationToken,
@@ -37,6 +39,8 @@ impl Discovery {
     pub async fn start_with(store: StoreConfig, servers: Vec<ServerAddr>, ttls: Ttls) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
         let keypair = Keypair::generate();
         let config = Config {
             keypair: keypair.clone(),
@@ -49,10 +53,15 @@ impl Discovery {
             grace: std::time::Duration::from_secs(2),
         };
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(config, Listeners::grpc(listener), stop.clone()));
+        let listeners = Listeners {
+            grpc: listener,
+            admin: Some(admin_listener),
+        };
+        let task = tokio::spawn(run(config, listeners, stop.clone()));
         let client = DiscoveryClient::over_tcp(&format!("http://{addr}")).unwrap();
         Self {
             addr,
+            admin,
             keypair,
             client,
             stop,
@@ -74,6 +83,11 @@ impl Discovery {
         .unwrap()
     }
 
+    /// One series of its `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        testkit::metrics::value(&testkit::metrics::scrape(self.admin).await, series).unwrap_or(0.0)
+    }
+
     pub async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap().unwrap();
@@ -82,10 +96,7 @@ impl Discovery {
 
 /// Redis as a store config.
 pub fn redis_store(redis: &Redis, prefix: &str) -> StoreConfig {
-    StoreConfig::Redis {
-        url: redis.url(),
-        prefix: prefix.to_owned(),
-    }
+    StoreConfig::redis(redis.url(), prefix)
 }
 
 /// `who`'s signed deregistration of `transport`, timestamped now.

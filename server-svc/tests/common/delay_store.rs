@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use discovery_svc::store::memory::MemoryStore;
-use discovery_svc::store::{ClientPage, Deleted, EntryCounts, Store, StoreError, Written};
+use discovery_svc::store::{
+    ClientPage, Deleted, EntryCounts, KeyBytes, Store, StoreError, Written,
+};
 use dmsg::entry::{Entry, Rejected, TransportEntry};
 use dmsg::identity::PublicKey;
 
@@ -59,6 +61,13 @@ impl Store for DelayStore {
 
     async fn get(&self, pk: &PublicKey) -> Result<Option<Entry>, StoreError> {
         self.inner.get(pk).await
+    }
+
+    async fn get_proto(
+        &self,
+        key: &KeyBytes,
+    ) -> Result<Option<skywire_proto::skywire::discovery::v1::Entry>, StoreError> {
+        self.inner.get_proto(key).await
     }
 
     async fn put(

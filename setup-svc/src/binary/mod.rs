@@ -16,7 +16,6 @@ use observability::HealthStates;
 use service::Endpoint;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 /// One running setup process: its endpoints and tasks, stopped together.
@@ -42,11 +41,7 @@ impl Process {
     /// Serves `endpoint` on TCP; the process's health follows it, and its end ends the process.
     fn serve_tcp(&mut self, endpoint: &Endpoint, listener: TcpListener) {
         let component = self.health.component("grpc-tcp");
-        let serving = endpoint.serve(
-            TcpListenerStream::new(listener),
-            self.shutdown.clone(),
-            self.grace,
-        );
+        let serving = endpoint.serve_tcp(listener, self.shutdown.clone(), self.grace);
         component.set_serving();
         self.tasks.spawn(async move {
             let result = serving.await;

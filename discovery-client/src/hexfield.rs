@@ -46,7 +46,7 @@ impl FieldError {
 
 /// A public key as its proto field: 64 lowercase hex characters.
 pub fn pk_to_proto(pk: &PublicKey) -> String {
-    pk.to_string()
+    pk.to_hex()
 }
 
 /// The public key in the proto field `field` (named `Message.field` in the error).

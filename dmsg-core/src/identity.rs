@@ -127,6 +127,36 @@ impl PublicKey {
     pub fn short(&self) -> String {
         hex::encode(&self.0[..4])
     }
+
+    /// The key as 64 lowercase hex characters (its text form in logs, protos and the CLI).
+    pub fn to_hex(&self) -> String {
+        let mut text = String::with_capacity(2 * PUBLIC_KEY_LEN);
+        text.push_str(self.hex_chars().as_str());
+        text
+    }
+
+    /// The hex text in a buffer on the stack (no allocation: `Display` and protos use it on
+    /// every read of an entry).
+    fn hex_chars(&self) -> HexKey {
+        let mut chars = [0u8; 2 * PUBLIC_KEY_LEN];
+        for (byte, pair) in self.0.iter().zip(chars.chunks_exact_mut(2)) {
+            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+            pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
+        }
+        HexKey(chars)
+    }
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// A key's 64 hex characters.
+struct HexKey([u8; 2 * PUBLIC_KEY_LEN]);
+
+impl HexKey {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// A key is its bytes for lookups: maps keyed by `PublicKey` can be searched with bytes not
@@ -139,7 +169,7 @@ impl std::borrow::Borrow<[u8; PUBLIC_KEY_LEN]> for PublicKey {
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(self.hex_chars().as_str())
     }
 }
 

@@ -145,10 +145,14 @@ impl Store for MemoryStore {
     }
 
     async fn get_proto(&self, key: &KeyBytes) -> Result<Option<pb::Entry>, StoreError> {
-        Ok(self
-            .lock()
+        Ok(self.cached_entry(key))
+    }
+
+    /// The map is in this process and is the store itself: a found entry is current.
+    fn cached_entry(&self, key: &KeyBytes) -> Option<pb::Entry> {
+        self.lock()
             .live_entry(key, Instant::now())
-            .map(Entry::to_proto))
+            .map(Entry::to_proto)
     }
 
     async fn put(

@@ -116,8 +116,9 @@ pub trait Store: Send + Sync + 'static {
     /// (the read path of `GetEntry`: no key is re-validated).
     async fn get_proto(&self, key: &KeyBytes) -> Result<Option<pb::Entry>, StoreError>;
 
-    /// A copy of the entry under `key` that this store holds in memory and knows to be current (the
-    /// Redis store's read cache), served without a store operation; `None`: read the store.
+    /// A copy of the entry under `key` that this store holds in memory and knows to be
+    /// current — the Redis store's read cache, the memory store's map — served without a
+    /// store operation (no breaker, no operation timing); `None`: read the store.
     fn cached_entry(&self, _key: &KeyBytes) -> Option<pb::Entry> {
         None
     }

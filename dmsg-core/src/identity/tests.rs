@@ -147,3 +147,14 @@ fn key_files_are_private_and_round_trip() {
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The text form is the hex crate's, lowercase, and parses back.
+#[test]
+fn a_key_prints_as_lowercase_hex_that_parses_back() {
+    for _ in 0..50 {
+        let pk = Keypair::generate().public();
+        assert_eq!(pk.to_string(), hex::encode(pk.as_bytes()));
+        assert_eq!(pk.to_hex(), pk.to_string());
+        assert_eq!(pk.to_hex().parse::<PublicKey>().unwrap(), pk);
+    }
+}

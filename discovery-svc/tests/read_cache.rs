@@ -142,6 +142,27 @@ async fn coherence_trials(kill: bool) {
             assert_eq!(get(&mut reader, &owner.public()).await.unwrap().0, sequence);
         }
     }
+    let families = testkit::metrics::families(&testkit::metrics::scrape(two.admin).await);
+    for (family, kind) in [
+        ("discovery_cache_hits_total", "counter"),
+        ("discovery_cache_misses_total", "counter"),
+        ("discovery_cache_invalidations_total", "counter"),
+        ("discovery_cache_flushes_total", "counter"),
+        ("discovery_cache_stale_reads_total", "counter"),
+        ("discovery_cache_entries", "gauge"),
+        ("discovery_cache_bytes", "gauge"),
+        ("discovery_cache_max_bytes", "gauge"),
+        ("discovery_cache_tracking_up", "gauge"),
+    ] {
+        assert_eq!(
+            families.get(family).map(String::as_str),
+            Some(kind),
+            "{family}"
+        );
+    }
+    assert!(
+        two.metric("discovery_cache_bytes").await <= two.metric("discovery_cache_max_bytes").await
+    );
     let hits = two.metric("discovery_cache_hits_total").await;
     let restarts = two
         .metric(r#"discovery_cache_flushes_total{reason="tracking_restarted"}"#)
@@ -347,9 +368,10 @@ async fn redis_stopped_for_30_s_leaves_reads_up_from_the_cache_and_writes_failin
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stored = Instant::now();
+    let mut stale_after_write = 0;
     let first = loop {
         match get(&mut raw, &owners[0].public()).await {
-            Ok((1, true)) if stored.elapsed() < COHERENCE_BOUND => {}
+            Ok((1, true)) if stored.elapsed() < COHERENCE_BOUND => stale_after_write += 1,
             Ok(answer) => break answer,
             Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
         }
@@ -363,7 +385,8 @@ async fn redis_stopped_for_30_s_leaves_reads_up_from_the_cache_and_writes_failin
     let gone = get(&mut raw, &owners[1].public()).await.unwrap_err();
     assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
     eprintln!(
-        "after the restart: replica 2 wrote at +{:?}, replica 1 read it at +{:?}",
+        "after the restart: replica 2 wrote at +{:?}, replica 1 read it at +{:?} \
+         ({stale_after_write} stale answers before it)",
         stored - back,
         back.elapsed()
     );

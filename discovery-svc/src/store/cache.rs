@@ -37,6 +37,8 @@ use tokio::time::Instant;
 /// Shards of the cache (keys are public keys, so evenly spread): a fill that raced an
 /// invalidation of another key in its shard is dropped, so more shards waste fewer fills.
 const SHARDS: usize = 64;
+/// Why the whole cache was flushed (`discovery_cache_flushes_total{reason}`).
+const FLUSH_REASONS: [&str; 3] = ["tracking_restarted", "redis_answered", "redis_flushed"];
 /// Bytes counted per copy besides its encoded entry: the map slot, the key, the clock slot.
 const OVERHEAD_BYTES: usize = 160;
 
@@ -147,7 +149,9 @@ impl Shard {
         }
     }
 
-    fn clear(&mut self, metrics: &CacheMetrics) {
+    /// Drops every copy; returns how many there were.
+    fn clear(&mut self, metrics: &CacheMetrics) -> usize {
+        let dropped = self.copies.len();
         metrics
             .entries
             .sub(i64::try_from(self.copies.len()).unwrap_or(i64::MAX));
@@ -158,6 +162,7 @@ impl Shard {
         self.clock.clear();
         self.bytes = 0;
         self.invalidations += 1;
+        dropped
     }
 }
 
@@ -187,6 +192,7 @@ pub struct CacheMetrics {
     evictions: IntCounter,
     flushes: IntCounterVec,
     stale_reads: IntCounter,
+    tracking_starts: IntCounter,
     entries: IntGauge,
     bytes: IntGauge,
     max_bytes: IntGauge,
@@ -217,13 +223,17 @@ impl CacheMetrics {
             flushes: IntCounterVec::new(
                 Opts::new(
                     "discovery_cache_flushes_total",
-                    "Whole-cache flushes, by reason (tracking_restarted, redis_answered, redis_flushed)",
+                    "Flushes of a cache holding copies, by reason (tracking_restarted, redis_answered, redis_flushed)",
                 ),
                 &["reason"],
             )?,
             stale_reads: counter(
                 "discovery_cache_stale_reads_total",
                 "GetEntry reads answered from a stale copy because Redis could not be read",
+            )?,
+            tracking_starts: counter(
+                "discovery_cache_tracking_starts_total",
+                "Invalidation connections set up (the first, and one after each loss)",
             )?,
             entries: gauge("discovery_cache_entries", "Copies in the Redis read cache")?,
             bytes: gauge(
@@ -242,6 +252,10 @@ impl CacheMetrics {
         metrics
             .max_bytes
             .set(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+        // Every reason's series exists from the start, at 0.
+        for reason in FLUSH_REASONS {
+            metrics.flushes.with_label_values(&[reason]);
+        }
         Ok(metrics)
     }
 
@@ -254,6 +268,7 @@ impl CacheMetrics {
             Box::new(self.evictions.clone()),
             Box::new(self.flushes.clone()),
             Box::new(self.stale_reads.clone()),
+            Box::new(self.tracking_starts.clone()),
             Box::new(self.entries.clone()),
             Box::new(self.bytes.clone()),
             Box::new(self.max_bytes.clone()),
@@ -480,6 +495,7 @@ impl EntryCache {
     /// while there was none was never announced, so the cache starts empty.
     pub fn tracking_started(&self, confirmed: Instant) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.metrics.tracking_starts.inc();
         self.flush("tracking_restarted");
         self.confirmed_at
             .store(self.micros(confirmed), Ordering::Release);
@@ -494,12 +510,15 @@ impl EntryCache {
             .fetch_max(self.micros(sent), Ordering::AcqRel);
     }
 
+    /// Drops every copy; counted under `reason` when there was any.
     fn flush(&self, reason: &str) {
         self.holds_stale.store(false, Ordering::Release);
-        for index in 0..SHARDS {
-            self.shard(index).clear(&self.metrics);
+        let dropped: usize = (0..SHARDS)
+            .map(|index| self.shard(index).clear(&self.metrics))
+            .sum();
+        if dropped > 0 {
+            self.metrics.flushes.with_label_values(&[reason]).inc();
         }
-        self.metrics.flushes.with_label_values(&[reason]).inc();
     }
 
     /// Copies held now (walks every shard).

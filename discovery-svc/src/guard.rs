@@ -110,7 +110,12 @@ impl GuardedStore {
                     refused,
                     Refused::Open(_) | Refused::Store(StoreError::Unavailable(_))
                 );
-                match self.store.last_known_entry(key).filter(|_| unreachable) {
+                let stale = if unreachable {
+                    self.store.last_known_entry(key)
+                } else {
+                    None
+                };
+                match stale {
                     Some(stale) => Ok(Some(EntryRead::Stale(stale))),
                     None => Err(refused.into_status()),
                 }

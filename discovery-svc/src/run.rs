@@ -157,11 +157,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let store = open_store(&config.store)?;
-    run_with_store(config, store, listeners, shutdown).await
+    let result = run_with_store(config, store.clone(), listeners, shutdown).await;
+    store.close().await;
+    result
 }
 
 /// [`run`] with a store built by the caller (`config.store` is ignored): a store wrapped to
-/// inject faults in tests, or one shared with something else in the process.
+/// inject faults in tests, or one shared with something else in the process. The store is
+/// left open: closing it ([`Store::close`]) is the caller's.
 pub async fn run_with_store(
     config: Config,
     store: Arc<dyn Store>,
@@ -269,7 +272,6 @@ pub async fn run_with_store(
         note_task_end(joined, &mut result, &shutdown);
     }
     client.close().await;
-    store.store().close().await;
     result
 }
 

@@ -10,7 +10,8 @@
 //!   *generation*), only while its TTL lasts, and only while the newest confirmed heartbeat
 //!   was sent at most [`CacheConfig::staleness_bound`] ago: Redis sends invalidations and the
 //!   heartbeat's reply on one connection, in order, so every write Redis applied before that
-//!   heartbeat has already been taken out of the cache, and no copy is older than the bound.
+//!   heartbeat was sent has already been taken out of the cache (see [`super::tracking`]),
+//!   and no copy is older than the bound.
 //! - [`EntryCache::ticket`] before a read of Redis and [`EntryCache::fill`] after it: the copy
 //!   goes in only if nothing invalidated its shard, and the tracking generation did not change,
 //!   in between (a read that raced a write is never cached).
@@ -39,8 +40,10 @@ use tokio::time::Instant;
 const SHARDS: usize = 64;
 /// Why the whole cache was flushed (`discovery_cache_flushes_total{reason}`).
 const FLUSH_REASONS: [&str; 3] = ["tracking_restarted", "redis_answered", "redis_flushed"];
-/// Bytes counted per copy besides its encoded entry: the map slot, the key, the clock slot.
-const OVERHEAD_BYTES: usize = 160;
+/// Bytes counted per copy besides twice its encoded entry (its strings and vectors on the
+/// heap, with allocation headers and capacity slack): the map slot at a low load factor and
+/// two clock slots.
+const OVERHEAD_BYTES: usize = 2 * std::mem::size_of::<(KeyBytes, Cached)>() + 2 * 32;
 
 pub use super::KeyBytes;
 
@@ -395,7 +398,8 @@ impl EntryCache {
         })
     }
 
-    /// Keeps `entry`, read from Redis with `ticket` taken before the read and `ttl` left, unless
+    /// Keeps `entry`, read from Redis with `ticket` taken before the read, which was sent at
+    /// `read_at` and found `ttl` left (so the copy expires no later than the entry), unless
     /// anything invalidated its shard or the tracking connection changed since the ticket.
     pub fn fill(
         &self,
@@ -403,9 +407,9 @@ impl EntryCache {
         key: &KeyBytes,
         entry: &pb::Entry,
         ttl: Duration,
-        now: Instant,
+        read_at: Instant,
     ) {
-        let size = entry.encoded_len() + OVERHEAD_BYTES;
+        let size = 2 * entry.encoded_len() + OVERHEAD_BYTES;
         if size > self.shard_budget || ttl.is_zero() {
             return;
         }
@@ -423,8 +427,8 @@ impl EntryCache {
             Cached {
                 entry: entry.clone(),
                 size,
-                expires: now + ttl,
-                fetched: now,
+                expires: read_at + ttl,
+                fetched: read_at,
                 generation: ticket.generation,
                 referenced: false,
             },
@@ -687,13 +691,15 @@ mod tests {
     #[test]
     fn the_byte_bound_holds_and_recently_read_copies_survive_eviction() {
         let now = Instant::now();
+        // Room for five copies a shard.
+        let copy_size = 2 * entry(1).encoded_len() + OVERHEAD_BYTES;
         let config = CacheConfig {
-            max_bytes: SHARDS * 1024,
+            max_bytes: SHARDS * 5 * copy_size,
             ..CacheConfig::default()
         };
         let cache = EntryCache::new(config, now).unwrap();
         cache.tracking_started(now);
-        // Every key in shard 0: the shard holds 1024 bytes, about 4 copies.
+        // Every key in shard 0.
         let in_shard = |n: u8| {
             let mut k = key(0);
             k[1] = n;
@@ -706,9 +712,9 @@ mod tests {
                 "kept while read ({n})"
             );
             filled(&cache, &in_shard(n), 1, now);
-            assert!(cache.bytes() <= 1024, "{}", cache.bytes());
+            assert!(cache.bytes() <= 5 * copy_size, "{}", cache.bytes());
         }
-        assert!(cache.len() >= 3, "{}", cache.len());
+        assert_eq!(cache.len(), 5);
         assert!(cache.metrics.evictions.get() >= 40);
         assert_eq!(
             cache.metrics.bytes.get(),

@@ -222,15 +222,26 @@ impl RedisStore {
             .test_on_check_out(false)
             .connection_timeout(Duration::from_millis(500))
             .build_unchecked(TrackingManager(manager));
+        let target = match TrackingTarget::new(url, format!("{prefix}e:")) {
+            Ok(target) => Some(target).filter(|_| cache.enabled()),
+            Err(why) if cache.enabled() => {
+                tracing::warn!(%why, "the Redis read cache is off");
+                None
+            }
+            Err(_) => None,
+        };
+        let cache = if target.is_some() {
+            cache
+        } else {
+            CacheConfig::disabled()
+        };
         let entry_cache = Arc::new(
             EntryCache::new(cache, Instant::now())
                 .map_err(|error| StoreError::Unavailable(format!("cache metrics: {error}")))?,
         );
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        if cache.enabled() {
-            let target =
-                TrackingTarget::new(url, format!("{prefix}e:")).map_err(StoreError::Unavailable)?;
+        if let Some(target) = target {
             let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
                 StoreError::Unavailable(
                     "the Redis store must be opened inside a tokio runtime".into(),
@@ -346,9 +357,17 @@ impl Store for RedisStore {
     /// nothing invalidated it meanwhile.
     async fn get_proto(&self, key_bytes: &KeyBytes) -> Result<Option<pb::Entry>, StoreError> {
         let ticket = self.cache.ticket(key_bytes);
+        // The TTL counts from before the read, so a copy never outlives the entry.
+        let issued = Instant::now();
         let key = self.entry_key(key_bytes);
+        // One transaction: the value and the TTL of the same version.
         let mut read = redis::pipe();
-        read.cmd("HGET").arg(&key).arg("v").cmd("PTTL").arg(&key);
+        read.atomic()
+            .cmd("HGET")
+            .arg(&key)
+            .arg("v")
+            .cmd("PTTL")
+            .arg(&key);
         let (value, ttl_ms): (Option<Vec<u8>>, i64) = self.execute(&read).await?;
         let Some(bytes) = value else {
             return Ok(None);
@@ -361,7 +380,7 @@ impl Store for RedisStore {
                 key_bytes,
                 &entry,
                 Duration::from_millis(ttl_ms),
-                Instant::now(),
+                issued,
             );
         }
         Ok(Some(entry))

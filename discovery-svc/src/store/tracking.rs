@@ -3,9 +3,11 @@
 //! which keeps the [`EntryCache`] true to it.
 //!
 //! Redis sends invalidations and replies on one connection, in order, and the connection's
-//! driver hands each invalidation to the cache before it completes any later reply; so once a
-//! heartbeat `PING` sent at `t` is answered, every write Redis applied before `t` is out of the
-//! cache ([`EntryCache::confirmed`]). The connection is lost when its socket closes, when a
+//! driver hands each invalidation to the cache before it completes any later reply. Redis
+//! queues a write's invalidation at the end of the event-loop cycle that applied it, while a
+//! `PING` is answered in the cycle that reads it; a `PING` read in a cycle had arrived before
+//! that cycle applied anything, so once a heartbeat sent at `t` is answered, every write
+//! Redis applied before `t` is out of the cache ([`EntryCache::confirmed`]). The connection is lost when its socket closes, when a
 //! heartbeat goes unanswered for [`HEARTBEAT_TIMEOUT`], or when Redis is unreachable; the cache
 //! then stops serving copies at once ([`EntryCache::tracking_lost`]) and is flushed when a new
 //! connection is up ([`EntryCache::tracking_started`]). The driver runs inside the task of
@@ -32,7 +34,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Wait before reconnecting after Redis refused or dropped the connection: short, because a
 /// stale copy may be served until a new connection is up (or Redis answers a read).
-const RETRY_UNREACHABLE: Duration = Duration::from_millis(50);
+const RETRY_UNREACHABLE: Duration = Duration::from_millis(25);
+/// A connection up at least this long is retried at once when cut.
+const RECONNECT_AT_ONCE_AFTER: Duration = Duration::from_secs(1);
 /// Wait before reconnecting after Redis answered but refused tracking (an old Redis, a
 /// missing permission): that needs an operator, not a fast retry.
 const RETRY_REFUSED: Duration = Duration::from_secs(5);
@@ -67,8 +71,7 @@ impl TrackingTarget {
             ConnectionAddr::Tcp(..) | ConnectionAddr::Unix(_)
         ) {
             return Err(format!(
-                "the Redis read cache needs redis:// or redis+unix://, not {url:?}: run with \
-                 --redis-cache-mib 0"
+                "its invalidation connection supports redis:// and redis+unix://, not {url:?}"
             ));
         }
         let resp3 = info
@@ -86,13 +89,16 @@ impl TrackingTarget {
 pub async fn run(target: TrackingTarget, cache: Arc<EntryCache>, stop: CancellationToken) {
     let mut reported_down = false;
     while !stop.is_cancelled() {
+        let attempt = Instant::now();
         let outcome = tokio::select! {
             () = stop.cancelled() => break,
             outcome = track(&target, &cache) => outcome,
         };
         let was_up = cache.tracking_up();
+        let lasted = was_up && attempt.elapsed() >= RECONNECT_AT_ONCE_AFTER;
         cache.tracking_lost();
-        if was_up {
+        // One WARN per outage: a connection cut right after setup, again and again, is one.
+        if lasted {
             reported_down = false;
         }
         if !reported_down {
@@ -102,10 +108,10 @@ pub async fn run(target: TrackingTarget, cache: Arc<EntryCache>, stop: Cancellat
             );
             reported_down = true;
         }
-        // A connection that was up and got cut is retried at once (a killed connection, a
-        // Redis restart); a failed attempt waits.
+        // A connection that was up for a while and got cut is retried at once (a killed
+        // connection, a Redis restart); a failed attempt, or one cut right after setup, waits.
         let retry = match outcome {
-            _ if was_up => continue,
+            _ if lasted => continue,
             TrackingError::Unreachable(_) => RETRY_UNREACHABLE,
             TrackingError::Refused(_) => RETRY_REFUSED,
         };
@@ -246,9 +252,14 @@ async fn ping(connection: &mut MultiplexedConnection) -> Result<(), TrackingErro
         .map_err(setup_failed)
 }
 
-/// An error from Redis itself means it refused; anything else that it is unreachable.
+/// An error from Redis itself means it refused; anything else (or a Redis still loading its
+/// data) that it is unreachable for now.
 fn setup_failed(error: redis::RedisError) -> TrackingError {
-    if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+    let loading = matches!(
+        error.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+    );
+    if loading || error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
         TrackingError::Unreachable(error.to_string())
     } else {
         TrackingError::Refused(error.to_string())
@@ -266,7 +277,10 @@ fn handle_push(cache: &EntryCache, entry_prefix: &str, push: PushInfo) {
             for key in keys {
                 match entry_key(entry_prefix, key) {
                     Some(key) => cache.invalidate(&key),
-                    None => cache.invalidate_all(),
+                    None => {
+                        cache.invalidate_all();
+                        return;
+                    }
                 }
             }
         }

@@ -29,7 +29,7 @@ type EntryTombstone = (u64, i64);
 
 #[derive(Default)]
 struct State {
-    entries: BTreeMap<PublicKey, Live<Entry>>,
+    entries: BTreeMap<PublicKey, Live<Stored>>,
     entry_tombstones: HashMap<PublicKey, Live<EntryTombstone>>,
     transports: HashMap<[u8; 16], Live<TransportEntry>>,
     /// The later of a deregistered transport's registration and deregistration timestamps.
@@ -50,12 +50,23 @@ fn live<'a, K: std::hash::Hash + Eq, T>(
     map.get(key).map(|l| &l.value)
 }
 
+/// An entry and its protobuf form, made once when it is written (reads, which dominate,
+/// only clone it).
+struct Stored {
+    entry: Entry,
+    proto: pb::Entry,
+}
+
 impl State {
-    fn live_entry(&mut self, pk: &KeyBytes, now: Instant) -> Option<&Entry> {
+    fn live_stored(&mut self, pk: &KeyBytes, now: Instant) -> Option<&Stored> {
         if self.entries.get(pk).is_some_and(|l| l.expires <= now) {
             self.entries.remove(pk);
         }
         self.entries.get(pk).map(|l| &l.value)
+    }
+
+    fn live_entry(&mut self, pk: &KeyBytes, now: Instant) -> Option<&Entry> {
+        self.live_stored(pk, now).map(|stored| &stored.entry)
     }
 
     /// The (sequence, timestamp) a new entry of `pk` must beat: the live entry's, or the
@@ -151,8 +162,8 @@ impl Store for MemoryStore {
     /// The map is in this process and is the store itself: a found entry is current.
     fn cached_entry(&self, key: &KeyBytes) -> Option<pb::Entry> {
         self.lock()
-            .live_entry(key, Instant::now())
-            .map(Entry::to_proto)
+            .live_stored(key, Instant::now())
+            .map(|stored| stored.proto.clone())
     }
 
     async fn put(
@@ -171,7 +182,10 @@ impl Store for MemoryStore {
         state.entries.insert(
             entry.owner,
             Live {
-                value: entry.clone(),
+                value: Stored {
+                    entry: entry.clone(),
+                    proto: entry.to_proto(),
+                },
                 expires: now + ttl,
             },
         );
@@ -216,8 +230,8 @@ impl Store for MemoryStore {
             .lock()
             .entries
             .values()
-            .filter(|live| live.expires > now && live.value.server.is_some())
-            .map(|live| live.value.clone())
+            .filter(|live| live.expires > now && live.value.entry.server.is_some())
+            .map(|live| live.value.entry.clone())
             .collect())
     }
 
@@ -227,8 +241,8 @@ impl Store for MemoryStore {
         let live = state.entries.values().filter(|live| live.expires > now);
         let mut counts = EntryCounts::default();
         for live in live {
-            counts.servers += u64::from(live.value.server.is_some());
-            counts.clients += u64::from(live.value.client.is_some());
+            counts.servers += u64::from(live.value.entry.server.is_some());
+            counts.clients += u64::from(live.value.entry.client.is_some());
         }
         Ok(counts)
     }
@@ -249,7 +263,9 @@ impl Store for MemoryStore {
             .entries
             .iter()
             .filter(|(pk, live)| {
-                after.is_none_or(|a| **pk > a) && live.expires > now && live.value.client.is_some()
+                after.is_none_or(|a| **pk > a)
+                    && live.expires > now
+                    && live.value.entry.client.is_some()
             })
             .map(|(pk, _)| *pk)
             .take(count + 1)
